@@ -1,0 +1,41 @@
+# Conveyor — every target prepares .venv on its own, so a fresh clone needs nothing else.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "Installing Conveyor and its pinned dependencies into $(VENV) ..."
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -r requirements-dev.lock
+	@$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create or update .venv
+
+up: $(STAMP) ## Run the whole platform on embedded defaults (SQLite, Prefect, worker, DuckDB)
+	$(VENV)/bin/conveyor up
+
+test: $(STAMP) ## Run the test suite (PostgreSQL tests too when CONVEYOR_TEST_POSTGRES_URL is set)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Ruff lint + format check, mypy on src/
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src
+
+bench: $(STAMP) ## Run the benchmarks (not tests); results go to docs/benchmarks.md by hand
+	$(PY) bench/run_all.py
+
+lock: ## Re-pin requirements*.lock from pyproject.toml (needs the network)
+	rm -rf /tmp/conveyor-lock && python3 -m venv /tmp/conveyor-lock
+	/tmp/conveyor-lock/bin/pip install -q . && /tmp/conveyor-lock/bin/pip freeze --exclude-editable | grep -v '^conveyor' > requirements.lock
+	/tmp/conveyor-lock/bin/pip install -q '.[dev]' && /tmp/conveyor-lock/bin/pip freeze --exclude-editable | grep -v '^conveyor' > requirements-dev.lock
+
+.PHONY: help venv up test lint bench lock

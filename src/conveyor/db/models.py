@@ -1,0 +1,191 @@
+"""Conveyor's tables. Repositories in this package are the only code that queries them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from conveyor.db.base import Base, JSONType, UTCDateTime, utcnow
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))  # admin | editor | viewer
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # sha256 of the token; the token itself is shown once and never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class _Endpoint:
+    """Columns shared by sources and destinations (reusable named connections)."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    type: Mapped[str] = mapped_column(String(50))
+    # Secret fields hold ciphertext (see conveyor.secrets); never returned in clear.
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class Source(_Endpoint, Base):
+    __tablename__ = "sources"
+
+
+class Destination(_Endpoint, Base):
+    __tablename__ = "destinations"
+
+
+class Connector(Base):
+    __tablename__ = "connectors"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="RESTRICT"), index=True)
+    destination_id: Mapped[int] = mapped_column(
+        ForeignKey("destinations.id", ondelete="RESTRICT"), index=True
+    )
+    # What to copy (tables/query/glob/resources, write disposition, keys, cursor) and where.
+    source_config_override: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    destination_config_override: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    schedule: Mapped[str | None] = mapped_column(String(120))  # 5-field cron; None = manual only
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    work_pool_name: Mapped[str | None] = mapped_column(String(200))  # None = settings default
+    work_queue_name: Mapped[str | None] = mapped_column(String(200))
+    deployment_name: Mapped[str | None] = mapped_column(String(200))  # None = connector-<id>
+
+    prefect_deployment_id: Mapped[str | None] = mapped_column(String(64))
+    sync_status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|synced|error
+    sync_error: Mapped[str | None] = mapped_column(Text)
+    synced_spec_hash: Mapped[str | None] = mapped_column(String(64))
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sync_next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    managed_by: Mapped[str] = mapped_column(String(10), default="api")  # ui | api | file
+    # Hash of the connector as the last `deployments apply` left it (drift detection).
+    applied_file_hash: Mapped[str | None] = mapped_column(String(64))
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+
+    source: Mapped[Source] = relationship(lazy="joined")
+    destination: Mapped[Destination] = relationship(lazy="joined")
+    owner: Mapped[User | None] = relationship(lazy="joined")
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (Index("ix_connectors_sync_status", "sync_status"),)
+
+
+class ConnectorRun(Base):
+    __tablename__ = "connector_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(20))  # scheduled|running|succeeded|failed|crashed|cancelled
+    trigger: Mapped[str] = mapped_column(String(20))  # schedule | manual
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rows_loaded: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_loaded: Mapped[int | None] = mapped_column(BigInteger)
+    table_stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    schema_changes: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    log_summary: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_connector_runs_connector_id_id", "connector_id", "id"),
+        Index("ix_connector_runs_status", "status"),
+    )
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(50))  # e.g. connector.create
+    entity_type: Mapped[str] = mapped_column(String(30))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    # Masked copies: secret fields are "********" here, always.
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_audit_log_entity_type_entity_id", "entity_type", "entity_id"),)
+
+
+class OutboxEntry(Base):
+    """A connector change waiting for the reconciler; committed with the change itself."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connector_id: Mapped[int] = mapped_column(BigInteger, index=True)  # no FK: outlives deletes
+    action: Mapped[str] = mapped_column(String(10))  # upsert | delete
+    # For deletes: the deployment to remove, since the connector row is gone.
+    prefect_deployment_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Lease(Base):
+    """Named leases: who runs the reconciler (SQLite fallback for the advisory lock) and
+    the heartbeat and last-pass report of long-running parts."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    info: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

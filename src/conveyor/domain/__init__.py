@@ -1,0 +1,1 @@
+"""Domain models shared by the web app, the reconciler, the flow and the CLI."""

@@ -1,0 +1,74 @@
+"""Conveyor's errors: each carries a reason, and where useful a hint and the field at fault.
+
+The web app maps them to HTTP status codes (``web/errors.py``), the CLI to exit codes
+(``cli/main.py``); the reconciler and the flow use ``transient`` to decide on retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One thing wrong with the input: where (dotted field path or file:line) and why."""
+
+    loc: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.reason}" if self.loc else self.reason
+
+
+class ConveyorError(Exception):
+    """Base error: a human reason and an optional hint on what to do about it."""
+
+    transient = False
+
+    def __init__(self, reason: str, hint: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.reason} ({self.hint})" if self.hint else self.reason
+
+
+class ConfigurationError(ConveyorError):
+    """A setting is missing or wrong."""
+
+
+class ValidationFailed(ConveyorError):
+    """Input was rejected; ``problems`` lists every field at fault."""
+
+    def __init__(self, problems: list[FieldProblem] | FieldProblem, hint: str | None = None):
+        self.problems = problems if isinstance(problems, list) else [problems]
+        super().__init__("; ".join(str(p) for p in self.problems), hint)
+
+    @classmethod
+    def field(cls, loc: str, reason: str) -> ValidationFailed:
+        return cls([FieldProblem(loc, reason)])
+
+
+class NotFound(ConveyorError):
+    """The thing asked for does not exist."""
+
+
+class Conflict(ConveyorError):
+    """The change clashes with the current state (duplicate name, stale version, in use)."""
+
+
+class PermissionDenied(ConveyorError):
+    """The caller may not do this."""
+
+
+class NotAuthenticated(ConveyorError):
+    """No valid session or token."""
+
+
+class ExternalError(ConveyorError):
+    """A system Conveyor talks to (Prefect, a source, a destination) failed."""
+
+    def __init__(self, reason: str, hint: str | None = None, *, transient: bool = False):
+        super().__init__(reason, hint)
+        self.transient = transient

@@ -1,0 +1,1 @@
+"""Source and destination types, and the flow that runs a connector with dlt."""

@@ -1,0 +1,121 @@
+"""Building blocks for the per-type configuration models.
+
+A field marked ``Secret`` is encrypted at rest, write-only in the API and UI and masked
+everywhere else (see ``conveyor.secrets``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SECRET_MARK = "secret"
+
+# Annotated marker picked up by conveyor.secrets and shown as writeOnly in the JSON schema.
+Secret = Field(json_schema_extra={SECRET_MARK: True, "writeOnly": True, "format": "password"})
+
+SecretStrField = Annotated[str | None, Secret]
+
+
+class TypeConfig(BaseModel):
+    """Base of every type's configuration: unknown fields are errors, not silently kept."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @classmethod
+    def secret_fields(cls) -> frozenset[str]:
+        """Names of the fields holding secrets."""
+        return frozenset(
+            name
+            for name, field in cls.model_fields.items()
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(SECRET_MARK)
+        )
+
+
+WriteDisposition = Literal["append", "replace", "merge"]
+
+
+class CopyOptions(BaseModel):
+    """What to copy and how it lands (usually set per connector, as overrides).
+
+    ``write_disposition`` left unset means: ``merge`` when a primary key is given,
+    ``append`` when a cursor column is given, otherwise ``replace`` — so re-running a
+    connector never duplicates rows by default.
+    """
+
+    write_disposition: WriteDisposition | None = None
+    primary_key: str | list[str] | None = None
+    cursor_column: str | None = None
+    initial_value: Any = None
+
+    def effective_write_disposition(self) -> WriteDisposition:
+        if self.write_disposition:
+            return self.write_disposition
+        if self.primary_key:
+            return "merge"
+        if self.cursor_column:
+            return "append"
+        return "replace"
+
+    @model_validator(mode="after")
+    def _merge_needs_key(self) -> CopyOptions:
+        if self.write_disposition == "merge" and not self.primary_key:
+            raise ValueError("write_disposition 'merge' needs primary_key")
+        return self
+
+
+class DatabaseConnection(BaseModel):
+    """A database by URL or by parts (the names existing deployments already store)."""
+
+    connection_string: SecretStrField = None
+    drivername: str = "postgresql"
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    database: str | None = None
+    username: str | None = None
+    password: SecretStrField = None
+
+    @model_validator(mode="after")
+    def _url_or_parts(self) -> DatabaseConnection:
+        if not self.connection_string and not (self.host and self.database):
+            raise ValueError("give connection_string, or host and database")
+        return self
+
+
+class S3Options(BaseModel):
+    """Credentials and endpoint for s3:// paths (endpoint_url for MinIO or moto)."""
+
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStrField = None
+    endpoint_url: str | None = None
+    region_name: str | None = None
+
+
+AuthType = Literal["none", "bearer_token", "api_key", "basic"]
+
+
+class HttpAuth(BaseModel):
+    """Authentication against an HTTP API."""
+
+    auth_type: AuthType = "none"
+    token: SecretStrField = None
+    api_key: SecretStrField = None
+    api_key_name: str = "X-API-Key"
+    username: str | None = None
+    password: SecretStrField = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> HttpAuth:
+        needed = {"bearer_token": "token", "api_key": "api_key", "basic": "password"}.get(
+            self.auth_type
+        )
+        if needed and getattr(self, needed) is None:
+            raise ValueError(f"auth_type '{self.auth_type}' needs {needed}")
+        if self.auth_type == "basic" and not self.username:
+            raise ValueError("auth_type 'basic' needs username")
+        return self
+
+
+FileFormat = Literal["csv", "jsonl", "parquet"]

@@ -1,0 +1,1 @@
+"""Source types: one module each, registered in ``conveyor.pipelines.registry``."""

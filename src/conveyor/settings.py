@@ -1,0 +1,99 @@
+"""One settings root for every Conveyor process (environment prefix ``CONVEYOR_``)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from cryptography.fernet import Fernet
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from conveyor.errors import ConfigurationError
+
+SECRET_KEY_FILE = "secret.key"
+
+
+class Settings(BaseSettings):
+    """Everything a Conveyor process can be told, read from ``CONVEYOR_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path("~/.conveyor").expanduser())
+    env: Literal["local", "production"] = "local"
+    database_url: str | None = None
+    secret_key: SecretStr | None = None
+    prefect_api_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("PREFECT_API_URL", "CONVEYOR_PREFECT_API_URL")
+    )
+    prefect_ui_url: str | None = None
+    default_work_pool: str = "default"
+    default_work_queue: str = "default"
+    reconcile_interval: float = Field(default=60.0, gt=0)
+    reconcile_concurrency: int = Field(default=8, ge=1, le=64)
+    run_heartbeat_timeout: float = Field(default=300.0, gt=0)
+    session_secure_cookie: bool = False
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _expand_home(cls, value: object) -> object:
+        return Path(str(value)).expanduser() if value is not None else value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file under ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'conveyor.db'}"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the embedded DuckDB destination writes by default."""
+        return self.home / "data"
+
+    def secret_keys(self) -> list[bytes]:
+        """Fernet keys, newest first; generated into ``home`` in local mode when unset."""
+        if self.secret_key is not None:
+            raw = self.secret_key.get_secret_value()
+        else:
+            raw = self._local_key()
+        keys = [k.strip().encode() for k in raw.split(",") if k.strip()]
+        if not keys:
+            raise ConfigurationError("CONVEYOR_SECRET_KEY is empty", hint="set one Fernet key")
+        for key in keys:
+            try:
+                Fernet(key)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    "CONVEYOR_SECRET_KEY holds a value that is not a Fernet key",
+                    hint="generate one with `conveyor secrets generate-key`",
+                ) from exc
+        return keys
+
+    def _local_key(self) -> str:
+        if self.env == "production":
+            raise ConfigurationError(
+                "CONVEYOR_SECRET_KEY is not set",
+                hint="production needs an explicit key; generate one with "
+                "`conveyor secrets generate-key`",
+            )
+        path = self.home / SECRET_KEY_FILE
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key().decode()
+        # Created 0600 so only this user can read the key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own ``Settings`` instead)."""
+    return Settings()
