@@ -38,8 +38,11 @@ class ConfigurationError(ConveyorError):
     """A setting is missing or wrong."""
 
 
-class ValidationFailed(ConveyorError):
-    """Input was rejected; ``problems`` lists every field at fault."""
+class ValidationFailed(ConveyorError, ValueError):
+    """Input was rejected; ``problems`` lists every field at fault.
+
+    A ValueError too, so pydantic validators can raise it and have it reported per field.
+    """
 
     def __init__(self, problems: list[FieldProblem] | FieldProblem, hint: str | None = None):
         self.problems = problems if isinstance(problems, list) else [problems]

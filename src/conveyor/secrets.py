@@ -46,7 +46,9 @@ class SecretBox:
 
     # --- whole configs -------------------------------------------------------------
 
-    def encrypt_config(self, config: dict[str, Any], secret_fields: Iterable[str]) -> dict[str, Any]:
+    def encrypt_config(
+        self, config: dict[str, Any], secret_fields: Iterable[str]
+    ) -> dict[str, Any]:
         out = dict(config)
         for name in secret_fields:
             value = out.get(name)
@@ -54,7 +56,9 @@ class SecretBox:
                 out[name] = self.encrypt(value)
         return out
 
-    def decrypt_config(self, config: dict[str, Any], secret_fields: Iterable[str]) -> dict[str, Any]:
+    def decrypt_config(
+        self, config: dict[str, Any], secret_fields: Iterable[str]
+    ) -> dict[str, Any]:
         out = dict(config)
         for name in secret_fields:
             value = out.get(name)

@@ -77,7 +77,9 @@ class Connector(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str | None] = mapped_column(Text)
-    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="RESTRICT"), index=True)
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("sources.id", ondelete="RESTRICT"), index=True
+    )
     destination_id: Mapped[int] = mapped_column(
         ForeignKey("destinations.id", ondelete="RESTRICT"), index=True
     )
@@ -126,7 +128,9 @@ class ConnectorRun(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64), unique=True)
-    status: Mapped[str] = mapped_column(String(20))  # scheduled|running|succeeded|failed|crashed|cancelled
+    status: Mapped[str] = mapped_column(
+        String(20)
+    )  # scheduled|running|succeeded|failed|crashed|cancelled
     trigger: Mapped[str] = mapped_column(String(20))  # schedule | manual
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

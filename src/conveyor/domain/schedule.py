@@ -28,7 +28,9 @@ def validate_cron(expr: str, *, loc: str = "schedule") -> str:
     try:
         croniter(text)
     except (CroniterBadCronError, ValueError, KeyError) as exc:
-        raise ValidationFailed.field(loc, f"'{expr}' is not a valid cron expression: {exc}") from exc
+        raise ValidationFailed.field(
+            loc, f"'{expr}' is not a valid cron expression: {exc}"
+        ) from exc
     return text
 
 
@@ -46,7 +48,9 @@ def _timezones() -> frozenset[str]:
     return frozenset(zones)
 
 
-def next_runs(expr: str, timezone: str, count: int = 5, *, after: datetime | None = None) -> list[datetime]:
+def next_runs(
+    expr: str, timezone: str, count: int = 5, *, after: datetime | None = None
+) -> list[datetime]:
     """The next ``count`` fire times of ``expr`` in ``timezone`` (aware datetimes)."""
     try:
         tz = ZoneInfo(timezone)

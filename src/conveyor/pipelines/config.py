@@ -29,7 +29,8 @@ class TypeConfig(BaseModel):
         return frozenset(
             name
             for name, field in cls.model_fields.items()
-            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(SECRET_MARK)
+            if isinstance(field.json_schema_extra, dict)
+            and field.json_schema_extra.get(SECRET_MARK)
         )
 
 

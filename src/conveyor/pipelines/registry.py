@@ -51,12 +51,17 @@ def register(kind: Kind, name: str, title: str, model: type[TypeConfig], module:
 _S = "conveyor.pipelines.sources."
 _D = "conveyor.pipelines.destinations."
 register("source", "sql_database", "SQL database", SqlDatabaseConfig, _S + "sql_database")
-register("source", "filesystem", "Files (local, NFS, S3)", FilesystemSourceConfig, _S + "filesystem")
+register(
+    "source", "filesystem", "Files (local, NFS, S3)", FilesystemSourceConfig, _S + "filesystem"
+)
 register("source", "rest_api", "REST API", RestApiSourceConfig, _S + "rest_api")
 register("destination", "duckdb", "DuckDB", DuckdbConfig, _D + "duckdb")
 register("destination", "postgres", "PostgreSQL", PostgresDestinationConfig, _D + "postgres")
 register(
-    "destination", "filesystem", "Files (local, NFS, S3)", FilesystemDestinationConfig,
+    "destination",
+    "filesystem",
+    "Files (local, NFS, S3)",
+    FilesystemDestinationConfig,
     _D + "filesystem",
 )
 register("destination", "sftp", "SFTP", SftpConfig, _D + "sftp")
@@ -69,7 +74,9 @@ def get_type(kind: Kind, name: str) -> TypeInfo:
         return _TYPES[(kind, name)]
     except KeyError:
         known = ", ".join(sorted(n for k, n in _TYPES if k == kind))
-        raise ValidationFailed.field("type", f"unknown {kind} type '{name}' (known: {known})") from None
+        raise ValidationFailed.field(
+            "type", f"unknown {kind} type '{name}' (known: {known})"
+        ) from None
 
 
 def list_types(kind: Kind) -> list[TypeInfo]:
@@ -112,4 +119,3 @@ def known_types() -> dict[Kind, list[str]]:
         "source": [t.name for t in list_types("source")],
         "destination": [t.name for t in list_types("destination")],
     }
-

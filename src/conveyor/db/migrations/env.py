@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from conveyor.db.base import Base
 from conveyor.db import models  # noqa: F401  (registers the tables)
+from conveyor.db.base import Base
 from conveyor.db.session import get_engine
 
 config = context.config

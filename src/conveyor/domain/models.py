@@ -1,0 +1,250 @@
+"""API-facing models: what clients send and what they get back.
+
+Field names are snake_case; the camelCase names older clients send (``isActive``,
+``sourceConfigOverride``, ...) are accepted too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from conveyor.domain.schedule import validate_cron, validate_timezone
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
+RESERVED_TAGS = frozenset({"conveyor", "scheduled"})
+
+Role = Literal["admin", "editor", "viewer"]
+SyncStatus = Literal["pending", "synced", "error"]
+
+
+class InputModel(BaseModel):
+    """Request bodies: unknown fields are errors; camelCase aliases accepted."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=True
+    )
+
+
+Name = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+
+
+class EndpointCreate(InputModel):
+    name: str = Name
+    type: str = Field(min_length=1, max_length=50)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class EndpointPatch(InputModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    # Merged over the stored config; secrets left out (or sent back masked) are kept.
+    config: dict[str, Any] | None = None
+
+
+class EndpointOut(BaseModel):
+    id: int
+    name: str
+    type: str
+    config: dict[str, Any]  # secrets masked
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None
+    updated_by: str | None
+    connector_count: int = 0
+
+
+def _check_tags(tags: list[str]) -> list[str]:
+    import re
+
+    seen: list[str] = []
+    for i, tag in enumerate(tags):
+        if not re.match(TAG_PATTERN, tag) or len(tag) > 100:
+            raise ValueError(f"tag {i} '{tag}' may hold only letters, digits and _ . : -")
+        if tag in RESERVED_TAGS or tag.startswith("connector-"):
+            raise ValueError(f"tag '{tag}' is reserved for Conveyor")
+        if tag not in seen:
+            seen.append(tag)
+    return seen
+
+
+class ConnectorFields(InputModel):
+    description: str | None = Field(default=None, max_length=2000)
+    source_config_override: dict[str, Any] = Field(default_factory=dict)
+    destination_config_override: dict[str, Any] = Field(default_factory=dict)
+    schedule: str | None = None
+    timezone: str = "UTC"
+    is_active: bool = True
+    tags: list[str] = Field(default_factory=list)
+    work_pool_name: str | None = Field(default=None, max_length=200)
+    work_queue_name: str | None = Field(default=None, max_length=200)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return validate_cron(value, loc="")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return validate_timezone(value, loc="")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        return _check_tags(value)
+
+
+class ConnectorCreate(ConnectorFields):
+    name: str = Name
+    source_id: int
+    destination_id: int
+
+
+class ConnectorPatch(InputModel):
+    """Partial update; ``version`` (optimistic lock), when given, must match."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    description: str | None = Field(default=None, max_length=2000)
+    source_id: int | None = None
+    destination_id: int | None = None
+    source_config_override: dict[str, Any] | None = None
+    destination_config_override: dict[str, Any] | None = None
+    schedule: str | None = None
+    timezone: str | None = None
+    is_active: bool | None = None
+    tags: list[str] | None = None
+    work_pool_name: str | None = None
+    work_queue_name: str | None = None
+    version: int | None = None
+
+    _cron = field_validator("schedule")(ConnectorFields._cron.__func__)  # type: ignore[attr-defined]
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else validate_timezone(value, loc="")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_tags(value)
+
+
+class RunSummary(BaseModel):
+    id: int
+    status: str
+    trigger: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    rows_loaded: int | None
+    error: str | None
+
+
+class ConnectorOut(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    source_id: int
+    source_name: str
+    source_type: str
+    destination_id: int
+    destination_name: str
+    destination_type: str
+    source_config_override: dict[str, Any]  # secrets masked
+    destination_config_override: dict[str, Any]
+    schedule: str | None
+    schedule_description: str
+    timezone: str
+    next_runs: list[datetime]
+    is_active: bool
+    tags: list[str]
+    work_pool_name: str
+    work_queue_name: str
+    deployment_name: str
+    prefect_deployment_id: str | None
+    sync_status: SyncStatus
+    sync_error: str | None
+    sync_next_retry_at: datetime | None
+    synced_at: datetime | None
+    managed_by: str
+    owner: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    last_run: RunSummary | None = None
+
+
+class RunOut(BaseModel):
+    id: int
+    connector_id: int
+    prefect_flow_run_id: str | None
+    status: str
+    trigger: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    rows_loaded: int | None
+    bytes_loaded: int | None
+    table_stats: dict[str, Any]
+    schema_changes: list[Any]
+    log_summary: str | None
+    error: str | None
+    created_at: datetime
+
+
+class Page(BaseModel):
+    """A page of results; pass ``next_cursor`` back as ``cursor`` for the next one."""
+
+    items: list[Any]
+    next_cursor: str | None
+
+
+class UserCreate(InputModel):
+    username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@\-]+$")
+    password: str = Field(min_length=8, max_length=200)
+    role: Role
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: Role
+    is_active: bool
+    created_at: datetime
+
+
+class TokenCreate(InputModel):
+    name: str = Field(default="api", min_length=1, max_length=100)
+    username: str | None = None  # admins may create tokens for others
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    username: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str  # shown once
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str | None
+    action: str
+    entity_type: str
+    entity_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None

@@ -1,0 +1,183 @@
+"""Sources and destinations: reusable, named connection definitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from conveyor.db.models import Connector, Destination, Source
+from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
+from conveyor.errors import Conflict, NotFound
+from conveyor.pipelines.registry import Kind, get_type, validate_config
+from conveyor.secrets import SecretBox, keep_unchanged_secrets, mask_config
+from conveyor.services import audit
+from conveyor.services.authz import Actor, require_role
+
+Endpoint = Source | Destination
+MODELS: dict[Kind, type[Source] | type[Destination]] = {
+    "source": Source,
+    "destination": Destination,
+}
+
+
+def _fk(kind: Kind) -> Any:
+    return Connector.source_id if kind == "source" else Connector.destination_id
+
+
+def get(kind: Kind, endpoint_id: int, *, session: Session) -> Endpoint:
+    obj = session.get(MODELS[kind], endpoint_id)
+    if obj is None:
+        raise NotFound(f"{kind} {endpoint_id} does not exist")
+    return obj
+
+
+def get_by_name(kind: Kind, name: str, *, session: Session) -> Endpoint | None:
+    model = MODELS[kind]
+    return session.scalars(select(model).where(model.name == name)).first()
+
+
+def masked(kind: Kind, obj: Endpoint) -> dict[str, Any]:
+    return mask_config(obj.config, get_type(kind, obj.type).secret_fields)
+
+
+def to_out(kind: Kind, obj: Endpoint, connector_count: int = 0) -> EndpointOut:
+    return EndpointOut(
+        id=obj.id,
+        name=obj.name,
+        type=obj.type,
+        config=masked(kind, obj),
+        created_at=obj.created_at,
+        updated_at=obj.updated_at,
+        created_by=obj.created_by,
+        updated_by=obj.updated_by,
+        connector_count=connector_count,
+    )
+
+
+def _snapshot(kind: Kind, obj: Endpoint) -> dict[str, Any]:
+    return {"name": obj.name, "type": obj.type, "config": masked(kind, obj)}
+
+
+def list_all(kind: Kind, *, session: Session) -> list[EndpointOut]:
+    model = MODELS[kind]
+    counts = dict(
+        session.execute(select(_fk(kind), func.count()).group_by(_fk(kind))).tuples().all()
+    )
+    rows = session.scalars(select(model).order_by(model.name))
+    return [to_out(kind, r, counts.get(r.id, 0)) for r in rows]
+
+
+def connector_count(kind: Kind, endpoint_id: int, *, session: Session) -> int:
+    return int(session.scalar(select(func.count()).where(_fk(kind) == endpoint_id)) or 0)
+
+
+def create(
+    kind: Kind, data: EndpointCreate, *, session: Session, actor: Actor, box: SecretBox
+) -> Endpoint:
+    """Validate the config against the type, encrypt its secrets, store it."""
+    require_role(actor, "editor", f"create {kind}s")
+    info = get_type(kind, data.type)
+    validate_config(kind, data.type, data.config)
+    config = box.encrypt_config(_without_nulls(data.config), info.secret_fields)
+    obj = MODELS[kind](
+        name=data.name,
+        type=data.type,
+        config=config,
+        created_by=actor.username,
+        updated_by=actor.username,
+    )
+    session.add(obj)
+    _flush_unique(session, kind, data.name)
+    audit.record(
+        session=session,
+        actor=actor,
+        action=f"{kind}.create",
+        entity_type=kind,
+        entity_id=obj.id,
+        after=_snapshot(kind, obj),
+    )
+    return obj
+
+
+def update(
+    kind: Kind,
+    endpoint_id: int,
+    data: EndpointPatch,
+    *,
+    session: Session,
+    actor: Actor,
+    box: SecretBox,
+) -> Endpoint:
+    """Rename and/or merge config changes; secrets not sent are kept."""
+    require_role(actor, "editor", f"change {kind}s")
+    obj = get(kind, endpoint_id, session=session)
+    if not actor.is_admin and obj.created_by != actor.username:
+        require_role(actor, "admin", f"change a {kind} another user created")
+    before = _snapshot(kind, obj)
+    info = get_type(kind, obj.type)
+    if data.config is not None:
+        merged = keep_unchanged_secrets(data.config, obj.config, info.secret_fields)
+        plain = box.decrypt_config(merged, info.secret_fields)
+        validate_config(kind, obj.type, plain)
+        obj.config = box.encrypt_config(_without_nulls(plain), info.secret_fields)
+    if data.name is not None:
+        obj.name = data.name
+    obj.updated_by = actor.username
+    _flush_unique(session, kind, obj.name)
+    after = _snapshot(kind, obj)
+    if after != before:
+        audit.record(
+            session=session,
+            actor=actor,
+            action=f"{kind}.update",
+            entity_type=kind,
+            entity_id=obj.id,
+            before=before,
+            after=after,
+        )
+    return obj
+
+
+def delete(kind: Kind, endpoint_id: int, *, session: Session, actor: Actor) -> None:
+    """Delete unless connectors still use it (409 naming them)."""
+    require_role(actor, "editor", f"delete {kind}s")
+    obj = get(kind, endpoint_id, session=session)
+    if not actor.is_admin and obj.created_by != actor.username:
+        require_role(actor, "admin", f"delete a {kind} another user created")
+    users = list(session.scalars(select(Connector.name).where(_fk(kind) == endpoint_id).limit(6)))
+    if users:
+        names = ", ".join(users[:5]) + (", ..." if len(users) > 5 else "")
+        raise Conflict(
+            f"{kind} '{obj.name}' is still used by connectors: {names}",
+            hint="delete those connectors or point them elsewhere first",
+        )
+    audit.record(
+        session=session,
+        actor=actor,
+        action=f"{kind}.delete",
+        entity_type=kind,
+        entity_id=obj.id,
+        before=_snapshot(kind, obj),
+    )
+    session.delete(obj)
+    session.flush()
+
+
+def decrypted_config(kind: Kind, obj: Endpoint, box: SecretBox) -> dict[str, Any]:
+    """The config with secrets in clear: for the flow and checks only, in memory."""
+    return box.decrypt_config(obj.config, get_type(kind, obj.type).secret_fields)
+
+
+def _without_nulls(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def _flush_unique(session: Session, kind: Kind, name: str) -> None:
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a {kind} named '{name}' already exists") from exc

@@ -1,0 +1,417 @@
+"""Connectors: a source, a destination, what to copy, and a schedule.
+
+Every change commits an outbox entry in the same transaction (invariant 2): the caller's
+request never waits on Prefect; the reconciler applies the entry.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from sqlalchemy import String, cast, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from conveyor.db.models import Connector, ConnectorRun, OutboxEntry
+from conveyor.domain import schedule as sched
+from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunSummary
+from conveyor.errors import Conflict, NotFound, ValidationFailed
+from conveyor.pipelines.registry import Kind, get_type, validate_config
+from conveyor.secrets import SecretBox, keep_unchanged_secrets, mask_config
+from conveyor.services import audit, catalog
+from conveyor.services.authz import Actor, require_owner_or_admin, require_role
+from conveyor.settings import Settings
+
+MANAGED_BY = ("ui", "api", "file")
+
+
+def deployment_name(connector: Connector) -> str:
+    """The Prefect deployment's name: the one a deployment file gave it, or connector-<id>."""
+    return connector.deployment_name or f"connector-{connector.id}"
+
+
+def get(connector_id: int, *, session: Session) -> Connector:
+    obj = session.get(Connector, connector_id)
+    if obj is None:
+        raise NotFound(f"connector {connector_id} does not exist")
+    return obj
+
+
+def get_by_name(name: str, *, session: Session) -> Connector | None:
+    return session.scalars(select(Connector).where(Connector.name == name)).first()
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+def to_out(c: Connector, settings: Settings, last_run: ConnectorRun | None = None) -> ConnectorOut:
+    """The API view: secrets masked, schedule in words, next 5 runs in its timezone."""
+    src_secrets = get_type("source", c.source.type).secret_fields
+    dst_secrets = get_type("destination", c.destination.type).secret_fields
+    return ConnectorOut(
+        id=c.id,
+        name=c.name,
+        description=c.description,
+        source_id=c.source_id,
+        source_name=c.source.name,
+        source_type=c.source.type,
+        destination_id=c.destination_id,
+        destination_name=c.destination.name,
+        destination_type=c.destination.type,
+        source_config_override=mask_config(c.source_config_override, src_secrets),
+        destination_config_override=mask_config(c.destination_config_override, dst_secrets),
+        schedule=c.schedule,
+        schedule_description=sched.describe(c.schedule, c.timezone),
+        timezone=c.timezone,
+        next_runs=sched.next_runs(c.schedule, c.timezone) if c.schedule else [],
+        is_active=c.is_active,
+        tags=list(c.tags or []),
+        work_pool_name=c.work_pool_name or settings.default_work_pool,
+        work_queue_name=c.work_queue_name or settings.default_work_queue,
+        deployment_name=deployment_name(c),
+        prefect_deployment_id=c.prefect_deployment_id,
+        sync_status=c.sync_status,  # type: ignore[arg-type]
+        sync_error=c.sync_error,
+        sync_next_retry_at=c.sync_next_retry_at,
+        synced_at=c.synced_at,
+        managed_by=c.managed_by,
+        owner=c.owner.username if c.owner else None,
+        version=c.version,
+        created_at=c.created_at,
+        updated_at=c.updated_at,
+        last_run=run_summary(last_run) if last_run else None,
+    )
+
+
+def run_summary(r: ConnectorRun) -> RunSummary:
+    return RunSummary(
+        id=r.id,
+        status=r.status,
+        trigger=r.trigger,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        duration_seconds=duration(r),
+        rows_loaded=r.rows_loaded,
+        error=r.error,
+    )
+
+
+def duration(r: ConnectorRun) -> float | None:
+    if r.started_at and r.finished_at:
+        return (r.finished_at - r.started_at).total_seconds()
+    return None
+
+
+def last_runs(connector_ids: list[int], *, session: Session) -> dict[int, ConnectorRun]:
+    """The newest run of each connector, in one query."""
+    if not connector_ids:
+        return {}
+    newest = (
+        select(func.max(ConnectorRun.id))
+        .where(ConnectorRun.connector_id.in_(connector_ids))
+        .group_by(ConnectorRun.connector_id)
+    )
+    runs = session.scalars(select(ConnectorRun).where(ConnectorRun.id.in_(newest)))
+    return {r.connector_id: r for r in runs}
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed.field("cursor", "is not a cursor this API returned") from None
+
+
+def list_page(
+    *,
+    session: Session,
+    settings: Settings,
+    q: str | None = None,
+    sync_status: str | None = None,
+    tag: str | None = None,
+    is_active: bool | None = None,
+    source_id: int | None = None,
+    destination_id: int | None = None,
+    last_run_status: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Connectors by id, filtered, one page at a time (keyset pagination)."""
+    stmt = select(Connector).order_by(Connector.id).limit(limit + 1)
+    if q:
+        stmt = stmt.where(func.lower(Connector.name).contains(q.lower(), autoescape=True))
+    if sync_status:
+        stmt = stmt.where(Connector.sync_status == sync_status)
+    if tag:
+        # Portable JSON-array membership: the array's text holds the quoted tag.
+        stmt = stmt.where(cast(Connector.tags, String).contains(f'"{tag}"', autoescape=True))
+    if is_active is not None:
+        stmt = stmt.where(Connector.is_active == is_active)
+    if source_id is not None:
+        stmt = stmt.where(Connector.source_id == source_id)
+    if destination_id is not None:
+        stmt = stmt.where(Connector.destination_id == destination_id)
+    if last_run_status:
+        newest = (
+            select(func.max(ConnectorRun.id)).group_by(ConnectorRun.connector_id).scalar_subquery()
+        )
+        stmt = stmt.where(
+            Connector.id.in_(
+                select(ConnectorRun.connector_id).where(
+                    ConnectorRun.id.in_(newest), ConnectorRun.status == last_run_status
+                )
+            )
+        )
+    if cursor:
+        stmt = stmt.where(Connector.id > decode_cursor(cursor))
+    rows = list(session.scalars(stmt).unique())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    runs = last_runs([r.id for r in rows], session=session)
+    items = [to_out(r, settings, runs.get(r.id)) for r in rows]
+    return Page(items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None)
+
+
+# --- writing ----------------------------------------------------------------------
+
+
+def snapshot(c: Connector) -> dict[str, Any]:
+    """A masked copy for the audit log."""
+    src_secrets = get_type("source", c.source.type).secret_fields
+    dst_secrets = get_type("destination", c.destination.type).secret_fields
+    return {
+        "name": c.name,
+        "description": c.description,
+        "source": c.source.name,
+        "destination": c.destination.name,
+        "source_config_override": mask_config(c.source_config_override, src_secrets),
+        "destination_config_override": mask_config(c.destination_config_override, dst_secrets),
+        "schedule": c.schedule,
+        "timezone": c.timezone,
+        "is_active": c.is_active,
+        "tags": list(c.tags or []),
+        "work_pool_name": c.work_pool_name,
+        "work_queue_name": c.work_queue_name,
+        "deployment_name": c.deployment_name,
+    }
+
+
+def _validate_override(
+    kind: Kind, endpoint: catalog.Endpoint, override: dict[str, Any], loc: str
+) -> None:
+    """The connector's view of the endpoint — base config plus override — must be valid."""
+    if not isinstance(override, dict):
+        raise ValidationFailed.field(loc, "must be an object")
+    merged = {**endpoint.config, **{k: v for k, v in override.items() if v is not None}}
+    validate_config(kind, endpoint.type, merged, loc=loc)
+
+
+def _encrypt_override(
+    kind: Kind,
+    endpoint: catalog.Endpoint,
+    override: dict[str, Any],
+    box: SecretBox,
+    old: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    secrets = get_type(kind, endpoint.type).secret_fields
+    if old is not None:
+        override = keep_unchanged_secrets(override, old, secrets)
+    return box.encrypt_config({k: v for k, v in override.items() if v is not None}, secrets)
+
+
+def enqueue(c: Connector, action: str, *, session: Session) -> None:
+    """Record that the reconciler must bring Prefect in line with this connector."""
+    session.add(
+        OutboxEntry(connector_id=c.id, action=action, prefect_deployment_id=c.prefect_deployment_id)
+    )
+    if action == "upsert":
+        c.sync_status = "pending"
+        c.sync_attempts = 0
+        c.sync_next_retry_at = None
+
+
+def create(
+    data: ConnectorCreate,
+    *,
+    session: Session,
+    actor: Actor,
+    box: SecretBox,
+    managed_by: str = "api",
+    connector_id: int | None = None,
+    deployment_name: str | None = None,
+) -> Connector:
+    """Store a new connector and enqueue its deployment."""
+    require_role(actor, "editor", "create connectors")
+    source = _endpoint("source", data.source_id, "source_id", session)
+    destination = _endpoint("destination", data.destination_id, "destination_id", session)
+    _validate_override("source", source, data.source_config_override, "source_config_override")
+    _validate_override(
+        "destination", destination, data.destination_config_override, "destination_config_override"
+    )
+    c = Connector(
+        name=data.name,
+        description=data.description,
+        source=source,
+        destination=destination,
+        source_config_override=_encrypt_override(
+            "source", source, data.source_config_override, box
+        ),
+        destination_config_override=_encrypt_override(
+            "destination", destination, data.destination_config_override, box
+        ),
+        schedule=data.schedule,
+        timezone=data.timezone,
+        is_active=data.is_active,
+        tags=data.tags,
+        work_pool_name=data.work_pool_name,
+        work_queue_name=data.work_queue_name,
+        deployment_name=deployment_name,
+        managed_by=managed_by,
+        owner_id=actor.user_id,
+        sync_status="pending",
+        created_by=actor.username,
+        updated_by=actor.username,
+    )
+    if connector_id is not None:
+        c.id = connector_id
+    session.add(c)
+    _flush_unique(session, data.name)
+    enqueue(c, "upsert", session=session)
+    audit.record(
+        session=session,
+        actor=actor,
+        action="connector.create",
+        entity_type="connector",
+        entity_id=c.id,
+        after=snapshot(c),
+    )
+    session.flush()
+    return c
+
+
+def update(
+    connector_id: int,
+    data: ConnectorPatch,
+    *,
+    session: Session,
+    actor: Actor,
+    box: SecretBox,
+    managed_by: str | None = None,
+) -> Connector:
+    """Apply a partial update (optimistic lock on ``version``) and enqueue the sync."""
+    c = get(connector_id, session=session)
+    require_owner_or_admin(actor, c.owner_id, "change this connector")
+    if data.version is not None and data.version != c.version:
+        raise Conflict(
+            f"connector {connector_id} was changed by someone else "
+            f"(your version {data.version}, current {c.version})",
+            hint="reload it and apply your change again",
+        )
+    before = snapshot(c)
+    fields = data.model_dump(exclude_unset=True, exclude={"version"})
+    if "name" in fields and fields["name"] is None:
+        raise ValidationFailed.field("name", "cannot be empty")
+    for key in ("source_id", "destination_id", "timezone", "is_active", "tags"):
+        if key in fields and fields[key] is None:
+            raise ValidationFailed.field(key, "cannot be null")
+    if "source_id" in fields:
+        c.source = _endpoint("source", fields["source_id"], "source_id", session)
+    if "destination_id" in fields:
+        c.destination = _endpoint(
+            "destination", fields["destination_id"], "destination_id", session
+        )
+    for kind, key in (
+        ("source", "source_config_override"),
+        ("destination", "destination_config_override"),
+    ):
+        endpoint = c.source if kind == "source" else c.destination
+        current = getattr(c, key) or {}
+        new = fields.get(key, current) if fields.get(key) is not None else current
+        if key in fields or f"{kind}_id" in fields:
+            secrets = get_type(kind, endpoint.type).secret_fields  # type: ignore[arg-type]
+            merged = keep_unchanged_secrets(new, current, secrets)
+            _validate_override(kind, endpoint, merged, key)  # type: ignore[arg-type]
+            setattr(c, key, _encrypt_override(kind, endpoint, merged, box))  # type: ignore[arg-type]
+    for key in (
+        "name",
+        "description",
+        "schedule",
+        "timezone",
+        "is_active",
+        "tags",
+        "work_pool_name",
+        "work_queue_name",
+    ):
+        if key in fields:
+            setattr(c, key, fields[key])
+    if managed_by:
+        c.managed_by = managed_by
+    after = snapshot(c)
+    if after == before:
+        return c
+    c.updated_by = actor.username
+    _flush_unique(session, c.name)
+    enqueue(c, "upsert", session=session)
+    action = "connector.update"
+    if set(fields) == {"is_active"}:
+        action = "connector.resume" if c.is_active else "connector.pause"
+    audit.record(
+        session=session,
+        actor=actor,
+        action=action,
+        entity_type="connector",
+        entity_id=c.id,
+        before=before,
+        after=after,
+    )
+    session.flush()
+    return c
+
+
+def set_active(
+    connector_id: int, active: bool, *, session: Session, actor: Actor, box: SecretBox
+) -> Connector:
+    """Pause (deactivate) or resume a connector."""
+    return update(
+        connector_id, ConnectorPatch(is_active=active), session=session, actor=actor, box=box
+    )
+
+
+def delete(connector_id: int, *, session: Session, actor: Actor) -> None:
+    """Delete the connector and its run history; the reconciler removes its deployment."""
+    c = get(connector_id, session=session)
+    require_owner_or_admin(actor, c.owner_id, "delete this connector")
+    audit.record(
+        session=session,
+        actor=actor,
+        action="connector.delete",
+        entity_type="connector",
+        entity_id=c.id,
+        before=snapshot(c),
+    )
+    enqueue(c, "delete", session=session)
+    session.delete(c)
+    session.flush()
+
+
+def _endpoint(kind: Kind, endpoint_id: int, loc: str, session: Session) -> catalog.Endpoint:
+    obj = session.get(catalog.MODELS[kind], endpoint_id)
+    if obj is None:
+        raise ValidationFailed.field(loc, f"{kind} {endpoint_id} does not exist")
+    return obj
+
+
+def _flush_unique(session: Session, name: str) -> None:
+    try:
+        with session.begin_nested():
+            session.flush()
+    except StaleDataError as exc:
+        raise Conflict("the connector was changed by someone else", hint="reload it") from exc
+    except IntegrityError as exc:
+        raise Conflict(f"a connector named '{name}' already exists") from exc
