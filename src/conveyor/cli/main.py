@@ -1,0 +1,25 @@
+"""Entry point of the ``conveyor`` command: registers every command group.
+
+Errors end as one line on stderr and a non-zero exit code (see ``run``).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from conveyor.cli import db, secrets, users, web
+
+app = typer.Typer(
+    name="conveyor",
+    help="Conveyor: connectors in a database, one Prefect deployment each, data moved with dlt.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.add_typer(db.app, name="db")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.tokens_app, name="tokens")
+app.add_typer(secrets.app, name="secrets")
+app.command("web")(web.web)
+# Command groups of other parts register here, one line each.

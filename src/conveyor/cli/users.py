@@ -1,0 +1,62 @@
+"""``conveyor users`` and ``conveyor tokens``: accounts and API tokens."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from pydantic import ValidationError
+
+from conveyor.cli.common import console, handle_errors, read_stdin_line, settings
+from conveyor.db.session import session_scope
+from conveyor.domain.models import UserCreate
+from conveyor.errors import ValidationFailed
+from conveyor.pipelines.registry import pydantic_problems
+from conveyor.services import users as users_service
+from conveyor.services.authz import SYSTEM
+
+users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+
+
+@users_app.command("create")
+@handle_errors
+def create_user(
+    username: str,
+    role: str = typer.Option(..., help="admin, editor or viewer"),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from standard input"
+    ),
+) -> None:
+    """Create a user (the password is read from stdin, or asked for)."""
+    if password_stdin:
+        password = read_stdin_line()
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        data = UserCreate(username=username, password=password, role=role)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ValidationFailed(pydantic_problems(exc)) from None
+    with session_scope(settings().effective_database_url) as session:
+        user = users_service.create_user(data, session=session, actor=SYSTEM)
+        console.print(f"created {user.role} '{user.username}'")
+
+
+@users_app.command("list")
+@handle_errors
+def list_users() -> None:
+    """List users and their roles."""
+    with session_scope(settings().effective_database_url) as session:
+        for u in users_service.list_users(session=session):
+            console.print(f"{u.username}\t{u.role}\t{'active' if u.is_active else 'disabled'}")
+
+
+@tokens_app.command("create")
+@handle_errors
+def create_token(
+    username: str, name: str = typer.Option("cli", "--name", help="A label for the token")
+) -> None:
+    """Create an API token for USERNAME; prints only the token (shown once)."""
+    with session_scope(settings().effective_database_url) as session:
+        _row, token = users_service.create_token(username, name, session=session, actor=SYSTEM)
+    sys.stdout.write(token + "\n")
