@@ -29,4 +29,5 @@ os.environ["CONVEYOR_HOME"] = tempfile.mkdtemp(prefix="conveyor-test-home-")
 pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.prefect",
+    "tests.fixtures.web",
 ]

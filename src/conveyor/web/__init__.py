@@ -1,0 +1,1 @@
+"""The web app: JSON API under /api/v1 and server-rendered UI pages."""

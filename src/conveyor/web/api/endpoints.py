@@ -1,0 +1,98 @@
+"""/sources, /destinations and their type catalogues (the two resources share one shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
+from conveyor.pipelines.registry import Kind, list_types
+from conveyor.services import catalog
+from conveyor.web.deps import BoxDep, CurrentActor, SessionDep
+
+
+def _router(kind: Kind) -> APIRouter:
+    plural = f"{kind}s"
+    router = APIRouter(prefix=f"/{plural}", tags=[plural])
+
+    @router.get("", response_model=list[EndpointOut], summary=f"List {plural}")
+    def list_(session: SessionDep, actor: CurrentActor) -> list[EndpointOut]:
+        return catalog.list_all(kind, session=session)
+
+    @router.post("", response_model=EndpointOut, status_code=201, summary=f"Create a {kind}")
+    def create(
+        data: EndpointCreate, session: SessionDep, actor: CurrentActor, box: BoxDep
+    ) -> EndpointOut:
+        obj = catalog.create(kind, data, session=session, actor=actor, box=box)
+        return catalog.to_out(kind, obj)
+
+    @router.get("/{endpoint_id}", response_model=EndpointOut, summary=f"Read a {kind}")
+    def read(endpoint_id: int, session: SessionDep, actor: CurrentActor) -> EndpointOut:
+        obj = catalog.get(kind, endpoint_id, session=session)
+        count = catalog.connector_count(kind, endpoint_id, session=session)
+        return catalog.to_out(kind, obj, count)
+
+    @router.patch("/{endpoint_id}", response_model=EndpointOut, summary=f"Change a {kind}")
+    def patch(
+        endpoint_id: int,
+        data: EndpointPatch,
+        session: SessionDep,
+        actor: CurrentActor,
+        box: BoxDep,
+    ) -> EndpointOut:
+        obj = catalog.update(kind, endpoint_id, data, session=session, actor=actor, box=box)
+        count = catalog.connector_count(kind, endpoint_id, session=session)
+        return catalog.to_out(kind, obj, count)
+
+    @router.delete("/{endpoint_id}", status_code=204, summary=f"Delete an unused {kind}")
+    def delete(endpoint_id: int, session: SessionDep, actor: CurrentActor) -> Response:
+        catalog.delete(kind, endpoint_id, session=session, actor=actor)
+        return Response(status_code=204)
+
+    @router.post("/{endpoint_id}/check", summary=f"Try the {kind}'s connection")
+    def check(
+        endpoint_id: int, session: SessionDep, actor: CurrentActor, box: BoxDep
+    ) -> dict[str, Any]:
+        from conveyor.pipelines.check import check as run_check
+
+        obj = catalog.get(kind, endpoint_id, session=session)
+        result = run_check(kind, obj.type, catalog.decrypted_config(kind, obj, box))
+        return {"ok": result.ok, "message": result.message}
+
+    if kind == "source":
+
+        @router.get("/{endpoint_id}/discover", summary="List tables and columns, or files")
+        def discover(
+            endpoint_id: int, session: SessionDep, actor: CurrentActor, box: BoxDep
+        ) -> dict[str, Any]:
+            from conveyor.pipelines.check import discover as run_discover
+
+            obj = catalog.get(kind, endpoint_id, session=session)
+            return run_discover(obj.type, catalog.decrypted_config(kind, obj, box))
+
+    return router
+
+
+def _types_router(kind: Kind) -> APIRouter:
+    router = APIRouter(tags=[f"{kind}s"])
+
+    @router.get(f"/{kind}-types", summary=f"{kind.title()} types and their config JSON schema")
+    def types(actor: CurrentActor) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": t.name,
+                "title": t.title,
+                "secret_fields": sorted(t.secret_fields),
+                "config_schema": t.json_schema(),
+            }
+            for t in list_types(kind)
+        ]
+
+    return router
+
+
+sources = _router("source")
+destinations = _router("destination")
+source_types = _types_router("source")
+destination_types = _types_router("destination")

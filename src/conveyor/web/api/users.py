@@ -1,0 +1,96 @@
+"""/users, /tokens and /audit: administration."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response
+
+from conveyor.domain.models import (
+    AuditOut,
+    Role,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UserCreate,
+    UserOut,
+)
+from conveyor.services import audit
+from conveyor.services import users as svc
+from conveyor.services.authz import require_role
+from conveyor.web.deps import CurrentActor, SessionDep
+
+router = APIRouter(tags=["admin"])
+
+
+def _user_out(u: object) -> UserOut:
+    return UserOut.model_validate(u, from_attributes=True)
+
+
+def _token_out(t: object) -> TokenOut:
+    return TokenOut(
+        id=t.id,
+        name=t.name,
+        username=t.user.username,
+        prefix=t.prefix,  # type: ignore[attr-defined]
+        created_at=t.created_at,
+        last_used_at=t.last_used_at,  # type: ignore[attr-defined]
+        revoked_at=t.revoked_at,  # type: ignore[attr-defined]
+    )
+
+
+@router.get("/users", response_model=list[UserOut], summary="List users")
+def list_users(session: SessionDep, actor: CurrentActor) -> list[UserOut]:
+    require_role(actor, "admin", "list users")
+    return [_user_out(u) for u in svc.list_users(session=session)]
+
+
+@router.post("/users", response_model=UserOut, status_code=201, summary="Create a user")
+def create_user(data: UserCreate, session: SessionDep, actor: CurrentActor) -> UserOut:
+    return _user_out(svc.create_user(data, session=session, actor=actor))
+
+
+@router.patch("/users/{user_id}", response_model=UserOut, summary="Change a user's role")
+def set_role(user_id: int, role: Role, session: SessionDep, actor: CurrentActor) -> UserOut:
+    return _user_out(svc.set_role(user_id, role, session=session, actor=actor))
+
+
+@router.get("/tokens", response_model=list[TokenOut], summary="List API tokens")
+def list_tokens(session: SessionDep, actor: CurrentActor) -> list[TokenOut]:
+    return [_token_out(t) for t in svc.list_tokens(session=session, actor=actor)]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201, summary="Create a token")
+def create_token(data: TokenCreate, session: SessionDep, actor: CurrentActor) -> TokenCreated:
+    row, token = svc.create_token(
+        data.username or actor.username, data.name, session=session, actor=actor
+    )
+    return TokenCreated(**_token_out(row).model_dump(), token=token)
+
+
+@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token")
+def revoke_token(token_id: int, session: SessionDep, actor: CurrentActor) -> Response:
+    svc.revoke_token(token_id, session=session, actor=actor)
+    return Response(status_code=204)
+
+
+@router.get("/audit", response_model=list[AuditOut], summary="The audit log, newest first")
+def list_audit(
+    session: SessionDep,
+    actor: CurrentActor,
+    user: str | None = None,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    action: str | None = None,
+    before_id: int | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> list[AuditOut]:
+    require_role(actor, "admin", "read the audit log")
+    rows = audit.list_entries(
+        session=session,
+        actor_name=user,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        action=action,
+        before_id=before_id,
+        limit=limit,
+    )
+    return [AuditOut.model_validate(r, from_attributes=True) for r in rows]

@@ -1,0 +1,69 @@
+"""FastAPI dependencies: settings, a transaction per request, and who is asking."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from conveyor.db.session import session_scope
+from conveyor.errors import NotAuthenticated
+from conveyor.secrets import SecretBox
+from conveyor.services import users as users_service
+from conveyor.services.authz import Actor
+from conveyor.settings import Settings
+
+SESSION_USER_KEY = "uid"
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_box(request: Request) -> SecretBox:
+    return request.app.state.secret_box  # type: ignore[no-any-return]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the handler returns, else rolled back."""
+    with session_scope(request.app.state.settings.effective_database_url) as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BoxDep = Annotated[SecretBox, Depends(get_box)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def current_actor(request: Request) -> Actor:
+    """The user behind a bearer token or a UI session cookie; 401 otherwise.
+
+    Uses a short transaction of its own: on SQLite every transaction takes the write
+    lock up front, so a handler's own session must not wait behind this one.
+    """
+    with session_scope(request.app.state.settings.effective_database_url) as session:
+        return _actor(request, session)
+
+
+def _actor(request: Request, session: Session) -> Actor:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        user = users_service.user_for_token(auth[7:].strip(), session=session)
+        if user is None:
+            raise NotAuthenticated("the API token is invalid or revoked")
+        return users_service.actor_for(user)
+    uid = request.session.get(SESSION_USER_KEY) if "session" in request.scope else None
+    if uid is not None:
+        from conveyor.db.models import User
+
+        user = session.get(User, uid)
+        if user is not None and user.is_active:
+            return users_service.actor_for(user)
+    raise NotAuthenticated(
+        "authentication required", hint="send 'Authorization: Bearer <token>' or log in"
+    )
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]
