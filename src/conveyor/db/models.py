@@ -101,6 +101,8 @@ class Connector(Base):
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
     sync_next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Hash of the spec Prefect last rejected: full passes retry it only once it changes.
+    sync_failed_spec_hash: Mapped[str | None] = mapped_column(String(64))
 
     managed_by: Mapped[str] = mapped_column(String(10), default="api")  # ui | api | file
     # Hash of the connector as the last `deployments apply` left it (drift detection).

@@ -180,6 +180,7 @@ def upgrade() -> None:
         sa.Column("synced_at", conveyor.db.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sync_attempts", sa.Integer(), nullable=False),
         sa.Column("sync_next_retry_at", conveyor.db.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("sync_failed_spec_hash", sa.String(length=64), nullable=True),
         sa.Column("managed_by", sa.String(length=10), nullable=False),
         sa.Column("applied_file_hash", sa.String(length=64), nullable=True),
         sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
