@@ -240,6 +240,9 @@ envFrom:
   resources:
     requests: {cpu: 10m, memory: 32Mi}
     limits: {cpu: 100m, memory: 64Mi}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
 {{- end }}
 {{- end -}}
 
