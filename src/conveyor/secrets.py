@@ -42,7 +42,13 @@ class SecretBox:
         """Re-encrypt under the newest key (a no-op for values already under it)."""
         if not is_encrypted(stored):
             return self.encrypt(stored)
-        return _PREFIX + self._multi.rotate(stored[len(_PREFIX) :].encode()).decode()
+        try:
+            return _PREFIX + self._multi.rotate(stored[len(_PREFIX) :].encode()).decode()
+        except InvalidToken as exc:
+            raise ConfigurationError(
+                "a stored secret cannot be decrypted with the configured keys",
+                hint="CONVEYOR_SECRET_KEY must still list the key it was encrypted with",
+            ) from exc
 
     # --- whole configs -------------------------------------------------------------
 
@@ -115,7 +121,12 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 class MaskingFilter(logging.Filter):
-    """Logging filter: masks URL passwords and registered secret values in every record."""
+    """Masks URL passwords and registered secret values in log records.
+
+    ``install_log_masking()`` applies it to every record at creation, whichever logger
+    or handler it goes through (a filter on the root logger alone would miss records
+    propagated from child loggers).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -133,3 +144,20 @@ class MaskingFilter(logging.Filter):
 
 
 MASKING_FILTER = MaskingFilter()
+_installed = False
+
+
+def install_log_masking() -> None:
+    """Mask every log record of this process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    base = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        MASKING_FILTER.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

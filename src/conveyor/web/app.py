@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor import __version__
-from conveyor.secrets import MASKING_FILTER, SecretBox
+from conveyor.secrets import SecretBox, install_log_masking
 from conveyor.services.audit import REQUEST_ID
 from conveyor.settings import Settings, get_settings
 from conveyor.web import errors
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.secret_box = SecretBox(keys)
-    logging.getLogger().addFilter(MASKING_FILTER)
+    install_log_masking()
 
     errors.install(app)
     for router in (
