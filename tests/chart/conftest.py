@@ -2,7 +2,7 @@
 
 - ``helm``: ``.venv/bin/helm`` (or one on PATH); fetched with ``../shared/tools/get-helm`` when
   missing, skipped only when neither exists.
-- ``render(*value_files, set=..., release=..., namespace=...)``: ``helm template`` -> list of objects.
+- ``render(*value_files, set=..., release=..., namespace=...)``: ``helm template`` -> objects.
 - ``kube``: the kube-apiserver of ``../shared/tools/k8s-test-cluster`` (started here when built but
   not running, stopped again afterwards). Tests using it are marked ``k8s`` and skip with the reason
   when the cluster binaries have not been built (``.ci/k8s.sh`` builds them in CI).
@@ -95,7 +95,7 @@ def render(helm) -> Callable[..., list[dict[str, Any]]]:
 
     def _render(
         *files: str,
-        set: dict[str, Any] | None = None,  # noqa: A002 - mirrors helm's --set
+        set: dict[str, Any] | None = None,
         release: str = "rel",
         namespace: str = "conveyor",
     ) -> list[dict[str, Any]]:
@@ -200,7 +200,13 @@ class Kube:
         return self.http.post(self.collection(obj, namespace), json=obj, params=params)
 
     def can_i(
-        self, user: str, verb: str, resource: str, namespace: str, group: str = "", subresource: str = ""
+        self,
+        user: str,
+        verb: str,
+        resource: str,
+        namespace: str,
+        group: str = "",
+        subresource: str = "",
     ) -> bool:
         """``kubectl auth can-i VERB RESOURCE --as USER -n NAMESPACE`` as a SubjectAccessReview."""
         review = {

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+
 from conftest import (
     CHART,
     K8S_VERSION,

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
 
 DOCKERFILE = REPO / "Dockerfile"

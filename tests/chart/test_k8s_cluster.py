@@ -9,6 +9,7 @@ match their template's labels, out-of-range ports, immutable fields changed by a
 from __future__ import annotations
 
 import pytest
+
 from conftest import CHART, parse_manifests, value_args
 
 pytestmark = pytest.mark.k8s
@@ -19,13 +20,21 @@ class Release:
         self.helm, self.kube, self.name, self.namespace = helm, kube, name, namespace
 
     def run(self, *args: str) -> str:
-        proc = self.helm(*args, "--kubeconfig", str(self.kube.kubeconfig), "--namespace", self.namespace)
+        proc = self.helm(
+            *args, "--kubeconfig", str(self.kube.kubeconfig), "--namespace", self.namespace
+        )
         assert proc.returncode == 0, f"helm {' '.join(args[:2])} failed:\n{proc.stderr}"
         return proc.stdout
 
     def install(self, *files: str, sets=None) -> None:
-        self.run("install", self.name, str(CHART), "--create-namespace", "--no-hooks",
-                 *value_args(files, sets))
+        self.run(
+            "install",
+            self.name,
+            str(CHART),
+            "--create-namespace",
+            "--no-hooks",
+            *value_args(files, sets),
+        )
 
     def upgrade(self, *files: str, sets=None) -> None:
         self.run("upgrade", self.name, str(CHART), "--no-hooks", *value_args(files, sets))
@@ -47,15 +56,28 @@ def test_install_upgrade_uninstall_with_bundled_postgresql(helm, kube, namespace
     rel.install("seed.yaml")
     objs = rel.manifest()
     kinds = {o["kind"] for o in objs}
-    assert {"Deployment", "StatefulSet", "Service", "ConfigMap", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
+    assert {
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "ConfigMap",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    } <= kinds
     rel.assert_stored(objs)
     pdb = next(o for o in objs if o["kind"] == "PodDisruptionBudget")
     assert pdb["apiVersion"] == "policy/v1beta1"  # what a 1.20 server offers; policy/v1 from 1.21
 
     # Upgrade: scale the web app, change the seed files; the server must accept the changes
     # (selectors and StatefulSet volume claims are immutable: a chart that changed them fails).
-    rel.upgrade("seed.yaml", sets={"web.replicas": 3, "seedDeployments": {"only.yaml": "name: only\n"}})
-    web = next(o for o in rel.manifest() if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-web"))
+    rel.upgrade(
+        "seed.yaml", sets={"web.replicas": 3, "seedDeployments": {"only.yaml": "name: only\n"}}
+    )
+    web = next(
+        o
+        for o in rel.manifest()
+        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-web")
+    )
     stored = kube.get(web, namespace).json()
     assert stored["spec"]["replicas"] == 3
     assert stored["metadata"]["annotations"]["meta.helm.sh/release-name"] == "conveyor"
@@ -137,7 +159,11 @@ def test_kubernetes_worker_rbac_can_i(helm, kube, namespace):
 
     # Switching to the process worker removes the Role, and with it the rights.
     rel.upgrade("ingress.yaml", sets={"worker.type": "process"})
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "k8s-conveyor-worker"}}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "k8s-conveyor-worker"},
+    }
     assert kube.get(role, namespace).status_code == 404
     assert not can(worker, "create", "jobs", namespace, group="batch")
     rel.run("uninstall", rel.name)
@@ -158,7 +184,9 @@ def test_external_database_and_everything_on_install(helm, kube, namespace):
 def test_the_server_rejects_what_schemas_miss(kube, namespace, render):
     """Sanity check of the harness: a Deployment whose selector misses its labels is refused."""
     objs = render()
-    web = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-web"))
+    web = next(
+        o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-web")
+    )
     web["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "not-web"
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     assert kube.http.post("/api/v1/namespaces", json=ns).status_code == 201
