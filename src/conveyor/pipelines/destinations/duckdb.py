@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conveyor.pipelines.config import TypeConfig
+from conveyor.pipelines.target import DltTarget, default_dataset
+from conveyor.settings import Settings
 
 
 class DuckdbConfig(TypeConfig):
@@ -10,3 +14,41 @@ class DuckdbConfig(TypeConfig):
 
     path: str | None = None
     dataset_name: str | None = None  # default: one per connector
+
+
+# --- runtime (dlt and duckdb are imported lazily) ----------------------------------
+
+
+def database_path(cfg: DuckdbConfig, settings: Settings) -> Path:
+    """The DuckDB file: the configured path or ``CONVEYOR_HOME/data/conveyor.duckdb``."""
+    path = Path(cfg.path).expanduser() if cfg.path else settings.data_dir / "conveyor.duckdb"
+    return path if path.is_absolute() else settings.data_dir / path
+
+
+def build(cfg: DuckdbConfig, *, settings: Settings, connector_id: int) -> DltTarget:
+    import dlt
+
+    path = database_path(cfg, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return DltTarget(
+        destination=dlt.destinations.duckdb(str(path)),
+        dataset_name=cfg.dataset_name or default_dataset(connector_id),
+        # Arrow batches go to Parquet and DuckDB reads those natively (no normalize step).
+        loader_file_format="parquet",
+        description=f"DuckDB file {path}",
+    )
+
+
+def check(cfg: DuckdbConfig, *, settings: Settings) -> str:
+    """Open the file read-write and create and drop a table in it."""
+    import duckdb
+
+    path = database_path(cfg, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("CREATE TABLE IF NOT EXISTS main._conveyor_check (x INTEGER)")
+        con.execute("DROP TABLE main._conveyor_check")
+    finally:
+        con.close()
+    return f"can write to {path}"

@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import model_validator
 
 from conveyor.pipelines.config import FileFormat, S3Options, TypeConfig
+from conveyor.pipelines.storage import Location, files_location
+from conveyor.pipelines.target import DltTarget, default_dataset
+from conveyor.settings import Settings
 
 
 class FilesystemDestinationConfig(S3Options, TypeConfig):
@@ -24,3 +27,46 @@ class FilesystemDestinationConfig(S3Options, TypeConfig):
         if not self.path and not self.bucket:
             raise ValueError("give path (local/NFS) or bucket (S3)")
         return self
+
+
+# --- runtime (dlt and fsspec are imported lazily) ----------------------------------
+
+
+def location(cfg: FilesystemDestinationConfig) -> Location:
+    return files_location(cfg, path=cfg.path, bucket=cfg.bucket, prefix=cfg.prefix)
+
+
+def build(cfg: FilesystemDestinationConfig, *, settings: Settings, connector_id: int) -> DltTarget:
+    import dlt
+
+    loc = location(cfg)
+    return DltTarget(
+        destination=dlt.destinations.filesystem(bucket_url=loc.url, credentials=loc.credentials),
+        dataset_name=cfg.dataset_name or default_dataset(connector_id),
+        loader_file_format=cfg.format,
+        supports_merge=False,
+        description=loc.display(),
+    )
+
+
+def check(cfg: FilesystemDestinationConfig, *, settings: Settings) -> str:
+    return check_location(location(cfg))
+
+
+def check_location(loc: Location) -> str:
+    """Write, read back and delete a small file at the location."""
+    import uuid
+
+    fs, url = loc.open()
+    base = url.split("://", 1)[1] if "://" in url and not url.startswith("file://") else url
+    if url.startswith("file://"):
+        base = url[len("file://") :]
+    fs.makedirs(base, exist_ok=True)
+    probe = f"{base.rstrip('/')}/.conveyor-check-{uuid.uuid4().hex[:8]}"
+    fs.pipe_file(probe, b"ok")
+    try:
+        if fs.cat_file(probe) != b"ok":
+            raise OSError(f"wrote {probe} but read back something else")
+    finally:
+        fs.rm_file(probe)
+    return f"can write to {loc.display()}"

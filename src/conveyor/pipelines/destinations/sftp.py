@@ -5,6 +5,9 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from conveyor.pipelines.config import FileFormat, SecretStrField, TypeConfig
+from conveyor.pipelines.storage import Location, sftp_location
+from conveyor.pipelines.target import DltTarget, default_dataset
+from conveyor.settings import Settings
 
 
 class SftpConfig(TypeConfig):
@@ -25,3 +28,37 @@ class SftpConfig(TypeConfig):
         if not self.password and not self.pkey_path:
             raise ValueError("give password or pkey_path")
         return self
+
+
+# --- runtime (dlt and paramiko are imported lazily) --------------------------------
+
+
+def location(cfg: SftpConfig) -> Location:
+    return sftp_location(
+        host=cfg.host,
+        port=cfg.port,
+        username=cfg.username,
+        password=cfg.password,
+        pkey_path=cfg.pkey_path,
+        pkey_passphrase=cfg.pkey_passphrase,
+        path=cfg.path,
+    )
+
+
+def build(cfg: SftpConfig, *, settings: Settings, connector_id: int) -> DltTarget:
+    import dlt
+
+    loc = location(cfg)
+    return DltTarget(
+        destination=dlt.destinations.filesystem(bucket_url=loc.url, credentials=loc.credentials),
+        dataset_name=cfg.dataset_name or default_dataset(connector_id),
+        loader_file_format=cfg.format,
+        supports_merge=False,
+        description=f"sftp://{cfg.host}:{cfg.port}{cfg.path}",
+    )
+
+
+def check(cfg: SftpConfig, *, settings: Settings) -> str:
+    from conveyor.pipelines.destinations.filesystem import check_location
+
+    return check_location(location(cfg))

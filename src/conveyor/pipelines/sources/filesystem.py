@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+import re
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -27,3 +30,179 @@ class FilesystemSourceConfig(CopyOptions, S3Options, TypeConfig):
         if not self.path and not self.bucket:
             raise ValueError("give path (local/NFS) or bucket (S3)")
         return self
+
+
+# --- runtime (dlt, fsspec and pyarrow are imported lazily) --------------------------
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+class FileReadError(Exception):
+    """A file could not be read or parsed; the message names the file."""
+
+
+def location(cfg: FilesystemSourceConfig) -> Any:
+    from conveyor.pipelines.storage import files_location
+
+    return files_location(cfg, path=cfg.path, bucket=cfg.bucket)
+
+
+def default_table_name(pattern: str) -> str:
+    """``orders_*.csv`` -> ``orders``; a pattern with no fixed stem -> ``files``."""
+    stem = pattern.rsplit("/", 1)[-1]
+    for ch in "*?[":
+        stem = stem.split(ch, 1)[0]
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    stem = re.sub(r"[^0-9a-zA-Z]+", "_", stem).strip("_").lower()
+    return stem or "files"
+
+
+def file_format(cfg: FilesystemSourceConfig, file_name: str) -> str:
+    if cfg.format:
+        return cfg.format
+    ext = os.path.splitext(file_name)[1].lower()
+    try:
+        return _EXTENSIONS[ext]
+    except KeyError:
+        raise FileReadError(
+            f"{file_name}: cannot tell the format from the extension '{ext}'; "
+            "set format to csv, jsonl or parquet"
+        ) from None
+
+
+def build(cfg: FilesystemSourceConfig) -> list[Any]:
+    """One resource: the matching files, read in Arrow batches into one table."""
+    import dlt
+    from dlt.sources.filesystem import filesystem
+
+    loc = location(cfg)
+    disposition = cfg.effective_write_disposition()
+    # Only new or changed files on append/merge; replace re-reads every file.
+    incremental = dlt.sources.incremental("modification_date") if disposition != "replace" else None
+    files = filesystem(
+        bucket_url=loc.url,
+        credentials=loc.credentials,
+        file_glob=cfg.file_pattern,
+        incremental=incremental,
+    )
+    name = cfg.table_name or default_table_name(cfg.file_pattern)
+    reader = dlt.transformer(name=name)(_reader(cfg))
+    resource = files | reader
+    resource.apply_hints(
+        table_name=name,
+        write_disposition=disposition,
+        primary_key=cfg.primary_key or (),  # type: ignore[arg-type]
+    )
+    if cfg.cursor_column:
+        resource.apply_hints(
+            incremental=dlt.sources.incremental(cfg.cursor_column, initial_value=cfg.initial_value)
+        )
+    return [resource]
+
+
+def _reader(cfg: FilesystemSourceConfig) -> Any:
+    def read(items: Any) -> Iterator[Any]:
+        for item in items:
+            yield from read_file(cfg, item)
+
+    return read
+
+
+def read_file(cfg: FilesystemSourceConfig, item: Any) -> Iterator[Any]:
+    """Arrow tables from one listed file (a dlt FileItemDict)."""
+    fmt = file_format(cfg, item["file_name"])
+    try:
+        with item.open(mode="rb") as fh:
+            if fmt == "csv":
+                yield from _read_csv(cfg, fh)
+            elif fmt == "jsonl":
+                yield from _read_jsonl(fh)
+            else:
+                yield from _read_parquet(fh)
+    except FileReadError:
+        raise
+    except Exception as exc:
+        import pyarrow as pa
+
+        if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError)):
+            raise FileReadError(f"{item['file_name']}: {fmt.upper()} {exc}") from exc
+        raise
+
+
+def _read_csv(cfg: FilesystemSourceConfig, fh: Any) -> Iterator[Any]:
+    import pyarrow as pa
+    from pyarrow import csv
+
+    reader = csv.open_csv(
+        fh,
+        read_options=csv.ReadOptions(block_size=8 << 20, encoding=cfg.encoding),
+        parse_options=csv.ParseOptions(delimiter=cfg.csv_delimiter),
+    )
+    for batch in reader:
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+def _read_jsonl(fh: Any) -> Iterator[Any]:
+    import pyarrow as pa
+    from pyarrow import json
+
+    for batch in json.open_json(fh, read_options=json.ReadOptions(block_size=8 << 20)):
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+def _read_parquet(fh: Any) -> Iterator[Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(fh).iter_batches(batch_size=100_000):
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+def list_files(cfg: FilesystemSourceConfig, limit: int | None = None) -> list[dict[str, Any]]:
+    """The files the pattern matches: relative path, size and modification time."""
+    from dlt.common.storages.fsspec_filesystem import glob_files
+
+    fs, url = location(cfg).open()
+    out = []
+    for item in glob_files(fs, url, cfg.file_pattern):
+        out.append(
+            {
+                "path": item["relative_path"],
+                "size": item.get("size_in_bytes"),
+                "modified_at": item["modification_date"].isoformat()
+                if item.get("modification_date")
+                else None,
+            }
+        )
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def discover(cfg: FilesystemSourceConfig) -> dict[str, Any]:
+    """Matching files (at most 1000), and the table they load into."""
+    files = list_files(cfg, limit=1000)
+    return {
+        "location": location(cfg).display(),
+        "pattern": cfg.file_pattern,
+        "table": cfg.table_name or default_table_name(cfg.file_pattern),
+        "files": files,
+    }
+
+
+def check(cfg: FilesystemSourceConfig) -> str:
+    """List the location; say how many files match."""
+    files = list_files(cfg, limit=10_000)
+    return f"{len(files)} file(s) match {cfg.file_pattern} at {location(cfg).display()}"

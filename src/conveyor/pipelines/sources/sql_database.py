@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -37,3 +38,241 @@ class SqlDatabaseConfig(CopyOptions, DatabaseConnection, TypeConfig):
             if first not in ("select", "with"):
                 raise ValueError("query must be a read-only SELECT statement")
         return self
+
+
+# --- runtime (dlt and SQLAlchemy are imported lazily) ------------------------------
+
+# SQLAlchemy type names connectorx turns into Arrow faithfully; a table with any other
+# column type (arrays, JSON, intervals, unbounded NUMERIC, ...) is read with pyarrow.
+_CONNECTORX_SAFE = {
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "REAL",
+    "DOUBLE_PRECISION",
+    "DOUBLE",
+    "FLOAT",
+    "VARCHAR",
+    "CHAR",
+    "TEXT",
+    "DATE",
+    "TIMESTAMP",
+    "BOOLEAN",
+}
+_CONNECTORX_DIALECTS = {"postgresql"}
+
+
+def connection_url(cfg: DatabaseConnection) -> str:
+    """The SQLAlchemy URL (password in clear: keep it in memory)."""
+    if cfg.connection_string:
+        return cfg.connection_string
+    from sqlalchemy.engine import URL
+
+    return URL.create(
+        cfg.drivername,
+        username=cfg.username,
+        password=cfg.password,
+        host=cfg.host,
+        port=cfg.port,
+        database=cfg.database,
+    ).render_as_string(hide_password=False)
+
+
+def table_options(cfg: SqlDatabaseConfig, spec: TableSpec) -> CopyOptions:
+    """The table's own keys and cursor, falling back to the connector-wide ones."""
+    return CopyOptions(
+        write_disposition=cfg.write_disposition,
+        primary_key=spec.primary_key or cfg.primary_key,
+        cursor_column=spec.cursor_column or cfg.cursor_column,
+        initial_value=cfg.initial_value,
+    )
+
+
+def choose_backend(table: Any, dialect: str, requested: str) -> str:
+    """connectorx (streamed Arrow batches) where every column type is safe, else pyarrow."""
+    if requested != "auto":
+        return requested
+    if dialect not in _CONNECTORX_DIALECTS:
+        return "pyarrow"
+    for column in table.columns:
+        type_name = type(column.type).__name__.upper()
+        if type_name == "NUMERIC" or type_name == "DECIMAL":
+            precision = getattr(column.type, "precision", None)
+            # connectorx reads NUMERIC as decimal128(38, 10): 28 integer digits at most.
+            if precision is None or precision > 28:
+                return "pyarrow"
+            continue
+        if type_name not in _CONNECTORX_SAFE:
+            return "pyarrow"
+    return "connectorx"
+
+
+def build(cfg: SqlDatabaseConfig) -> list[Any]:
+    """dlt resources for the configured tables (or the query), one per destination table."""
+    import sqlalchemy as sa
+
+    url = connection_url(cfg)
+    if cfg.query is not None:
+        return [_query_resource(cfg, url)]
+
+    from dlt.sources.sql_database import sql_table
+
+    engine = sa.create_engine(url)
+    try:
+        metadata = sa.MetaData(schema=cfg.source_schema)
+        specs = [TableSpec(name=t) if isinstance(t, str) else t for t in cfg.tables or []]
+        if not specs:
+            names = sa.inspect(engine).get_table_names(schema=cfg.source_schema)
+            specs = [TableSpec(name=n) for n in sorted(names)]
+        resources = []
+        for spec in specs:
+            table = sa.Table(spec.name, metadata, autoload_with=engine)
+            backend = choose_backend(table, engine.dialect.name, cfg.backend)
+            opts = table_options(cfg, spec)
+            incremental = None
+            if opts.cursor_column:
+                import dlt
+
+                incremental = dlt.sources.incremental(
+                    opts.cursor_column, initial_value=opts.initial_value
+                )
+            resources.append(
+                sql_table(
+                    credentials=url,
+                    table=spec.name,
+                    schema=cfg.source_schema,
+                    metadata=metadata,
+                    incremental=incremental,
+                    chunk_size=cfg.batch_size,
+                    backend=backend,
+                    backend_kwargs=_backend_kwargs(backend, cfg.batch_size),
+                    reflection_level="full_with_precision",
+                    included_columns=spec.columns,
+                    write_disposition=opts.effective_write_disposition(),
+                    primary_key=opts.primary_key,
+                )
+            )
+        return resources
+    finally:
+        engine.dispose()
+
+
+def _backend_kwargs(backend: str, batch_size: int) -> dict[str, Any]:
+    if backend == "connectorx":
+        # Streamed record batches: memory stays flat however large the table.
+        return {"return_type": "arrow_stream", "batch_size": batch_size}
+    if backend == "pyarrow":
+        return {"tz": "UTC"}
+    return {}
+
+
+def _query_resource(cfg: SqlDatabaseConfig, url: str) -> Any:
+    """One read-only SELECT, streamed from a server-side cursor in Arrow batches."""
+    import dlt
+    import sqlalchemy as sa
+    from dlt.sources.sql_database.arrow_helpers import row_tuples_to_arrow
+
+    query = cfg.query or ""
+    opts = CopyOptions(
+        write_disposition=cfg.write_disposition,
+        primary_key=cfg.primary_key,
+        cursor_column=cfg.cursor_column,
+        initial_value=cfg.initial_value,
+    )
+    cursor = opts.cursor_column
+
+    def rows(
+        incremental: Any = (
+            dlt.sources.incremental(cursor, initial_value=opts.initial_value) if cursor else None
+        ),
+    ) -> Iterator[Any]:
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                _read_only(conn)
+                sql, params = f"SELECT * FROM ({query.rstrip().rstrip(';')}) AS conveyor_q", {}
+                if incremental is not None and incremental.last_value is not None:
+                    sql += f" WHERE {_quote(conn, cursor or '')} >= :last"
+                    params["last"] = incremental.last_value
+                result = conn.execution_options(
+                    stream_results=True, yield_per=cfg.batch_size
+                ).execute(sa.text(sql), params)
+                names = list(result.keys())
+                columns: dict[str, Any] = {n: {"name": n} for n in names}
+                for part in result.partitions(cfg.batch_size):
+                    yield row_tuples_to_arrow([tuple(r) for r in part], columns=columns, tz="UTC")
+        finally:
+            engine.dispose()
+
+    return dlt.resource(
+        rows,
+        name=cfg.query_table_name,
+        write_disposition=opts.effective_write_disposition(),
+        primary_key=opts.primary_key,  # type: ignore[arg-type]
+    )()
+
+
+def _read_only(conn: Any) -> None:
+    """Make the transaction refuse writes, whatever the query says."""
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "mysql", "mariadb"):
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    elif dialect == "sqlite":
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+
+
+def _quote(conn: Any, name: str) -> str:
+    return str(conn.dialect.identifier_preparer.quote(name))
+
+
+def discover(cfg: SqlDatabaseConfig) -> dict[str, Any]:
+    """Tables (and views) with their columns, types, nullability and primary keys."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(connection_url(cfg))
+    try:
+        insp = sa.inspect(engine)
+        schema = cfg.source_schema
+        tables = []
+        names = sorted(insp.get_table_names(schema=schema)) + sorted(
+            insp.get_view_names(schema=schema)
+        )
+        for name in names:
+            pk = insp.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
+            tables.append(
+                {
+                    "name": name,
+                    "columns": [
+                        {
+                            "name": c["name"],
+                            "type": str(c["type"]),
+                            "nullable": bool(c.get("nullable", True)),
+                            "primary_key": c["name"] in pk,
+                        }
+                        for c in insp.get_columns(name, schema=schema)
+                    ],
+                }
+            )
+        return {"schema": schema, "tables": tables}
+    finally:
+        engine.dispose()
+
+
+def check(cfg: SqlDatabaseConfig) -> str:
+    """Connect and run a trivial query; name the tables to copy that are missing."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(connection_url(cfg))
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            wanted = [t if isinstance(t, str) else t.name for t in cfg.tables or []]
+            if wanted:
+                present = set(sa.inspect(conn).get_table_names(schema=cfg.source_schema))
+                present |= set(sa.inspect(conn).get_view_names(schema=cfg.source_schema))
+                missing = [t for t in wanted if t not in present]
+                if missing:
+                    raise LookupError(f"table(s) not found: {', '.join(missing)}")
+        return f"connected to {engine.url.render_as_string(hide_password=True)}"
+    finally:
+        engine.dispose()

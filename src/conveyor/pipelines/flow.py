@@ -1,0 +1,310 @@
+"""The Prefect flow that runs one connector and keeps its run record.
+
+Entrypoint for deployments: ``conveyor.pipelines.flow:run_connector_pipeline``. The same
+work runs without Prefect through ``run_connector(connector_id)`` (or
+``run_connector_pipeline.fn(connector_id)``) for debugging.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from sqlalchemy import select
+
+from conveyor.db.base import utcnow
+from conveyor.db.models import Connector, ConnectorRun
+from conveyor.db.session import session_scope
+from conveyor.errors import ConveyorError, NotFound
+from conveyor.pipelines import runner
+from conveyor.pipelines.explain import explain
+from conveyor.secrets import MASKING_FILTER, SecretBox
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.pipelines.flow")
+
+MANUAL_TAG = "trigger:manual"
+OPEN_STATUSES = ("scheduled", "running")
+
+
+class RunFailed(ConveyorError):
+    """The connector run failed; the message is already in words and masked."""
+
+
+# --- run records -------------------------------------------------------------------
+
+
+def open_run(
+    connector_id: int,
+    *,
+    settings: Settings,
+    flow_run_id: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+) -> int:
+    """Mark the pre-created record running, or insert one; close stale ones of the connector."""
+    now = utcnow()
+    manual = flow_run_id is None or MANUAL_TAG in tags
+    with session_scope(settings.effective_database_url) as session:
+        if session.get(Connector, connector_id) is None:
+            raise NotFound(f"connector {connector_id} does not exist")
+        _close_stale(session, connector_id, settings, now)
+        run = None
+        if flow_run_id is not None:
+            run = session.scalars(
+                select(ConnectorRun).where(ConnectorRun.prefect_flow_run_id == flow_run_id)
+            ).first()
+        if run is None:
+            run = ConnectorRun(
+                connector_id=connector_id,
+                prefect_flow_run_id=flow_run_id,
+                trigger="manual" if manual else "schedule",
+            )
+            session.add(run)
+        run.status = "running"
+        run.started_at = now
+        run.heartbeat_at = now
+        run.finished_at = None
+        run.error = None
+        session.flush()
+        return int(run.id)
+
+
+def _close_stale(session: Any, connector_id: int, settings: Settings, now: Any) -> None:
+    # Runs of one connector never overlap (concurrency limit 1), so a record still
+    # "running" whose heartbeat stopped belongs to a worker that died.
+    cutoff = now - timedelta(seconds=settings.run_heartbeat_timeout)
+    stale = session.scalars(
+        select(ConnectorRun).where(
+            ConnectorRun.connector_id == connector_id,
+            ConnectorRun.status == "running",
+            ConnectorRun.heartbeat_at < cutoff,
+        )
+    )
+    for run in stale:
+        run.status = "crashed"
+        run.finished_at = now
+        run.error = (
+            "The worker running this connector stopped (no heartbeat since "
+            f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)."
+        )
+        run.log_summary = run.log_summary or "Closed by the next run: heartbeat stopped."
+
+
+def close_run(
+    run_id: int,
+    *,
+    settings: Settings,
+    status: str,
+    stats: runner.RunStats | None = None,
+    summary: str | None = None,
+    error: str | None = None,
+    only_if_open: bool = False,
+) -> None:
+    """Close the record with its outcome, rows per table, bytes and schema changes."""
+    with session_scope(settings.effective_database_url) as session:
+        run = session.get(ConnectorRun, run_id)
+        if run is None or (only_if_open and run.status not in OPEN_STATUSES):
+            return
+        run.status = status
+        run.finished_at = utcnow()
+        if stats is not None:
+            run.rows_loaded = stats.total_rows
+            run.bytes_loaded = stats.bytes
+            run.table_stats = {t: {"rows": n} for t, n in sorted(stats.rows.items())}
+            run.schema_changes = stats.schema_changes
+        run.log_summary = summary
+        run.error = error
+
+
+def heartbeat(run_id: int, *, settings: Settings) -> None:
+    """Renew the run's heartbeat (the watchdog closes runs whose heartbeat stops)."""
+    with session_scope(settings.effective_database_url) as session:
+        run = session.get(ConnectorRun, run_id)
+        if run is not None and run.status == "running":
+            run.heartbeat_at = utcnow()
+
+
+class Heartbeat:
+    """A daemon thread renewing ``heartbeat_at`` every ``interval`` seconds."""
+
+    def __init__(self, run_id: int, settings: Settings, interval: float | None = None) -> None:
+        self.run_id = run_id
+        self.settings = settings
+        self.interval = interval or min(30.0, settings.run_heartbeat_timeout / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"conveyor-heartbeat-{run_id}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                heartbeat(self.run_id, settings=self.settings)
+            except Exception as exc:  # a missed beat is not worth failing the run
+                log.warning("heartbeat of run %s failed: %s", self.run_id, exc)
+
+
+# --- the work ----------------------------------------------------------------------
+
+
+def load_connector(connector_id: int, *, settings: Settings) -> runner.ResolvedConnector:
+    """Read the connector; decrypt its configs in memory only."""
+    box = SecretBox(settings.secret_keys())
+    with session_scope(settings.effective_database_url) as session:
+        connector = session.get(Connector, connector_id)
+        if connector is None:
+            raise NotFound(f"connector {connector_id} does not exist")
+        resolved = runner.resolve(connector, box)
+    MASKING_FILTER.register(*resolved.secrets)
+    _install_masking()
+    return resolved
+
+
+def _install_masking() -> None:
+    # Handler-level filters see records from every logger that propagates to them.
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "dlt"):
+        for handler in logging.getLogger(name).handlers:
+            if MASKING_FILTER not in handler.filters:
+                handler.addFilter(MASKING_FILTER)
+
+
+def execute(
+    connector_id: int,
+    *,
+    settings: Settings,
+    run_id: int,
+    steps: Any = None,
+) -> dict[str, Any]:
+    """Load, move, close: the body shared by the flow and direct calls."""
+    load = steps.load if steps else load_connector
+    move = steps.move if steps else runner.run
+    started = time.monotonic()
+    secrets: tuple[str, ...] = ()
+    with Heartbeat(run_id, settings):
+        try:
+            resolved = load(connector_id, settings=settings)
+            secrets = resolved.secrets
+            stats = move(resolved, settings)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise  # crash/cancel: the state hooks or the watchdog close the record
+            why = explain(exc, secrets)
+            log.error("connector %s failed: %s", connector_id, why.detail)
+            close_run(
+                run_id, settings=settings, status="failed", summary=why.detail, error=why.message
+            )
+            raise RunFailed(why.message) from None
+    seconds = time.monotonic() - started
+    text = runner.summary(stats, seconds)
+    close_run(run_id, settings=settings, status="succeeded", stats=stats, summary=text)
+    log.info("connector %s: %s", connector_id, text)
+    return {
+        "run_id": run_id,
+        "status": "succeeded",
+        "rows_loaded": stats.total_rows,
+        "bytes_loaded": stats.bytes,
+        "tables": dict(stats.rows),
+    }
+
+
+def run_connector(
+    connector_id: int,
+    *,
+    settings: Settings | None = None,
+    flow_run_id: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Run a connector in this process, without Prefect (debugging, tests, the CLI)."""
+    settings = settings or Settings()
+    run_id = open_run(connector_id, settings=settings, flow_run_id=flow_run_id, tags=tags)
+    return execute(connector_id, settings=settings, run_id=run_id)
+
+
+# --- Prefect -----------------------------------------------------------------------
+
+
+@task(name="open-run-record", cache_policy=NO_CACHE, persist_result=False)
+def open_run_task(connector_id: int, flow_run_id: str, tags: list[str]) -> int:
+    return open_run(connector_id, settings=Settings(), flow_run_id=flow_run_id, tags=tags)
+
+
+@task(name="read-connector", cache_policy=NO_CACHE, persist_result=False)
+def load_connector_task(connector_id: int) -> runner.ResolvedConnector:
+    return load_connector(connector_id, settings=Settings())
+
+
+@task(name="move-data", cache_policy=NO_CACHE, persist_result=False)
+def move_data_task(connector: runner.ResolvedConnector) -> runner.RunStats:
+    return runner.run(connector, Settings())
+
+
+class _TaskSteps:
+    @staticmethod
+    def load(connector_id: int, *, settings: Settings) -> runner.ResolvedConnector:
+        return load_connector_task(connector_id)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def move(connector: runner.ResolvedConnector, settings: Settings) -> runner.RunStats:
+        return move_data_task(connector)  # type: ignore[no-any-return]
+
+
+def _close_from_hook(flow_run: Any, status: str, state: Any) -> None:
+    try:
+        settings = Settings()
+        with session_scope(settings.effective_database_url) as session:
+            run = session.scalars(
+                select(ConnectorRun).where(ConnectorRun.prefect_flow_run_id == str(flow_run.id))
+            ).first()
+            if run is None or run.status not in OPEN_STATUSES:
+                return
+            message = getattr(state, "message", None) or ""
+            run.status = status
+            run.finished_at = utcnow()
+            run.error = (
+                "The run was cancelled."
+                if status == "cancelled"
+                else "The run crashed: the worker process ended unexpectedly."
+            )
+            run.log_summary = f"Prefect state {state.type.value}: {message}"[:1000]
+    except Exception as exc:  # a hook must not raise; the watchdog is the backstop
+        log.warning("could not close run of flow run %s: %s", flow_run.id, exc)
+
+
+def _on_crashed(flow: Any, flow_run: Any, state: Any) -> None:
+    _close_from_hook(flow_run, "crashed", state)
+
+
+def _on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
+    _close_from_hook(flow_run, "cancelled", state)
+
+
+@flow(
+    name="run_connector_pipeline",
+    on_crashed=[_on_crashed],
+    on_cancellation=[_on_cancellation],
+    persist_result=False,
+    log_prints=True,
+)
+def run_connector_pipeline(connector_id: int) -> dict[str, Any]:
+    """Move one connector's data with dlt and record the run."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return run_connector(connector_id)
+    flow_run = ctx.flow_run
+    settings = Settings()
+    run_id = open_run_task(connector_id, str(flow_run.id), list(flow_run.tags or []))
+    return execute(connector_id, settings=settings, run_id=run_id, steps=_TaskSteps)

@@ -1,0 +1,233 @@
+"""Build and run one connector's dlt pipeline (or file transfer) and collect what it did."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor.db.models import Connector
+from conveyor.pipelines.config import TypeConfig
+from conveyor.pipelines.registry import get_type, validate_config
+from conveyor.secrets import SecretBox
+from conveyor.settings import Settings
+
+log = logging.getLogger("conveyor.pipelines")
+
+
+@dataclass(frozen=True, repr=False)
+class ResolvedConnector:
+    """A connector as the flow needs it: merged, decrypted (in memory only), validated."""
+
+    def __repr__(self) -> str:  # never print the decrypted configs
+        return f"ResolvedConnector(id={self.id}, {self.source_type} -> {self.destination_type})"
+
+    id: int
+    name: str
+    source_type: str
+    source: TypeConfig
+    destination_type: str
+    destination: TypeConfig
+    secrets: tuple[str, ...] = ()
+
+    @property
+    def pipeline_name(self) -> str:
+        return f"conveyor_connector_{self.id}"
+
+    @property
+    def is_transfer(self) -> bool:
+        """Files copied as they are instead of rows loaded into tables."""
+        if self.source_type != "filesystem":
+            return False
+        if getattr(self.source, "mode", "parse") == "transfer":
+            return True
+        if getattr(self.destination, "mode", "parse") == "transfer":
+            return True
+        return self.destination_type == "rest_api" and bool(
+            getattr(self.destination, "use_multipart", False)
+        )
+
+
+@dataclass
+class RunStats:
+    """What a run moved: rows per table, bytes, schema changes and notes for the log."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    schema_changes: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: int | None = None
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+def merged_config(base: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any]:
+    """The endpoint's config with the connector's (non-null) overrides on top."""
+    return {**(base or {}), **{k: v for k, v in (override or {}).items() if v is not None}}
+
+
+def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
+    """Merge base config and overrides, decrypt secrets, validate both sides."""
+    src_info = get_type("source", connector.source.type)
+    dst_info = get_type("destination", connector.destination.type)
+    src_plain = box.decrypt_config(
+        merged_config(connector.source.config, connector.source_config_override),
+        src_info.secret_fields,
+    )
+    dst_plain = box.decrypt_config(
+        merged_config(connector.destination.config, connector.destination_config_override),
+        dst_info.secret_fields,
+    )
+    secrets = _secret_values(src_plain, src_info.secret_fields) + _secret_values(
+        dst_plain, dst_info.secret_fields
+    )
+    return ResolvedConnector(
+        id=connector.id,
+        name=connector.name,
+        source_type=src_info.name,
+        source=validate_config("source", src_info.name, src_plain, loc="source"),
+        destination_type=dst_info.name,
+        destination=validate_config("destination", dst_info.name, dst_plain, loc="destination"),
+        secrets=tuple(secrets),
+    )
+
+
+def _secret_values(config: dict[str, Any], fields: frozenset[str]) -> list[str]:
+    values = [str(config[f]) for f in fields if config.get(f)]
+    # A connection string's password is a secret too, though the field holds more.
+    for key in ("connection_string",):
+        url = config.get(key)
+        if isinstance(url, str):
+            from sqlalchemy.engine import make_url
+
+            try:
+                password = make_url(url).password
+            except Exception:
+                password = None
+            if password:
+                values.append(str(password))
+    return values
+
+
+def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
+    """Move the data; raises on failure (the caller explains and records it)."""
+    if connector.is_transfer:
+        from conveyor.pipelines import transfer
+
+        return transfer.run(connector, settings)
+    return run_dlt(connector, settings)
+
+
+def _module(kind: str, type_name: str) -> Any:
+    return importlib.import_module(get_type(kind, type_name).module)  # type: ignore[arg-type]
+
+
+def run_dlt(connector: ResolvedConnector, settings: Settings) -> RunStats:
+    """One dlt pipeline per connector, its state kept in the destination."""
+    import dlt
+
+    target = _module("destination", connector.destination_type).build(
+        connector.destination, settings=settings, connector_id=connector.id
+    )
+    source = _module("source", connector.source_type).build(connector.source)
+    stats = RunStats()
+    resources = _resources(source)
+    if not target.supports_merge:
+        for resource in resources:
+            if resource.write_disposition == "merge":
+                resource.apply_hints(write_disposition="append")
+                stats.notes.append(
+                    f"{resource.name}: files cannot be updated in place; merge loaded as append"
+                )
+
+    if target.local_state:
+        # No dlt state at the destination (a REST sink): keep the working dir between runs
+        # so incremental cursors and unsent batches survive.
+        pipelines_dir = settings.home / "pipelines"
+        pipelines_dir.mkdir(parents=True, exist_ok=True)
+        cleanup = None
+    else:
+        # A fresh directory every run: state and schema are restored from the destination,
+        # exactly as on a new worker pod.
+        cleanup = Path(tempfile.mkdtemp(prefix=f"conveyor-{connector.id}-"))
+        pipelines_dir = cleanup
+    try:
+        pipeline = dlt.pipeline(
+            pipeline_name=connector.pipeline_name,
+            destination=target.destination,
+            dataset_name=target.dataset_name,
+            pipelines_dir=str(pipelines_dir),
+        )
+        started = time.monotonic()
+        info = pipeline.run(source, loader_file_format=target.loader_file_format)
+        log.info(
+            "connector %s: pipeline finished in %.1fs", connector.id, time.monotonic() - started
+        )
+        _collect(pipeline, info, stats)
+        return stats
+    finally:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+
+
+def _resources(source: Any) -> list[Any]:
+    if isinstance(source, list):
+        return source
+    return list(source.resources.selected.values())
+
+
+def _collect(pipeline: Any, info: Any, stats: RunStats) -> None:
+    trace = pipeline.last_trace
+    normalize = trace.last_normalize_info if trace else None
+    if normalize is not None:
+        for table, count in normalize.row_counts.items():
+            if not table.startswith("_dlt"):
+                stats.rows[table] = stats.rows.get(table, 0) + int(count)
+    for package in info.load_packages:
+        for job in package.jobs.get("completed_jobs", []):
+            if not job.job_file_info.table_name.startswith("_dlt"):
+                stats.bytes += int(job.file_size or 0)
+        for table_name, table in (package.schema_update or {}).items():
+            if table_name.startswith("_dlt"):
+                continue
+            columns = [c for c in (table.get("columns") or {}) if not c.startswith("_dlt")]
+            if columns:
+                stats.schema_changes.append({"table": table_name, "columns": columns})
+
+
+def summary(stats: RunStats, seconds: float) -> str:
+    """One line for the run history: rows per table, size and duration."""
+    if stats.files is not None:
+        text = f"Transferred {stats.files:,} file(s), {_size(stats.bytes)}, in {seconds:.1f} s."
+    elif not stats.rows:
+        text = f"No new rows (in {seconds:.1f} s)."
+    else:
+        tables = ", ".join(f"{t}: {n:,}" for t, n in sorted(stats.rows.items()))
+        text = (
+            f"Loaded {stats.total_rows:,} rows into {len(stats.rows)} table(s) ({tables}), "
+            f"{_size(stats.bytes)}, in {seconds:.1f} s."
+        )
+    if stats.schema_changes:
+        changed = ", ".join(
+            f"{c['table']} (+{len(c['columns'])} columns)" for c in stats.schema_changes
+        )
+        text += f" Schema changes: {changed}."
+    for note in stats.notes:
+        text += f" Note: {note}."
+    return text
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"
