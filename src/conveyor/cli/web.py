@@ -16,6 +16,11 @@ def web(
     """Serve the web UI and the REST API (configured by CONVEYOR_* variables)."""
     import uvicorn
 
+    from conveyor.logs import dict_config, settings_for_logging
+
+    # Conveyor's format for uvicorn's records too (JSON when CONVEYOR_LOG_JSON=true), in
+    # every worker process; the app's middleware writes the access log, with request ids.
+    json_logs, level = settings_for_logging()
     uvicorn.run(
         "conveyor.web.app:create_app",
         factory=True,
@@ -23,5 +28,6 @@ def web(
         port=port,
         workers=workers,
         proxy_headers=True,
-        log_level="info",
+        log_config=dict_config(json_logs=json_logs, level=level),
+        access_log=False,
     )

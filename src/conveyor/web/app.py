@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -17,7 +18,7 @@ from conveyor.secrets import SecretBox, install_log_masking
 from conveyor.services.audit import REQUEST_ID
 from conveyor.settings import Settings, get_settings
 from conveyor.web import errors
-from conveyor.web.api import connectors, endpoints, meta, runs, users
+from conveyor.web.api import connectors, endpoints, meta, metrics, runs, users
 
 MAX_BODY_BYTES = 1024 * 1024
 API_PREFIX = "/api/v1"
@@ -105,16 +106,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         users.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(metrics.router)  # /metrics at the root, where Prometheus looks
 
     @app.middleware("http")
     async def request_id(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        # A caller's id is kept only if it is short and plain, so logs cannot be forged.
+        given = request.headers.get("x-request-id", "")
+        rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
         token = REQUEST_ID.set(rid)
+        started = time.perf_counter()
+        status = 500
         try:
             response = await call_next(request)
+            status = response.status_code
         finally:
+            # The access log line is written here, while the request id is still set.
+            log.info(
+                "%s %s %d %.1fms",
+                request.method,
+                request.url.path,
+                status,
+                (time.perf_counter() - started) * 1000,
+                extra={"method": request.method, "path": request.url.path, "status": status},
+            )
             REQUEST_ID.reset(token)
         response.headers["X-Request-ID"] = rid
         return response

@@ -17,13 +17,7 @@ router = APIRouter(tags=["meta"])
 
 @router.get("/health", summary="Health of each component (no authentication)")
 async def get_health(settings: SettingsDep) -> JSONResponse:
-    components = await run_in_threadpool(
-        lambda: [
-            health.check_database(settings),
-            health.check_prefect(settings),
-            health.check_reconciler(settings),
-        ]
-    )
+    components = await run_in_threadpool(health.check_all, settings)
     body = {
         "status": "ok" if all(c.ok for c in components) else "degraded",
         "version": __version__,

@@ -1,0 +1,74 @@
+"""/metrics: Prometheus text read from the database; request ids on every response."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from conveyor.db.models import ConnectorRun
+from conveyor.db.session import session_scope
+from conveyor.settings import Settings
+from tests.fixtures.web import ApiUser
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_count_connectors_runs_and_lag(
+    client: TestClient, admin: ApiUser, settings: Settings
+) -> None:
+    c1 = admin.make_connector()
+    admin.make_connector()
+    now = datetime.now(UTC)
+    with session_scope(settings.effective_database_url) as session:
+        for status, seconds in [("succeeded", 3), ("succeeded", 45), ("failed", 700)]:
+            session.add(
+                ConnectorRun(
+                    connector_id=c1["id"],
+                    status=status,
+                    trigger="manual",
+                    started_at=now - timedelta(seconds=seconds),
+                    finished_at=now,
+                )
+            )
+        session.add(ConnectorRun(connector_id=c1["id"], status="running", trigger="schedule"))
+
+    resp = client.get("/metrics")  # no authentication, as scrapers expect
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    m = _samples(resp.text)
+
+    assert m[("conveyor_connectors", (("sync_status", "pending"),))] == 2
+    assert m[("conveyor_connectors", (("sync_status", "synced"),))] == 0
+    assert m[("conveyor_runs", (("status", "succeeded"),))] == 2
+    assert m[("conveyor_runs", (("status", "running"),))] == 1
+    ok = (("status", "succeeded"),)
+    assert m[("conveyor_run_duration_seconds_count", ok)] == 2
+    assert 47 < m[("conveyor_run_duration_seconds_sum", ok)] < 50
+    assert m[("conveyor_run_duration_seconds_bucket", (("le", "5.0"), *ok))] == 1
+    assert m[("conveyor_run_duration_seconds_bucket", (("le", "60.0"), *ok))] == 2
+    assert m[("conveyor_run_duration_seconds_bucket", (("le", "600.0"), ("status", "failed")))] == 0
+    # Two connector changes wait in the outbox (no reconciler runs here).
+    assert m[("conveyor_outbox_pending", ())] == 2
+    assert m[("conveyor_reconcile_lag_seconds", ())] >= 0
+
+
+def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
+    given = client.get("/api/v1/health", headers={"X-Request-ID": "trace-42"})
+    assert given.headers["X-Request-ID"] == "trace-42"
+    made = client.get("/api/v1/health", headers={"X-Request-ID": "x" * 500})
+    assert len(made.headers["X-Request-ID"]) == 32  # too long: replaced, not logged
+
+
+def test_health_reports_every_component(client: TestClient) -> None:
+    body = client.get("/api/v1/health").json()
+    assert set(body["components"]) == {"database", "prefect", "work_pool", "worker", "reconciler"}
+    assert body["components"]["database"]["ok"] is True
+    assert body["components"]["reconciler"]["ok"] is False  # none runs in this test
