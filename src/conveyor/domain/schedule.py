@@ -57,8 +57,18 @@ def next_runs(
     except ZoneInfoNotFoundError:
         tz = ZoneInfo("UTC")
     start = (after or datetime.now(tz)).astimezone(tz)
-    it = croniter(expr, start)
-    return [it.get_next(datetime) for _ in range(count)]
+    # Cron has minute resolution: every instant within one minute has the same next runs,
+    # so lists of connectors sharing a schedule compute it once per minute.
+    minute = start.replace(second=0, microsecond=0)
+    return list(_next_runs_cached(expr, timezone, count, minute))
+
+
+@lru_cache(maxsize=2048)
+def _next_runs_cached(
+    expr: str, timezone: str, count: int, minute: datetime
+) -> tuple[datetime, ...]:
+    it = croniter(expr, minute)
+    return tuple(it.get_next(datetime) for _ in range(count))
 
 
 def describe(expr: str | None, timezone: str = "UTC") -> str:
