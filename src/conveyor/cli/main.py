@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from conveyor.cli import db, secrets, users, web
+from conveyor.cli import db, reconcile, secrets, sync, users, web
 
 app = typer.Typer(
     name="conveyor",
@@ -23,3 +23,5 @@ app.add_typer(users.tokens_app, name="tokens")
 app.add_typer(secrets.app, name="secrets")
 app.command("web")(web.web)
 # Command groups of other parts register here, one line each.
+app.command("reconcile")(reconcile.reconcile)
+app.add_typer(sync.app, name="sync")

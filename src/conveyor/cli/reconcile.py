@@ -1,0 +1,48 @@
+"""``conveyor reconcile``: keep Prefect's deployments in step with the connectors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import typer
+
+from conveyor.cli.common import console, handle_errors, settings
+
+
+@handle_errors
+def reconcile(
+    once: bool = typer.Option(False, "--once", help="Do one full pass and exit"),
+    poll: float = typer.Option(1.0, help="Seconds between looks at the queued changes"),
+    lease_ttl: float = typer.Option(
+        30.0, help="Seconds before a silent reconciler's lease expires (SQLite)"
+    ),
+) -> None:
+    """Apply queued connector changes to Prefect and repair drift (one reconciler acts)."""
+    from conveyor.sync import loop
+
+    s = settings()
+    logging.basicConfig(
+        level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if once:
+        report = asyncio.run(loop.run_once(s))
+        console.print(
+            f"full pass: {report.connectors} connectors, {report.deployments or 0} deployments, "
+            f"{report.changed} changed, {report.failed} failed in {report.seconds}s",
+            markup=False,
+        )
+        if report.error:
+            console.print(f"stopped: {report.error}", markup=False)
+            raise typer.Exit(1)
+        return
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        event_loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            event_loop.add_signal_handler(sig, stop.set)
+        await loop.run_forever(s, stop=stop, poll_interval=poll, lease_ttl=lease_ttl)
+
+    asyncio.run(main())

@@ -1,0 +1,466 @@
+"""The only module that talks to Prefect.
+
+Wraps the official ``prefect`` client. Every Prefect failure leaves here as an
+``ExternalError``: transient for connection errors, timeouts and 5xx (retry later),
+terminal for 4xx (the request itself is wrong; retrying it unchanged cannot help).
+Deployments are read back as ``ObservedDeployment``: Prefect's deployment projected onto
+the same ``DeploymentSpec`` the reconciler builds, so comparing them is comparing hashes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+from pydantic import ValidationError
+
+from conveyor.errors import ExternalError
+from conveyor.sync.spec import (
+    FLOW_NAME,
+    OWNER_TAG,
+    PARAMETER_SCHEMA,
+    CronSpec,
+    DeploymentSpec,
+    connector_tag,
+)
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+log = logging.getLogger("conveyor.sync.gateway")
+
+PAGE_SIZE = 200  # the Prefect server's maximum page size
+# A process worker without a limit starts every queued run at once (see design.md).
+DEFAULT_POOL_CONCURRENCY = 4
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+class PrefectUnavailable(ExternalError):
+    """Prefect could not be reached or did not answer in time."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, hint="is the Prefect server running?", transient=True)
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    """A Conveyor-tagged deployment as Prefect has it."""
+
+    id: str
+    name: str
+    spec: DeploymentSpec
+
+    @property
+    def connector_id(self) -> int | None:
+        return self.spec.connector_id
+
+    @property
+    def hash(self) -> str:
+        return self.spec.hash
+
+
+@dataclass(frozen=True)
+class FlowRunState:
+    type: str  # Prefect StateType: SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, ...
+    name: str | None
+    message: str | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.type in FINAL_STATES
+
+
+class Gateway(Protocol):
+    """What the reconciler needs from Prefect (a fake implements it in unit tests)."""
+
+    async def ensure_work_pool(self, name: str) -> None: ...
+    async def list_deployments(self) -> list[ObservedDeployment]: ...
+    async def find_deployments(self, connector_id: int) -> list[ObservedDeployment]: ...
+    async def upsert(self, spec: DeploymentSpec) -> str: ...
+    async def set_paused(self, deployment_id: str, paused: bool) -> None: ...
+    async def delete(self, deployment_id: str) -> bool: ...
+    async def flow_run_states(self, flow_run_ids: list[str]) -> dict[str, FlowRunState]: ...
+    async def crash_flow_run(self, flow_run_id: str, message: str) -> bool: ...
+
+
+# --- errors -----------------------------------------------------------------------
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        detail = body["detail"]
+        if isinstance(detail, list):  # FastAPI validation errors
+            return "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
+                for d in detail
+                if isinstance(d, dict)
+            ) or str(detail)
+        return str(detail)
+    return str(body)[:300]
+
+
+def translate(exc: BaseException, doing: str) -> ExternalError | None:
+    """The Conveyor error for a Prefect client failure, or None if it is not one."""
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    if isinstance(exc, ExternalError):
+        return exc
+    if isinstance(exc, ObjectNotFound | ObjectAlreadyExists):
+        inner = exc.http_exc
+        if isinstance(inner, httpx.HTTPStatusError):
+            return translate(inner, doing)
+        return ExternalError(f"Prefect refused to {doing}: {exc}")
+    if isinstance(exc, httpx.HTTPStatusError):
+        code = exc.response.status_code
+        reason = f"Prefect answered {code} to {doing}: {_detail(exc.response)}"
+        return ExternalError(reason, transient=code >= 500 or code in (408, 429))
+    if isinstance(exc, httpx.TimeoutException):
+        return PrefectUnavailable(f"Prefect did not answer in time to {doing}")
+    if isinstance(exc, httpx.TransportError):
+        return PrefectUnavailable(f"cannot reach Prefect to {doing}: {exc or type(exc).__name__}")
+    if isinstance(exc, ValidationError):
+        # The client validates schedules itself (e.g. a cron expression it rejects).
+        why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        return ExternalError(f"Prefect rejected the request to {doing}: {why}")
+    if isinstance(exc, ValueError):
+        return ExternalError(f"Prefect rejected the request to {doing}: {exc}")
+    return None
+
+
+@contextmanager
+def prefect_errors(doing: str) -> Iterator[None]:
+    """Re-raise Prefect client failures as ``ExternalError``."""
+    try:
+        yield
+    except Exception as exc:
+        err = translate(exc, doing)
+        if err is None or err is exc:
+            raise
+        raise err from exc
+
+
+def _status(exc: ExternalError) -> int | None:
+    cause = exc.__cause__
+    if isinstance(cause, httpx.HTTPStatusError):
+        return cause.response.status_code
+    http_exc = getattr(cause, "http_exc", None)
+    if isinstance(http_exc, httpx.HTTPStatusError):
+        return http_exc.response.status_code
+    return None
+
+
+# --- projection -------------------------------------------------------------------
+
+
+def observe(data: dict[str, Any], flow_id: str | None) -> ObservedDeployment:
+    """Project a deployment as the Prefect API returns it (JSON) onto a DeploymentSpec."""
+    schedules = []
+    for s in data.get("schedules") or []:
+        sched = s.get("schedule") or {}
+        if "cron" in sched:
+            schedules.append(
+                CronSpec(
+                    cron=sched["cron"],
+                    timezone=sched.get("timezone") or "UTC",
+                    active=bool(s.get("active")),
+                    day_or=bool(sched.get("day_or", True)),
+                    parameters=dict(s.get("parameters") or {}),
+                )
+            )
+        else:  # an interval or rrule schedule added in Prefect's UI: never ours
+            schedules.append(CronSpec(cron=f"<{sorted(sched)}>", timezone="", active=False))
+    limit = data.get("global_concurrency_limit") or {}
+    options = data.get("concurrency_options") or {}
+    spec = DeploymentSpec(
+        name=data["name"],
+        flow_name=FLOW_NAME if str(data.get("flow_id")) == flow_id else f"flow:{data['flow_id']}",
+        entrypoint=data.get("entrypoint"),
+        version=data.get("version"),
+        description=data.get("description"),
+        work_pool_name=data.get("work_pool_name"),
+        work_queue_name=data.get("work_queue_name"),
+        parameters=dict(data.get("parameters") or {}),
+        tags=tuple(sorted(set(data.get("tags") or []))),
+        schedules=tuple(schedules),
+        paused=bool(data.get("paused")),
+        concurrency_limit=limit.get("limit") if limit else data.get("concurrency_limit"),
+        collision_strategy=options.get("collision_strategy"),
+    )
+    return ObservedDeployment(id=str(data["id"]), name=data["name"], spec=spec)
+
+
+# --- the real gateway -------------------------------------------------------------
+
+
+class PrefectGateway:
+    """``Gateway`` over ``PrefectClient``; use as ``async with PrefectGateway(url) as gw``."""
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        timeout: float = 30.0,
+        client_retries: int = 1,
+        pool_concurrency: int = DEFAULT_POOL_CONCURRENCY,
+    ) -> None:
+        self.api_url = api_url
+        self.timeout = timeout
+        # The client's own retries back off up to a minute per call; the reconciler has
+        # its own backoff per connector, so keep the client's short.
+        self.client_retries = client_retries
+        self.pool_concurrency = pool_concurrency
+        self._client: PrefectClient | None = None
+        self._settings_ctx: Any = None
+        self._flow_id: str | None = None
+        self._pools: set[str] = set()
+        self.calls: dict[str, int] = {}  # per-method call counts (benchmarks, tests)
+
+    async def __aenter__(self) -> PrefectGateway:
+        from prefect.client.orchestration import PrefectClient
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+        self._settings_ctx = temporary_settings({PREFECT_CLIENT_MAX_RETRIES: self.client_retries})
+        self._settings_ctx.__enter__()
+        self._client = PrefectClient(api=self.api_url, httpx_settings={"timeout": self.timeout})
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._client is not None:
+                await self._client.__aexit__(exc_type, exc, tb)
+        finally:
+            self._client = None
+            if self._settings_ctx is not None:
+                self._settings_ctx.__exit__(exc_type, exc, tb)
+                self._settings_ctx = None
+
+    @property
+    def client(self) -> PrefectClient:
+        if self._client is None:
+            raise RuntimeError("PrefectGateway used outside 'async with'")
+        return self._client
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    @property
+    def write_calls(self) -> int:
+        reads = {"list_deployments", "find_deployments", "flow_run_states", "read_work_pool"}
+        return sum(n for k, n in self.calls.items() if k not in reads)
+
+    async def ensure_work_pool(self, name: str) -> None:
+        """Create the work pool (type ``process``, with a concurrency limit) if missing."""
+        if name in self._pools:
+            return
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+        from prefect.workers.process import ProcessWorker
+
+        with prefect_errors(f"read work pool '{name}'"):
+            try:
+                self._count("read_work_pool")
+                await self.client.read_work_pool(name)
+            except ObjectNotFound:
+                pool = WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    concurrency_limit=self.pool_concurrency,
+                )
+                try:
+                    self._count("create_work_pool")
+                    await self.client.create_work_pool(pool)
+                    log.info(
+                        "created work pool %s (process, limit %d)", name, pool.concurrency_limit
+                    )
+                except ObjectAlreadyExists:
+                    pass  # created meanwhile by someone else: fine
+        self._pools.add(name)
+
+    async def _flow(self) -> str:
+        if self._flow_id is None:
+            with prefect_errors(f"register flow '{FLOW_NAME}'"):
+                self._count("create_flow")
+                self._flow_id = str(await self.client.create_flow_from_name(FLOW_NAME))
+        return self._flow_id
+
+    async def _list(self, tags: list[str]) -> list[ObservedDeployment]:
+        flow_id = await self._flow()
+        seen: dict[str, ObservedDeployment] = {}
+        offset = 0
+        while True:
+            body = {
+                "deployments": {"tags": {"all_": tags}},
+                "sort": "NAME_ASC",
+                "limit": PAGE_SIZE,
+                "offset": offset,
+            }
+            with prefect_errors("list Conveyor's deployments"):
+                # Raw JSON: validating 1,000 full DeploymentResponse models costs more
+                # than the whole comparison, and only a handful of fields matter here.
+                response = await self.client.request("POST", "/deployments/filter", json=body)
+                page = response.json()
+            for item in page:
+                obs = observe(item, flow_id)
+                seen[obs.id] = obs
+            if len(page) < PAGE_SIZE:
+                return list(seen.values())
+            offset += PAGE_SIZE
+
+    async def list_deployments(self) -> list[ObservedDeployment]:
+        """Every deployment tagged ``conveyor``, all pages."""
+        self._count("list_deployments")
+        return await self._list([OWNER_TAG])
+
+    async def find_deployments(self, connector_id: int) -> list[ObservedDeployment]:
+        """The deployments tagged as belonging to one connector."""
+        self._count("find_deployments")
+        return await self._list([OWNER_TAG, connector_tag(connector_id)])
+
+    async def upsert(self, spec: DeploymentSpec) -> str:
+        """Create or replace the deployment (Prefect upserts on flow + name); its id."""
+        try:
+            return await self._upsert(spec)
+        except ExternalError as exc:
+            if exc.transient or _status(exc) not in (404, 409):
+                raise
+            # The flow or work pool we cached may be gone (a reset Prefect database).
+            self._flow_id = None
+            self._pools.clear()
+            return await self._upsert(spec)
+
+    async def _upsert(self, spec: DeploymentSpec) -> str:
+        from prefect.client.schemas.actions import DeploymentScheduleCreate
+        from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
+        from prefect.client.schemas.schedules import CronSchedule
+
+        if spec.work_pool_name:
+            await self.ensure_work_pool(spec.work_pool_name)
+        flow_id = await self._flow()
+        with prefect_errors(f"apply deployment '{spec.name}'"):
+            schedules = [
+                DeploymentScheduleCreate(
+                    schedule=CronSchedule(cron=s.cron, timezone=s.timezone, day_or=s.day_or),
+                    active=s.active,
+                    parameters=s.parameters,
+                )
+                for s in spec.schedules
+            ]
+            options = (
+                ConcurrencyOptions(
+                    collision_strategy=ConcurrencyLimitStrategy(spec.collision_strategy)
+                )
+                if spec.collision_strategy
+                else None
+            )
+            self._count("upsert")
+            deployment_id = await self.client.create_deployment(
+                flow_id=flow_id,  # type: ignore[arg-type]
+                name=spec.name,
+                version=spec.version,
+                description=spec.description,
+                work_pool_name=spec.work_pool_name,
+                work_queue_name=spec.work_queue_name,
+                parameters=spec.parameters,
+                tags=list(spec.tags),
+                schedules=schedules,
+                paused=spec.paused,
+                concurrency_limit=spec.concurrency_limit,
+                concurrency_options=options,
+                entrypoint=spec.entrypoint,
+                parameter_openapi_schema=PARAMETER_SCHEMA,
+                enforce_parameter_schema=True,
+            )
+        return str(deployment_id)
+
+    async def set_paused(self, deployment_id: str, paused: bool) -> None:
+        """Pause or resume with the client's own calls (schedules stay as they are)."""
+        with prefect_errors(f"{'pause' if paused else 'resume'} deployment {deployment_id}"):
+            if paused:
+                self._count("pause")
+                await self.client.pause_deployment(deployment_id)
+            else:
+                self._count("resume")
+                await self.client.resume_deployment(deployment_id)
+
+    async def delete(self, deployment_id: str) -> bool:
+        """Delete a deployment; False if it was already gone."""
+        from uuid import UUID
+
+        from prefect.exceptions import ObjectNotFound
+
+        with prefect_errors(f"delete deployment {deployment_id}"):
+            try:
+                self._count("delete")
+                await self.client.delete_deployment(UUID(deployment_id))
+            except ObjectNotFound:
+                return False
+        return True
+
+    async def flow_run_states(self, flow_run_ids: list[str]) -> dict[str, FlowRunState]:
+        """Current state of each flow run that still exists."""
+        from uuid import UUID
+
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        states: dict[str, FlowRunState] = {}
+        for start in range(0, len(flow_run_ids), PAGE_SIZE):
+            chunk = [UUID(i) for i in flow_run_ids[start : start + PAGE_SIZE]]
+            with prefect_errors("read flow runs"):
+                self._count("flow_run_states")
+                runs = await self.client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
+                    limit=PAGE_SIZE,
+                )
+            for run in runs:
+                if run.state is not None:
+                    states[str(run.id)] = FlowRunState(
+                        type=run.state.type.value, name=run.state.name, message=run.state.message
+                    )
+        return states
+
+    async def crash_flow_run(self, flow_run_id: str, message: str) -> bool:
+        """Force the flow run to Crashed (frees its deployment's concurrency slot)."""
+        from prefect.exceptions import ObjectNotFound
+        from prefect.states import Crashed
+
+        with prefect_errors(f"mark flow run {flow_run_id} crashed"):
+            try:
+                self._count("crash_flow_run")
+                await self.client.set_flow_run_state(
+                    flow_run_id, Crashed(message=message), force=True
+                )
+            except ObjectNotFound:
+                return False
+        return True
+
+
+def create_flow_run(api_url: str, deployment_id: str, *, tags: list[str]) -> str:
+    """Create a flow run of a deployment now (synchronous: web requests call it); its id."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 1}),
+        prefect_errors(f"start a run of deployment {deployment_id}"),
+        SyncPrefectClient(api=api_url, httpx_settings={"timeout": 15.0}) as client,
+    ):
+        run = client.create_flow_run_from_deployment(UUID(deployment_id), tags=tags)
+    return str(run.id)

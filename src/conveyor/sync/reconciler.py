@@ -1,0 +1,475 @@
+"""Brings Prefect in line with the Conveyor database.
+
+Two kinds of pass, both idempotent:
+- an *outbox pass* applies queued connector changes, coalesced per connector: one
+  Prefect write per changed connector, no reads;
+- a *full pass* lists every Conveyor-tagged deployment once, compares each with its
+  connector by spec hash and repairs what differs (deleted, edited or paused in Prefect,
+  changed directly in the database, orphaned). Nothing to change means no write calls.
+
+Applying is an upsert on the deployment's (flow, name), so repeating work that was done
+but not recorded (a crash between Prefect's answer and our commit) creates nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from time import monotonic
+from typing import Any
+
+from conveyor.db.base import utcnow
+from conveyor.db.session import session_scope
+from conveyor.errors import ExternalError
+from conveyor.settings import Settings
+from conveyor.sync import runs, store
+from conveyor.sync.gateway import Gateway, ObservedDeployment, PrefectUnavailable
+from conveyor.sync.spec import DeploymentSpec, build
+from conveyor.sync.store import ConnectorState
+
+log = logging.getLogger("conveyor.sync.reconciler")
+
+MAX_LISTED = 100  # repairs and errors kept in a pass report
+
+
+class LeadershipLost(Exception):
+    """Another reconciler holds the lock now: stop acting."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: half the delay fixed, half random."""
+
+    base: float = 2.0
+    cap: float = 300.0
+    # Prefect rejected the spec itself: retried slowly, in case the cause was elsewhere.
+    terminal_base: float = 60.0
+    terminal_cap: float = 3600.0
+
+    def delay(self, attempts: int, rng: random.Random, *, transient: bool = True) -> float:
+        base, cap = (self.base, self.cap) if transient else (self.terminal_base, self.terminal_cap)
+        full = min(cap, base * 2.0 ** max(0, attempts - 1))
+        return full / 2 + rng.uniform(0, full / 2)
+
+
+@dataclass
+class PassReport:
+    """What one pass did; the last full one is shown by ``GET /api/v1/sync``."""
+
+    kind: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    seconds: float = 0.0
+    connectors: int = 0
+    deployments: int | None = None
+    unchanged: int = 0
+    recorded: int = 0  # database brought up to date without a Prefect call
+    created: int = 0
+    updated: int = 0
+    paused: int = 0
+    resumed: int = 0
+    deleted: int = 0
+    failed: int = 0
+    stale_runs_closed: int = 0
+    repairs: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None  # the pass itself could not run (Prefect down, ...)
+
+    @property
+    def changed(self) -> int:
+        return self.created + self.updated + self.paused + self.resumed + self.deleted
+
+    def note(self, bucket: list[dict[str, Any]], **entry: Any) -> None:
+        if len(bucket) < MAX_LISTED:
+            bucket.append(entry)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.__dict__)
+        out["started_at"] = self.started_at.isoformat()
+        out["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        return out
+
+
+@dataclass
+class _Item:
+    """One connector's work in a pass."""
+
+    connector_id: int
+    action: str  # upsert | pause | resume | delete | record
+    why: str
+    state: ConnectorState | None = None
+    spec: DeploymentSpec | None = None
+    deployment_id: str | None = None  # pause/resume/record: the deployment concerned
+    stale_ids: set[str] = field(default_factory=set)  # to delete once the spec is applied
+    outbox_max_id: int | None = None
+    attempts: int = 0  # outbox attempts so far (deleted connectors have no row)
+
+
+class Reconciler:
+    """One reconciler; ``outbox_pass`` and ``full_pass`` are each safe to call at any time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: Gateway,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+        is_leader: Callable[[], bool] = lambda: True,
+        batch_size: int = 5000,
+    ) -> None:
+        self.settings = settings
+        self.url = settings.effective_database_url
+        self.gateway = gateway
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self.rng = rng or random.Random()
+        self.is_leader = is_leader
+        self.batch_size = batch_size
+        self._sem = asyncio.Semaphore(settings.reconcile_concurrency)
+        self._unavailable: ExternalError | None = None
+
+    def _spec(self, state: ConnectorState) -> DeploymentSpec:
+        return build(
+            state,
+            default_work_pool=self.settings.default_work_pool,
+            default_work_queue=self.settings.default_work_queue,
+        )
+
+    # --- outbox ---------------------------------------------------------------
+
+    async def outbox_pass(self) -> PassReport:
+        """Apply the queued changes that are due."""
+        report = PassReport(kind="outbox", started_at=self.clock())
+        t0 = monotonic()
+        now = self.clock()
+        with session_scope(self.url) as session:
+            groups = [g for g in store.outbox_groups(session, now).values() if g.due]
+            groups = groups[: self.batch_size]
+            states = store.load_connectors(session, [g.connector_id for g in groups])
+        items: list[_Item] = []
+        for g in groups:
+            state = states.get(g.connector_id)
+            if state is None:
+                items.append(
+                    _Item(
+                        g.connector_id,
+                        "delete",
+                        "connector deleted",
+                        stale_ids=set(g.deployment_ids),
+                        outbox_max_id=g.max_id,
+                        attempts=g.attempts,
+                    )
+                )
+                continue
+            spec = self._spec(state)
+            stale = set(g.deployment_ids)
+            if state.prefect_deployment_id:
+                stale.add(state.prefect_deployment_id)
+            in_step = (
+                state.synced_spec_hash == spec.hash
+                and state.prefect_deployment_id is not None
+                and stale == {state.prefect_deployment_id}
+            )
+            items.append(
+                _Item(
+                    g.connector_id,
+                    "record" if in_step else "upsert",
+                    "no change for Prefect" if in_step else "connector changed",
+                    state=state,
+                    spec=spec,
+                    deployment_id=state.prefect_deployment_id if in_step else None,
+                    stale_ids=stale,
+                    outbox_max_id=g.max_id,
+                    attempts=g.attempts,
+                )
+            )
+        report.connectors = len(items)
+        await self._apply_all(items, report)
+        return self._finish(report, t0)
+
+    # --- full pass ------------------------------------------------------------
+
+    async def full_pass(self) -> PassReport:
+        """Queued changes first, then compare everything with Prefect and repair drift."""
+        t0 = monotonic()
+        report = PassReport(kind="full", started_at=self.clock())
+        queued = await self.outbox_pass()
+        _merge(report, queued)
+        try:
+            await self.gateway.ensure_work_pool(self.settings.default_work_pool)
+            observed = await self.gateway.list_deployments()
+        except ExternalError as exc:
+            report.error = str(exc)
+            log.warning("full pass stopped: %s", exc)
+            return self._save(self._finish(report, t0), "last_full_pass")
+        now = self.clock()
+        with session_scope(self.url) as session:
+            states = store.load_connectors(session)
+            groups = store.outbox_groups(session, now)
+        waiting = {cid for cid, g in groups.items() if not g.due}  # in backoff
+        report.connectors = len(states)
+        report.deployments = len(observed)
+        by_connector: dict[int | None, list[ObservedDeployment]] = {}
+        for obs in observed:
+            by_connector.setdefault(obs.connector_id, []).append(obs)
+
+        items: list[_Item] = []
+        for cid, state in states.items():
+            found = by_connector.pop(cid, [])
+            if cid in waiting or self._resting(state, now):
+                continue
+            item = self._compare(state, found)
+            if item is None:
+                report.unchanged += 1
+            else:
+                g = groups.get(cid)
+                item.outbox_max_id = g.max_id if g else None
+                items.append(item)
+        wanted = {self._spec(s).name for s in states.values()}
+        for maybe_cid, found in by_connector.items():
+            if maybe_cid is not None and maybe_cid in waiting:
+                continue
+            g = groups.get(maybe_cid) if maybe_cid is not None else None
+            for obs in found:
+                if maybe_cid is None and obs.name in wanted:
+                    continue  # its connector tag was removed: the upsert by name reclaims it
+                items.append(
+                    _Item(
+                        maybe_cid if maybe_cid is not None else -1,
+                        "delete",
+                        "Conveyor-tagged deployment with no connector",
+                        stale_ids={obs.id},
+                        outbox_max_id=g.max_id if g else None,
+                    )
+                )
+        await self._apply_all(items, report, repairs=True)
+        try:
+            report.stale_runs_closed = await runs.close_stale_runs(
+                settings=self.settings, gateway=self.gateway, now=self.clock()
+            )
+        except ExternalError as exc:
+            report.note(report.errors, connector_id=None, error=f"stale runs: {exc}")
+        return self._save(self._finish(report, t0), "last_full_pass")
+
+    def _resting(self, state: ConnectorState, now: datetime) -> bool:
+        """In backoff after a failure: left alone until its retry time."""
+        if state.sync_next_retry_at is None or state.sync_next_retry_at <= now:
+            return False
+        if state.sync_status == "error":
+            # A rejected spec rests until its retry time, unless it changed since.
+            return state.sync_failed_spec_hash == self._spec(state).hash
+        return state.sync_status == "pending" and state.sync_attempts > 0
+
+    def _compare(self, state: ConnectorState, found: list[ObservedDeployment]) -> _Item | None:
+        """The repair one connector needs, or None when Prefect and the database agree."""
+        spec = self._spec(state)
+        same_name = [o for o in found if o.name == spec.name]
+        if len(found) == 1 and same_name and same_name[0].hash == spec.hash:
+            obs = same_name[0]
+            db_current = (
+                state.sync_status == "synced"
+                and state.synced_spec_hash == spec.hash
+                and state.prefect_deployment_id == obs.id
+            )
+            if db_current:
+                return None
+            return _Item(
+                state.id, "record", "Prefect already matches", state, spec, deployment_id=obs.id
+            )
+        if len(found) == 1 and same_name:
+            obs = same_name[0]
+            if obs.spec.with_paused(spec.paused).hash == spec.hash:
+                action = "pause" if spec.paused else "resume"
+                why = f"{'resumed' if spec.paused else 'paused'} in Prefect"
+                return _Item(state.id, action, why, state, spec, deployment_id=obs.id)
+        stale = {o.id for o in found}
+        if state.prefect_deployment_id:
+            stale.add(state.prefect_deployment_id)
+        if not found:
+            why = "deleted in Prefect" if state.prefect_deployment_id else "never applied"
+        elif len(found) > 1:
+            why = f"{len(found)} deployments for one connector"
+        elif state.synced_spec_hash != spec.hash:
+            why = "changed in the database"
+        else:
+            diff = ", ".join(spec.differences(found[0].spec))
+            why = f"edited in Prefect ({diff})"
+        return _Item(state.id, "upsert", why, state, spec, stale_ids=stale)
+
+    # --- applying -------------------------------------------------------------
+
+    async def _apply_all(
+        self, items: list[_Item], report: PassReport, *, repairs: bool = False
+    ) -> None:
+        self._unavailable = None
+        if not items:
+            return
+        try:
+            # A TaskGroup, not gather: losing the lock must stop the whole batch.
+            async with asyncio.TaskGroup() as tg:
+                for item in items:
+                    tg.create_task(self._run(item, report, repairs))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+
+    async def _run(self, item: _Item, report: PassReport, repairs: bool) -> None:
+        try:
+            deployment_id = await self._apply(item)
+        except LeadershipLost:
+            raise
+        except Exception as exc:
+            if isinstance(exc, ExternalError):
+                err = exc
+            else:
+                log.exception("unexpected error syncing connector %s", item.connector_id)
+                err = ExternalError(f"unexpected error: {exc!r}", transient=True)
+            if isinstance(err, PrefectUnavailable):
+                self._unavailable = err  # don't send the rest of the batch to a dead server
+            self._record_failure(item, err)
+            report.failed += 1
+            report.note(
+                report.errors,
+                connector_id=item.connector_id,
+                error=str(err),
+                transient=err.transient,
+            )
+            return
+        self._record_success(item, deployment_id)
+        counter = {
+            "upsert": "updated" if (item.state and item.state.prefect_deployment_id) else "created",
+            "pause": "paused",
+            "resume": "resumed",
+            "delete": "deleted",
+            "record": "recorded",
+        }[item.action]
+        if item.action == "upsert" and item.why == "deleted in Prefect":
+            counter = "created"
+        setattr(report, counter, getattr(report, counter) + 1)
+        if repairs and item.action != "record":
+            report.note(
+                report.repairs,
+                connector_id=item.connector_id if item.connector_id >= 0 else None,
+                deployment_id=deployment_id or next(iter(item.stale_ids), None),
+                action=counter,
+                reason=item.why,
+            )
+
+    def _check_leader(self) -> None:
+        if not self.is_leader():
+            raise LeadershipLost("another reconciler holds the lock")
+
+    async def _apply(self, item: _Item) -> str | None:
+        if item.action == "record":
+            return item.deployment_id
+        async with self._sem:
+            if self._unavailable is not None:
+                raise self._unavailable
+            self._check_leader()
+            gw = self.gateway
+            if item.action == "delete":
+                ids = item.stale_ids
+                if not ids and item.connector_id >= 0:
+                    ids = {o.id for o in await gw.find_deployments(item.connector_id)}
+                for dep_id in sorted(ids):
+                    self._check_leader()
+                    await gw.delete(dep_id)
+                return None
+            if item.action in ("pause", "resume"):
+                assert item.deployment_id is not None
+                await gw.set_paused(item.deployment_id, item.action == "pause")
+                return item.deployment_id
+            assert item.spec is not None
+            new_id = await gw.upsert(item.spec)
+            for old in sorted(item.stale_ids - {new_id}):
+                self._check_leader()
+                await gw.delete(old)
+            return new_id
+
+    def _record_success(self, item: _Item, deployment_id: str | None) -> None:
+        now = self.clock()
+        with session_scope(self.url) as session:
+            if item.state is not None and item.spec is not None and deployment_id:
+                store.record_synced(
+                    session,
+                    item.state,
+                    deployment_id=deployment_id,
+                    spec_hash=item.spec.hash,
+                    now=now,
+                )
+            if item.outbox_max_id is not None:
+                store.settle_outbox(session, item.connector_id, item.outbox_max_id)
+
+    def _record_failure(self, item: _Item, err: ExternalError) -> None:
+        now = self.clock()
+        prior = item.state.sync_attempts if item.state else item.attempts
+        attempts = prior + 1
+        delay = self.backoff.delay(attempts, self.rng, transient=err.transient)
+        next_at = now + timedelta(seconds=delay)
+        reason = str(err)
+        log.warning(
+            "connector %s: %s (%s, retry in %.0fs)",
+            item.connector_id,
+            reason,
+            "transient" if err.transient else "rejected",
+            delay,
+        )
+        with session_scope(self.url) as session:
+            if item.state is not None:
+                store.record_failed(
+                    session,
+                    item.state,
+                    error=reason,
+                    transient=err.transient,
+                    attempts=attempts,
+                    next_at=next_at,
+                    spec_hash=item.spec.hash if item.spec else None,
+                )
+            if item.state is not None and not err.transient:
+                # Prefect rejected this spec: the connector shows the error; a full pass
+                # retries once the connector changes (or slowly, see Backoff).
+                if item.outbox_max_id is not None:
+                    store.settle_outbox(session, item.connector_id, item.outbox_max_id)
+                return
+            if item.connector_id < 0:
+                return  # an orphan without a connector id: the next full pass retries it
+            store.defer_outbox(
+                session,
+                item.connector_id,
+                item.outbox_max_id,
+                next_at=next_at,
+                error=reason,
+                action="delete" if item.state is None else "upsert",
+                deployment_ids=item.stale_ids if item.state is None else set(),
+            )
+
+    # --- reports --------------------------------------------------------------
+
+    def _finish(self, report: PassReport, t0: float) -> PassReport:
+        report.finished_at = self.clock()
+        report.seconds = round(monotonic() - t0, 3)
+        if report.kind == "outbox" and report.connectors:
+            self._save(report, "last_outbox_pass")
+        return report
+
+    def _save(self, report: PassReport, key: str) -> PassReport:
+        try:
+            with session_scope(self.url) as session:
+                store.save_report(session, key, report.to_json())
+        except Exception:  # a report is not worth failing a pass for
+            log.exception("could not store the %s report", report.kind)
+        return report
+
+
+def _merge(into: PassReport, other: PassReport) -> None:
+    for name in ("recorded", "created", "updated", "paused", "resumed", "deleted", "failed"):
+        setattr(into, name, getattr(into, name) + getattr(other, name))
+    for entry in other.errors:
+        into.note(into.errors, **entry)
+    for entry in other.repairs:
+        into.note(into.repairs, **entry)

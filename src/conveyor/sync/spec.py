@@ -1,0 +1,157 @@
+"""Connector → Prefect deployment spec, and the content hash the reconciler compares.
+
+Pure functions: no database, no Prefect. The gateway projects a deployment read back from
+Prefect onto the same ``DeploymentSpec`` shape, so "in step" is one hash comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+FLOW_NAME = "run_connector_pipeline"
+ENTRYPOINT = "conveyor.pipelines.flow:run_connector_pipeline"
+# Bump when the mapping below changes: every deployment is then re-applied once.
+SPEC_FORMAT = "conveyor/1"
+OWNER_TAG = "conveyor"
+SCHEDULED_TAG = "scheduled"
+CONNECTOR_TAG_PREFIX = "connector-"
+COLLISION_STRATEGY = "ENQUEUE"
+# What the Prefect UI shows for "Run" and validates flow-run parameters against.
+PARAMETER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Parameters",
+    "properties": {"connector_id": {"type": "integer", "title": "connector_id", "position": 0}},
+    "required": ["connector_id"],
+}
+
+
+class ConnectorLike(Protocol):
+    """The connector fields a deployment depends on (an ORM row or a snapshot)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def schedule(self) -> str | None: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def is_active(self) -> bool: ...
+    @property
+    def tags(self) -> list[str]: ...
+    @property
+    def work_pool_name(self) -> str | None: ...
+    @property
+    def work_queue_name(self) -> str | None: ...
+    @property
+    def deployment_name(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    """One schedule of a deployment."""
+
+    cron: str
+    timezone: str
+    active: bool
+    day_or: bool = True
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """Everything Conveyor decides about a connector's deployment."""
+
+    name: str
+    flow_name: str
+    entrypoint: str | None
+    version: str | None
+    description: str | None
+    work_pool_name: str | None
+    work_queue_name: str | None
+    parameters: dict[str, Any]
+    tags: tuple[str, ...]
+    schedules: tuple[CronSpec, ...]
+    paused: bool
+    concurrency_limit: int | None
+    collision_strategy: str | None
+
+    @property
+    def connector_id(self) -> int | None:
+        return connector_id_from_tags(self.tags)
+
+    def content(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (what the hash covers)."""
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        return spec_hash(self)
+
+    def differences(self, other: DeploymentSpec) -> list[str]:
+        """Names of the fields that differ from ``other`` (for reports)."""
+        mine, theirs = self.content(), other.content()
+        return [k for k in mine if mine[k] != theirs[k]]
+
+    def with_paused(self, paused: bool) -> DeploymentSpec:
+        return replace(self, paused=paused)
+
+
+def spec_hash(spec: DeploymentSpec) -> str:
+    """sha256 of the spec's canonical JSON."""
+    text = json.dumps(spec.content(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def connector_tag(connector_id: int) -> str:
+    return f"{CONNECTOR_TAG_PREFIX}{connector_id}"
+
+
+def connector_id_from_tags(tags: tuple[str, ...] | list[str]) -> int | None:
+    """The connector a deployment belongs to, from its ``connector-<id>`` tag."""
+    for tag in tags:
+        if tag.startswith(CONNECTOR_TAG_PREFIX):
+            rest = tag[len(CONNECTOR_TAG_PREFIX) :]
+            if rest.isdigit():
+                return int(rest)
+    return None
+
+
+def default_deployment_name(connector_id: int) -> str:
+    return f"connector-{connector_id}"
+
+
+def build(
+    connector: ConnectorLike, *, default_work_pool: str, default_work_queue: str
+) -> DeploymentSpec:
+    """The deployment a connector should have."""
+    tags = {OWNER_TAG, connector_tag(connector.id), *(connector.tags or [])}
+    schedules: tuple[CronSpec, ...] = ()
+    if connector.schedule:
+        tags.add(SCHEDULED_TAG)
+        schedules = (
+            CronSpec(
+                cron=connector.schedule,
+                timezone=connector.timezone or "UTC",
+                active=bool(connector.is_active),
+            ),
+        )
+    return DeploymentSpec(
+        name=connector.deployment_name or default_deployment_name(connector.id),
+        flow_name=FLOW_NAME,
+        entrypoint=ENTRYPOINT,
+        version=SPEC_FORMAT,
+        description=f"Conveyor connector '{connector.name}'",
+        work_pool_name=connector.work_pool_name or default_work_pool,
+        work_queue_name=connector.work_queue_name or default_work_queue,
+        parameters={"connector_id": connector.id},
+        tags=tuple(sorted(tags)),
+        schedules=schedules,
+        paused=not connector.is_active,
+        concurrency_limit=1,
+        collision_strategy=COLLISION_STRATEGY,
+    )

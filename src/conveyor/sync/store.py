@@ -1,0 +1,211 @@
+"""The reconciler's reads and writes of the Conveyor database.
+
+Writes to ``connectors`` are guarded by the row's ``version`` and go through bulk
+UPDATEs, which neither bump ``version`` (a user's optimistic lock must not break because
+the reconciler recorded a sync) nor touch ``updated_at``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from conveyor.db.models import Connector, Lease, OutboxEntry
+
+LEASE_NAME = "reconciler"
+
+
+@dataclass(frozen=True)
+class ConnectorState:
+    """The connector fields the reconciler reads (a snapshot, detached from any session)."""
+
+    id: int
+    name: str
+    schedule: str | None
+    timezone: str
+    is_active: bool
+    tags: list[str]
+    work_pool_name: str | None
+    work_queue_name: str | None
+    deployment_name: str | None
+    prefect_deployment_id: str | None
+    sync_status: str
+    synced_spec_hash: str | None
+    sync_failed_spec_hash: str | None
+    sync_attempts: int
+    sync_next_retry_at: datetime | None
+    version: int
+
+
+_COLUMNS = [getattr(Connector, f) for f in ConnectorState.__dataclass_fields__]
+
+
+def load_connectors(session: Session, ids: list[int] | None = None) -> dict[int, ConnectorState]:
+    """Snapshots of the given connectors (all when ``ids`` is None)."""
+    stmt = select(*_COLUMNS)
+    if ids is not None:
+        if not ids:
+            return {}
+        stmt = stmt.where(Connector.id.in_(ids))
+    out: dict[int, ConnectorState] = {}
+    for row in session.execute(stmt):
+        state = ConnectorState(*row)
+        out[state.id] = state
+    return out
+
+
+@dataclass
+class OutboxGroup:
+    """All queued changes of one connector, coalesced."""
+
+    connector_id: int
+    max_id: int
+    deployment_ids: set[str] = field(default_factory=set)
+    attempts: int = 0
+    due: bool = False
+    created_at: datetime | None = None
+
+
+def outbox_groups(session: Session, now: datetime) -> dict[int, OutboxGroup]:
+    """Every queued change, coalesced per connector, oldest first."""
+    groups: dict[int, OutboxGroup] = {}
+    rows = session.execute(
+        select(
+            OutboxEntry.id,
+            OutboxEntry.connector_id,
+            OutboxEntry.prefect_deployment_id,
+            OutboxEntry.attempts,
+            OutboxEntry.next_attempt_at,
+            OutboxEntry.created_at,
+        ).order_by(OutboxEntry.id)
+    )
+    for entry_id, cid, dep_id, attempts, next_at, created in rows:
+        g = groups.get(cid)
+        if g is None:
+            g = groups[cid] = OutboxGroup(connector_id=cid, max_id=entry_id, created_at=created)
+        g.max_id = max(g.max_id, entry_id)
+        g.attempts = max(g.attempts, attempts or 0)
+        if dep_id:
+            g.deployment_ids.add(dep_id)
+        if next_at is None or next_at <= now:
+            g.due = True
+    return groups
+
+
+def max_outbox_id(session: Session) -> int:
+    return int(session.scalar(select(func.max(OutboxEntry.id))) or 0)
+
+
+def settle_outbox(session: Session, connector_id: int, max_id: int) -> None:
+    """Drop the connector's queued changes up to ``max_id`` (newer ones stay queued)."""
+    session.execute(
+        delete(OutboxEntry).where(
+            OutboxEntry.connector_id == connector_id, OutboxEntry.id <= max_id
+        )
+    )
+
+
+def defer_outbox(
+    session: Session,
+    connector_id: int,
+    max_id: int | None,
+    *,
+    next_at: datetime,
+    error: str,
+    action: str,
+    deployment_ids: set[str],
+) -> None:
+    """Push the connector's queued changes to ``next_at``; queue one if there is none."""
+    stmt = update(OutboxEntry).where(OutboxEntry.connector_id == connector_id)
+    if max_id is not None:
+        stmt = stmt.where(OutboxEntry.id <= max_id)
+    changed = rowcount(
+        session.execute(
+            stmt.values(
+                attempts=OutboxEntry.attempts + 1, next_attempt_at=next_at, last_error=error
+            ).execution_options(synchronize_session=False)
+        )
+    )
+    if changed == 0:
+        # A full pass found the work: queue it so the retry happens on time, not at
+        # the next full pass.
+        ids: list[str | None] = [*sorted(deployment_ids)] or [None]
+        for dep_id in ids:
+            session.add(
+                OutboxEntry(
+                    connector_id=connector_id,
+                    action=action,
+                    prefect_deployment_id=dep_id,
+                    attempts=1,
+                    next_attempt_at=next_at,
+                    last_error=error,
+                )
+            )
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE touched."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _update_connector(session: Session, state: ConnectorState, **values: Any) -> bool:
+    result = session.execute(
+        update(Connector)
+        .where(Connector.id == state.id, Connector.version == state.version)
+        .values(updated_at=Connector.updated_at, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result) > 0
+
+
+def record_synced(
+    session: Session, state: ConnectorState, *, deployment_id: str, spec_hash: str, now: datetime
+) -> bool:
+    """The connector's deployment matches ``spec_hash``; False if the row changed meanwhile."""
+    return _update_connector(
+        session,
+        state,
+        prefect_deployment_id=deployment_id,
+        sync_status="synced",
+        sync_error=None,
+        synced_spec_hash=spec_hash,
+        synced_at=now,
+        sync_attempts=0,
+        sync_next_retry_at=None,
+        sync_failed_spec_hash=None,
+    )
+
+
+def record_failed(
+    session: Session,
+    state: ConnectorState,
+    *,
+    error: str,
+    transient: bool,
+    attempts: int,
+    next_at: datetime,
+    spec_hash: str | None,
+) -> bool:
+    """Pending with the error and the next retry (transient), or error (terminal)."""
+    return _update_connector(
+        session,
+        state,
+        sync_status="pending" if transient else "error",
+        sync_error=error,
+        sync_attempts=attempts,
+        sync_next_retry_at=next_at,
+        sync_failed_spec_hash=None if transient else spec_hash,
+    )
+
+
+def save_report(session: Session, key: str, report: dict[str, Any]) -> None:
+    """Store a pass report in the reconciler's lease row (read by ``sync status``)."""
+    lease = session.get(Lease, LEASE_NAME, with_for_update=True)
+    if lease is None:
+        lease = Lease(name=LEASE_NAME, info={})
+        session.add(lease)
+    lease.info = {**(lease.info or {}), key: report}
