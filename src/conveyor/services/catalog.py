@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +28,7 @@ def _fk(kind: Kind) -> Any:
 
 
 def get(kind: Kind, endpoint_id: int, *, session: Session) -> Endpoint:
-    obj = session.get(MODELS[kind], endpoint_id)
+    obj = cast(Endpoint | None, session.get(MODELS[kind], endpoint_id))
     if obj is None:
         raise NotFound(f"{kind} {endpoint_id} does not exist")
     return obj
@@ -36,7 +36,7 @@ def get(kind: Kind, endpoint_id: int, *, session: Session) -> Endpoint:
 
 def get_by_name(kind: Kind, name: str, *, session: Session) -> Endpoint | None:
     model = MODELS[kind]
-    return session.scalars(select(model).where(model.name == name)).first()
+    return cast(Endpoint | None, session.scalars(select(model).where(model.name == name)).first())
 
 
 def masked(kind: Kind, obj: Endpoint) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def list_all(kind: Kind, *, session: Session) -> list[EndpointOut]:
     counts = dict(
         session.execute(select(_fk(kind), func.count()).group_by(_fk(kind))).tuples().all()
     )
-    rows = session.scalars(select(model).order_by(model.name))
+    rows = cast(list[Endpoint], list(session.scalars(select(model).order_by(model.name))))
     return [to_out(kind, r, counts.get(r.id, 0)) for r in rows]
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from typing import cast as type_cast
 
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from conveyor.db.models import Connector, ConnectorRun, OutboxEntry
+from conveyor.db.models import Connector, ConnectorRun, Destination, OutboxEntry, Source
 from conveyor.domain import schedule as sched
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunSummary
 from conveyor.errors import Conflict, NotFound, ValidationFailed
@@ -321,10 +322,11 @@ def update(
         if key in fields and fields[key] is None:
             raise ValidationFailed.field(key, "cannot be null")
     if "source_id" in fields:
-        c.source = _endpoint("source", fields["source_id"], "source_id", session)
+        c.source = type_cast(Source, _endpoint("source", fields["source_id"], "source_id", session))
     if "destination_id" in fields:
-        c.destination = _endpoint(
-            "destination", fields["destination_id"], "destination_id", session
+        c.destination = type_cast(
+            Destination,
+            _endpoint("destination", fields["destination_id"], "destination_id", session),
         )
     for kind, key in (
         ("source", "source_config_override"),
@@ -401,7 +403,7 @@ def delete(connector_id: int, *, session: Session, actor: Actor) -> None:
 
 
 def _endpoint(kind: Kind, endpoint_id: int, loc: str, session: Session) -> catalog.Endpoint:
-    obj = session.get(catalog.MODELS[kind], endpoint_id)
+    obj = type_cast(catalog.Endpoint | None, session.get(catalog.MODELS[kind], endpoint_id))
     if obj is None:
         raise ValidationFailed.field(loc, f"{kind} {endpoint_id} does not exist")
     return obj

@@ -6,19 +6,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, Destination, Source
-from conveyor.pipelines.registry import get_type
+from conveyor.pipelines.registry import Kind, get_type
 from conveyor.secrets import SecretBox
 
 
 def rotate_all(*, session: Session, box: SecretBox) -> int:
     """Returns how many rows held secrets and were re-encrypted."""
     count = 0
-    for kind, model in (("source", Source), ("destination", Destination)):
-        for obj in session.scalars(select(model)):
-            secrets = get_type(kind, obj.type).secret_fields  # type: ignore[arg-type]
-            if any(obj.config.get(f) for f in secrets):
-                obj.config = box.rotate_config(obj.config, secrets)
-                count += 1
+    endpoints: list[tuple[Kind, Source | Destination]] = [
+        *(("source", s) for s in session.scalars(select(Source))),
+        *(("destination", d) for d in session.scalars(select(Destination))),
+    ]
+    for kind, obj in endpoints:
+        secrets = get_type(kind, obj.type).secret_fields
+        if any(obj.config.get(f) for f in secrets):
+            obj.config = box.rotate_config(obj.config, secrets)
+            count += 1
     for c in session.scalars(select(Connector)):
         src = get_type("source", c.source.type).secret_fields
         dst = get_type("destination", c.destination.type).secret_fields

@@ -12,7 +12,9 @@ config = context.config
 
 
 def run_migrations_online() -> None:
-    engine = get_engine(config.get_main_option("sqlalchemy.url").replace("%%", "%"))
+    url = config.get_main_option("sqlalchemy.url")
+    assert url, "alembic_config() sets sqlalchemy.url"
+    engine = get_engine(url.replace("%%", "%"))
     with engine.connect() as connection:
         context.configure(
             connection=connection,

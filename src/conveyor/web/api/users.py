@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
+from conveyor.db.models import ApiToken
 from conveyor.domain.models import (
     AuditOut,
     Role,
@@ -25,15 +26,15 @@ def _user_out(u: object) -> UserOut:
     return UserOut.model_validate(u, from_attributes=True)
 
 
-def _token_out(t: object) -> TokenOut:
+def _token_out(t: ApiToken) -> TokenOut:
     return TokenOut(
         id=t.id,
         name=t.name,
         username=t.user.username,
-        prefix=t.prefix,  # type: ignore[attr-defined]
+        prefix=t.prefix,
         created_at=t.created_at,
-        last_used_at=t.last_used_at,  # type: ignore[attr-defined]
-        revoked_at=t.revoked_at,  # type: ignore[attr-defined]
+        last_used_at=t.last_used_at,
+        revoked_at=t.revoked_at,
     )
 
 
