@@ -30,4 +30,6 @@ pytest_plugins = [
     "tests.fixtures.db",
     "tests.fixtures.prefect",
     "tests.fixtures.web",
+    "tests.fixtures.servers",
+    "tests.fixtures.pipelines",
 ]

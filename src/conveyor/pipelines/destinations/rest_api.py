@@ -102,7 +102,9 @@ def build(cfg: RestApiDestinationConfig, *, settings: Settings, connector_id: in
     client = httpx.Client()
 
     def post_batch(items: Any, table: Any) -> None:
-        rows = [_jsonable(row) for row in items]
+        # Arrow sources arrive as record batches (Parquet load files), others as dicts.
+        records = items.to_pylist() if hasattr(items, "to_pylist") else items
+        rows = [_jsonable(row) for row in records]
         body = {**cfg.additional_fields, "table": table["name"], "rows": rows}
         what = f"a batch of {len(rows)} rows for {table['name']}"
         send(cfg, client, what=what, request=lambda: {"json": body})
