@@ -23,7 +23,8 @@ CREATE TABLE orders (
     updated_at timestamptz NOT NULL
 );
 INSERT INTO orders
-SELECT g, 'customer ' || (g % 7), g * 1.25, DATE '2024-01-01' + g, TIMESTAMPTZ '2024-01-01 00:00:00+00' + g * INTERVAL '1 minute'
+SELECT g, 'customer ' || (g % 7), g * 1.25, DATE '2024-01-01' + g,
+       TIMESTAMPTZ '2024-01-01 00:00:00+00' + g * INTERVAL '1 minute'
 FROM generate_series(1, 500) g;
 CREATE TABLE tags (id serial PRIMARY KEY, labels text[], meta jsonb);
 INSERT INTO tags (labels, meta) VALUES (ARRAY['a','b'], '{"k": 1}'), (NULL, NULL);
