@@ -386,7 +386,7 @@ def test_kubernetes_work_pool_runs_flows_in_the_conveyor_image(render):
     args = worker["spec"]["containers"][0]["args"]
     assert args[args.index("--base-job-template") + 1] == "/etc/conveyor/base-job-template.json"
     assert args.count("--work-queue") == 2
-    assert worker["spec"]["initContainers"][0]["name"] == "sync-base-job-template"
+    assert worker["spec"]["initContainers"][0]["name"] == "sync-work-pool"
     assert (
         worker["spec"]["containers"][0]["image"] == "prefecthq/prefect:3.9.1-python3.11-kubernetes"
     )
