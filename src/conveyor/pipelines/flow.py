@@ -204,6 +204,7 @@ def execute(
                 raise  # crash/cancel: the state hooks or the watchdog close the record
             why = explain(exc, secrets)
             log.error("connector %s failed: %s", connector_id, why.detail)
+            log.debug("connector %s failure", connector_id, exc_info=exc)
             close_run(
                 run_id, settings=settings, status="failed", summary=why.detail, error=why.message
             )

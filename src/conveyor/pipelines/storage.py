@@ -27,6 +27,15 @@ class Location:
     def protocol(self) -> str:
         return self.url.split("://", 1)[0] if "://" in self.url else "file"
 
+    @property
+    def file_url(self) -> str:
+        """The URL with an explicit ``file://`` scheme for local paths."""
+        if "://" in self.url:
+            return self.url
+        from pathlib import Path
+
+        return Path(self.url).as_uri()
+
     def display(self) -> str:
         """The URL without credentials, for messages."""
         return self.url

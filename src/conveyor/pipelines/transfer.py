@@ -69,7 +69,9 @@ class Manifest:
 def list_source(cfg: FilesystemSourceConfig) -> tuple[AbstractFileSystem, list[SourceFile]]:
     from dlt.common.storages.fsspec_filesystem import glob_files
 
-    fs, url = location(cfg).open()
+    loc = location(cfg)
+    fs, _ = loc.open()
+    url = loc.file_url
     files = [
         SourceFile(
             relative_path=item["relative_path"],

@@ -88,11 +88,9 @@ def build(cfg: FilesystemSourceConfig) -> list[Any]:
     disposition = cfg.effective_write_disposition()
     # Only new or changed files on append/merge; replace re-reads every file.
     incremental = dlt.sources.incremental("modification_date") if disposition != "replace" else None
+    kwargs: dict[str, Any] = {"credentials": loc.credentials} if loc.credentials else {}
     files = filesystem(
-        bucket_url=loc.url,
-        credentials=loc.credentials,
-        file_glob=cfg.file_pattern,
-        incremental=incremental,
+        bucket_url=loc.file_url, file_glob=cfg.file_pattern, incremental=incremental, **kwargs
     )
     name = cfg.table_name or default_table_name(cfg.file_pattern)
     reader = dlt.transformer(name=name)(_reader(cfg))
@@ -174,9 +172,10 @@ def list_files(cfg: FilesystemSourceConfig, limit: int | None = None) -> list[di
     """The files the pattern matches: relative path, size and modification time."""
     from dlt.common.storages.fsspec_filesystem import glob_files
 
-    fs, url = location(cfg).open()
+    loc = location(cfg)
+    fs, _ = loc.open()
     out = []
-    for item in glob_files(fs, url, cfg.file_pattern):
+    for item in glob_files(fs, loc.file_url, cfg.file_pattern):
         out.append(
             {
                 "path": item["relative_path"],
