@@ -90,7 +90,12 @@ def _known(exc: BaseException) -> tuple[str, bool] | None:
             "(check the table name and the schema).",
             False,
         )
-    if "read-only transaction" in low or "readonly database" in low or "query_only" in low:
+    if (
+        "read-only transaction" in low
+        or "readonly database" in low
+        or "query_only" in low
+        or "data-modifying statement" in low
+    ):
         return (
             "The query tries to change data in the source; only read-only SELECT queries "
             "are allowed.",

@@ -166,6 +166,14 @@ def run_dlt(connector: ResolvedConnector, settings: Settings) -> RunStats:
             pipelines_dir=str(pipelines_dir),
         )
         started = time.monotonic()
+        if pipeline.has_pending_data:
+            # The last run extracted data it could not deliver: deliver that first (dlt
+            # would otherwise skip this run's extract), then read what is new.
+            pending = pipeline.run()
+            _collect(pipeline, pending, stats)
+            stats.notes.append(
+                f"delivered {len(pending.loads_ids)} load package(s) left pending by the last run"
+            )
         info = pipeline.run(source, loader_file_format=target.loader_file_format)
         log.info(
             "connector %s: pipeline finished in %.1fs", connector.id, time.monotonic() - started

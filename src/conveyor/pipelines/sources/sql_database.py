@@ -190,9 +190,12 @@ def _query_resource(cfg: SqlDatabaseConfig, url: str) -> Any:
         try:
             with engine.connect() as conn:
                 _read_only(conn)
-                sql, params = f"SELECT * FROM ({query.rstrip().rstrip(';')}) AS conveyor_q", {}
+                sql, params = query.rstrip().rstrip(";"), {}
                 if incremental is not None and incremental.last_value is not None:
-                    sql += f" WHERE {_quote(conn, cursor or '')} >= :last"
+                    sql = (
+                        f"SELECT * FROM ({sql}) AS conveyor_q "
+                        f"WHERE {_quote(conn, cursor or '')} >= :last"
+                    )
                     params["last"] = incremental.last_value
                 result = conn.execution_options(
                     stream_results=True, yield_per=cfg.batch_size
