@@ -17,7 +17,7 @@ from conveyor import __version__
 from conveyor.secrets import SecretBox, install_log_masking
 from conveyor.services.audit import REQUEST_ID
 from conveyor.settings import Settings, get_settings
-from conveyor.web import errors
+from conveyor.web import errors, ui
 from conveyor.web.api import connectors, endpoints, meta, metrics, runs, users
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(metrics.router)  # /metrics at the root, where Prometheus looks
+    ui.install(app)  # HTML pages at the root, assets under /static
 
     @app.middleware("http")
     async def request_id(

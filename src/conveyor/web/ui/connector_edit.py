@@ -1,0 +1,400 @@
+"""Create and edit a connector: the guided form and its live helpers (htmx partials)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from conveyor.db.session import session_scope
+from conveyor.domain import schedule as sched
+from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate
+from conveyor.errors import Conflict, FieldProblem, ValidationFailed
+from conveyor.pipelines.registry import Kind, get_type, list_types, pydantic_problems
+from conveyor.services import catalog
+from conveyor.services import connectors as svc
+from conveyor.services.authz import Actor, require_owner_or_admin, require_role
+from conveyor.web.ui import checks, schema_form
+from conveyor.web.ui import connector_form as cf
+from conveyor.web.ui.base import UIActor, UIRoute, flash, get_settings, redirect, render
+
+router = APIRouter(route_class=UIRoute)
+KINDS: tuple[Kind, Kind] = ("source", "destination")
+
+
+class _FormProblems(Exception):
+    """Raised inside the write transaction so it rolls back; carries what to show."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+
+
+def _exclude(kind: Kind) -> frozenset[str]:
+    return schema_form.COPY_FIELDS if kind == "source" else frozenset()
+
+
+def inline_fields(
+    kind: Kind, type_name: str, form: Mapping[str, Any] | None = None
+) -> list[schema_form.FormField]:
+    """The fields to create a source/destination inside the connector form."""
+    fields = schema_form.fields_for(
+        kind, type_name, {}, prefix=f"{kind}.cfg.", exclude=_exclude(kind)
+    )
+    return schema_form.refill(fields, form) if form is not None else fields
+
+
+def _source_type(values: Mapping[str, Any], sources: list[Any]) -> str | None:
+    if values.get("source_mode") == "new":
+        return str(values.get("source.new.type") or "sql_database")
+    chosen = str(values.get("source_id") or "")
+    return next((s.type for s in sources if str(s.id) == chosen), None)
+
+
+def preview(s: cf.Schedule) -> dict[str, Any]:
+    """The schedule in words and its next 5 runs, or the reason it is invalid."""
+    try:
+        cron = cf.cron_for(s)
+        sched.validate_timezone(s.timezone, loc="timezone")
+    except ValidationFailed as exc:
+        problem = exc.problems[0]
+        return {"error": problem.reason, "error_field": problem.loc, "cron": None}
+    if cron is None:
+        return {"words": "Manual only: runs when someone clicks “Run now”.", "cron": None}
+    return {
+        "cron": cron,
+        "words": sched.describe(cron, s.timezone),
+        "runs": sched.next_runs(cron, s.timezone, 5),
+        "timezone": s.timezone,
+    }
+
+
+def _context(
+    request: Request,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    *,
+    connector: Any = None,
+    form: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        sources = catalog.list_all("source", session=session)
+        destinations = catalog.list_all("destination", session=session)
+    new_types = {
+        kind: str(values.get(f"{kind}.new.type") or list_types(kind)[0].name) for kind in KINDS
+    }
+    return {
+        "v": values,
+        "errors": errors,
+        "c": connector,
+        "sources": sources,
+        "destinations": destinations,
+        "types": {kind: list_types(kind) for kind in KINDS},
+        "new_types": new_types,
+        "inline": {kind: inline_fields(kind, new_types[kind], form) for kind in KINDS},
+        "source_type": _source_type(values, sources),
+        "presets": cf.PRESETS,
+        "weekdays": cf.WEEKDAYS,
+        "write_modes": cf.WRITE_MODES,
+        "timezones": sorted(sched._timezones()),
+        "preview": preview(values["schedule"]),
+    }
+
+
+@router.get("/connectors/new", include_in_schema=False)
+def new_form(request: Request, actor: UIActor) -> Response:
+    require_role(actor, "editor", "create connectors")
+    ctx = _context(request, {"schedule": cf.Schedule()}, {})
+    ctx["v"] = cf.empty_values(ctx["sources"], ctx["destinations"])
+    ctx["source_type"] = _source_type(ctx["v"], ctx["sources"])
+    return render(request, "connectors/form.html", ctx)
+
+
+@router.post("/connectors/new", include_in_schema=False)
+async def create(request: Request, actor: UIActor) -> Response:
+    form = await request.form()
+    return await run_in_threadpool(_save, request, actor, form, None)
+
+
+def _load(request: Request, connector_id: int) -> tuple[Any, int | None]:
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        c = svc.get(connector_id, session=session)
+        return svc.to_out(c, settings), c.owner_id
+
+
+@router.get("/connectors/{connector_id:int}/edit", include_in_schema=False)
+def edit_form(request: Request, connector_id: int, actor: UIActor, confirm: str = "") -> Response:
+    out, owner_id = _load(request, connector_id)
+    require_owner_or_admin(actor, owner_id, "change this connector")
+    if out.managed_by == "file" and confirm != "yes":
+        return render(request, "connectors/confirm_file.html", {"c": out})
+    ctx = _context(request, cf.values_from_connector(out), {}, connector=out)
+    return render(request, "connectors/form.html", ctx)
+
+
+@router.post("/connectors/{connector_id:int}/edit", include_in_schema=False)
+async def update(request: Request, connector_id: int, actor: UIActor) -> Response:
+    form = await request.form()
+    return await run_in_threadpool(_save, request, actor, form, connector_id)
+
+
+def _inline_endpoint(
+    kind: Kind, form: Mapping[str, Any], problems: list[FieldProblem]
+) -> EndpointCreate | None:
+    """Validate the inline 'create a new source/destination' panel without writing."""
+    type_name = str(form.get(f"{kind}.new.type") or "")
+    try:
+        get_type(kind, type_name)
+    except ValidationFailed:
+        problems.append(FieldProblem(f"{kind}.new.type", f"choose a {kind} type"))
+        return None
+    fields = inline_fields(kind, type_name)
+    config, _cleared, bad = schema_form.parse(fields, form)
+    problems.extend(FieldProblem(f"{kind}.cfg.{p.loc}", p.reason) for p in bad)
+    try:
+        data = EndpointCreate(
+            name=str(form.get(f"{kind}.new.name") or ""), type=type_name, config=config
+        )
+    except ValidationError as exc:
+        problems.extend(pydantic_problems(exc, f"{kind}.new"))
+        return None
+    try:
+        from conveyor.pipelines.registry import validate_config
+
+        validate_config(kind, type_name, config, loc=f"{kind}.cfg")
+    except ValidationFailed as exc:
+        problems.extend(exc.problems)
+    return data
+
+
+def _endpoint_id(kind: Kind, form: Mapping[str, Any], problems: list[FieldProblem]) -> int:
+    raw = str(form.get(f"{kind}_id") or "")
+    if not raw.isdigit():
+        problems.append(FieldProblem(f"{kind}_id", f"choose a {kind}, or create a new one"))
+        return 0
+    return int(raw)
+
+
+def _save(
+    request: Request, actor: Actor, form: Mapping[str, Any], connector_id: int | None
+) -> Response:
+    settings = get_settings(request)
+    box = request.app.state.secret_box
+    current = None
+    if connector_id is None:
+        require_role(actor, "editor", "create connectors")
+    else:
+        current, owner_id = _load(request, connector_id)
+        require_owner_or_admin(actor, owner_id, "change this connector")
+    values = cf.values_from_form(form)
+    problems: list[FieldProblem] = []
+    if current is not None and current.managed_by == "file" and form.get("confirm_file") != "yes":
+        problems.append(FieldProblem("", "confirm that you want to edit a file-managed connector"))
+    try:
+        cron = cf.cron_for(values["schedule"])
+    except ValidationFailed as exc:
+        problems.extend(exc.problems)
+        cron = None
+    inline: dict[Kind, EndpointCreate] = {}
+    ids: dict[Kind, int] = {}
+    for kind in KINDS:
+        if values[f"{kind}_mode"] == "new":
+            data = _inline_endpoint(kind, form, problems)
+            if data is not None:
+                inline[kind] = data
+        else:
+            ids[kind] = _endpoint_id(kind, form, problems)
+    with session_scope(settings.effective_database_url) as session:
+        sources = catalog.list_all("source", session=session)
+    source_type = _source_type(values, sources)
+    override = cf.copy_override(
+        form, source_type, current.source_config_override if current else {}
+    )
+    fields: dict[str, Any] = {
+        "name": values["name"],
+        "description": values["description"] or None,
+        "source_config_override": override,
+        "schedule": cron,
+        "timezone": values["schedule"].timezone,
+        "is_active": values["is_active"],
+        "tags": cf.split_list(values["tags"]),
+    }
+    try:
+        if connector_id is None:
+            model: ConnectorCreate | ConnectorPatch = ConnectorCreate(
+                source_id=ids.get("source", 0), destination_id=ids.get("destination", 0), **fields
+            )
+        else:
+            version = values["version"]
+            model = ConnectorPatch(
+                **fields,
+                **{f"{k}_id": v for k, v in ids.items()},
+                version=int(version) if version.isdigit() else None,
+            )
+    except ValidationError as exc:
+        problems.extend(p for p in pydantic_problems(exc) if p.loc != "schedule" or cron)
+        model = None  # type: ignore[assignment]
+    if problems:
+        return _invalid(request, values, problems, current, form)
+    try:
+        with session_scope(settings.effective_database_url) as session:
+            saved_id = _write(session, model, inline, actor, box, connector_id)
+    except _FormProblems as exc:
+        return _invalid(request, values, exc.problems, current, form)
+    if connector_id is None:
+        flash(request, "Connector created. Conveyor is creating its Prefect deployment now.")
+    else:
+        flash(request, "Saved. Conveyor is updating its Prefect deployment now.")
+    return redirect(request, f"/connectors/{saved_id}")
+
+
+def _write(
+    session: Session,
+    model: ConnectorCreate | ConnectorPatch,
+    inline: dict[Kind, EndpointCreate],
+    actor: Actor,
+    box: Any,
+    connector_id: int | None,
+) -> int:
+    """Create the inline endpoints and the connector in one transaction, or nothing."""
+    for kind, data in inline.items():
+        try:
+            obj = catalog.create(kind, data, session=session, actor=actor, box=box)
+        except ValidationFailed as exc:
+            raise _FormProblems(
+                [
+                    FieldProblem(f"{kind}.cfg.{p.loc.removeprefix('config.')}", p.reason)
+                    for p in exc.problems
+                ]
+            ) from exc
+        except Conflict as exc:
+            raise _FormProblems([FieldProblem(f"{kind}.new.name", exc.reason)]) from exc
+        model = model.model_copy(update={f"{kind}_id": obj.id})
+    try:
+        if connector_id is None:
+            assert isinstance(model, ConnectorCreate)
+            return svc.create(model, session=session, actor=actor, box=box, managed_by="ui").id
+        assert isinstance(model, ConnectorPatch)
+        return svc.update(connector_id, model, session=session, actor=actor, box=box).id
+    except ValidationFailed as exc:
+        raise _FormProblems(exc.problems) from exc
+    except Conflict as exc:
+        loc = "name" if "named" in exc.reason else ""
+        text = f"{exc.reason} ({exc.hint})" if exc.hint else exc.reason
+        raise _FormProblems([FieldProblem(loc, text)]) from exc
+
+
+def _invalid(
+    request: Request,
+    values: dict[str, Any],
+    problems: list[FieldProblem],
+    current: Any,
+    form: Mapping[str, Any],
+) -> Response:
+    errors = cf.problems_to_errors(problems)
+    ctx = _context(request, values, errors, connector=current, form=form)
+    return render(request, "connectors/form.html", ctx, status_code=422)
+
+
+# --- live helpers (htmx) ---------------------------------------------------------------
+
+
+@router.get("/connectors/form/schedule", include_in_schema=False)
+def schedule_preview(request: Request, actor: UIActor) -> Response:
+    s = cf.schedule_from_form(request.query_params)
+    return render(
+        request, "partials/schedule_preview.html", {"preview": preview(s), "v": {"schedule": s}}
+    )
+
+
+@router.get("/connectors/form/copy", include_in_schema=False)
+def copy_section(request: Request, actor: UIActor) -> Response:
+    values = cf.values_from_form(request.query_params)
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        sources = catalog.list_all("source", session=session)
+    return render(
+        request,
+        "partials/copy_section.html",
+        {
+            "v": values,
+            "source_type": _source_type(values, sources),
+            "write_modes": cf.WRITE_MODES,
+            "errors": {},
+        },
+    )
+
+
+@router.get("/connectors/form/endpoint", include_in_schema=False)
+def endpoint_fields(request: Request, actor: UIActor, kind: str) -> Response:
+    """The inline panel's fields for the type just chosen in its select."""
+    if kind not in KINDS:
+        raise ValidationFailed.field("kind", "must be source or destination")
+    k: Kind = kind  # type: ignore[assignment]
+    type_name = request.query_params.get(f"{kind}.new.type") or list_types(k)[0].name
+    get_type(k, type_name)
+    return render(
+        request,
+        "partials/endpoint_fields.html",
+        {"fields": inline_fields(k, type_name), "errors": {}, "prefix": f"{kind}.cfg."},
+    )
+
+
+def _config_from_form(
+    kind: Kind, form: Mapping[str, Any], request: Request
+) -> tuple[str, dict[str, Any]] | str:
+    """(type, plain config) of the source/destination the connector form points at."""
+    settings = get_settings(request)
+    box = request.app.state.secret_box
+    if form.get(f"{kind}_mode") == "new":
+        type_name = str(form.get(f"{kind}.new.type") or "")
+        try:
+            get_type(kind, type_name)
+        except ValidationFailed as exc:
+            return exc.reason
+        config, _cleared, bad = schema_form.parse(inline_fields(kind, type_name), form)
+        if bad:
+            return "; ".join(f"{schema_form.label_for(p.loc)}: {p.reason}" for p in bad)
+        return type_name, config
+    raw = str(form.get(f"{kind}_id") or "")
+    if not raw.isdigit():
+        return f"choose a {kind} first"
+    with session_scope(settings.effective_database_url) as session:
+        obj = catalog.get(kind, int(raw), session=session)
+        return obj.type, catalog.decrypted_config(kind, obj, box)
+
+
+@router.post("/connectors/form/test", include_in_schema=False)
+async def test_connection(request: Request, actor: UIActor, kind: str) -> Response:
+    if kind not in KINDS:
+        raise ValidationFailed.field("kind", "must be source or destination")
+    form = await request.form()
+
+    def work() -> checks.CheckResult:
+        found = _config_from_form(kind, form, request)  # type: ignore[arg-type]
+        if isinstance(found, str):
+            return checks.CheckResult(False, found)
+        return checks.check(kind, found[0], found[1])  # type: ignore[arg-type]
+
+    result = await run_in_threadpool(work)
+    return render(request, "partials/check_result.html", {"result": result})
+
+
+@router.post("/connectors/form/discover", include_in_schema=False)
+async def discover(request: Request, actor: UIActor) -> Response:
+    form = await request.form()
+
+    def work() -> checks.Discovery:
+        found = _config_from_form("source", form, request)
+        if isinstance(found, str):
+            return checks.Discovery(error=found)
+        return checks.discover(found[0], found[1])
+
+    found = await run_in_threadpool(work)
+    picked = set(cf.split_list(str(form.get("tables") or ""))) | set(form.getlist("table"))
+    return render(request, "partials/discovered.html", {"found": found, "picked": picked})

@@ -1,0 +1,300 @@
+"""The connector form's data: schedule presets, what to copy, and mapping errors to fields.
+
+Routes live in ``connector_edit.py``; this module is plain functions over form values so
+it can be tested without a browser.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.domain.models import ConnectorOut
+from conveyor.domain.schedule import validate_cron
+from conveyor.errors import FieldProblem, ValidationFailed
+from conveyor.web.ui.schema_form import COPY_FIELDS
+
+PRESETS: list[tuple[str, str]] = [
+    ("hourly", "Every hour"),
+    ("every_6_hours", "Every 6 hours"),
+    ("daily", "Daily at a time"),
+    ("weekly", "Weekly on a day"),
+    ("manual", "Manual only (no schedule)"),
+    ("cron", "Custom cron expression"),
+]
+PRESET_CRON = {"hourly": "0 * * * *", "every_6_hours": "0 */6 * * *"}
+WEEKDAYS: list[tuple[str, str]] = [
+    ("1", "Monday"),
+    ("2", "Tuesday"),
+    ("3", "Wednesday"),
+    ("4", "Thursday"),
+    ("5", "Friday"),
+    ("6", "Saturday"),
+    ("0", "Sunday"),
+]
+WRITE_MODES: list[tuple[str, str]] = [
+    ("", "Automatic"),
+    ("replace", "Replace all rows"),
+    ("append", "Append new rows"),
+    ("merge", "Merge by primary key"),
+]
+_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_DAILY = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* \*$")
+_WEEKLY = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* ([0-6])$")
+
+
+@dataclass
+class Schedule:
+    """The schedule part of the form."""
+
+    preset: str = "daily"
+    time: str = "02:00"
+    weekday: str = "1"
+    cron: str = ""
+    timezone: str = "UTC"
+
+
+def schedule_from_cron(cron: str | None, timezone: str = "UTC") -> Schedule:
+    """Recognise the preset an expression came from, so the edit form shows it that way."""
+    if not cron:
+        return Schedule(preset="manual", timezone=timezone)
+    for preset, expr in PRESET_CRON.items():
+        if cron == expr:
+            return Schedule(preset=preset, cron=cron, timezone=timezone)
+    if m := _DAILY.match(cron):
+        minute, hour = int(m[1]), int(m[2])
+        if minute < 60 and hour < 24:
+            return Schedule("daily", f"{hour:02d}:{minute:02d}", cron=cron, timezone=timezone)
+    if m := _WEEKLY.match(cron):
+        minute, hour = int(m[1]), int(m[2])
+        if minute < 60 and hour < 24:
+            return Schedule(
+                "weekly", f"{hour:02d}:{minute:02d}", m[3], cron=cron, timezone=timezone
+            )
+    return Schedule(preset="cron", cron=cron, timezone=timezone)
+
+
+def schedule_from_form(form: Mapping[str, Any]) -> Schedule:
+    return Schedule(
+        preset=str(form.get("schedule_preset") or "daily"),
+        time=str(form.get("schedule_time") or "02:00").strip(),
+        weekday=str(form.get("schedule_weekday") or "1"),
+        cron=str(form.get("cron") or "").strip(),
+        timezone=str(form.get("timezone") or "UTC").strip(),
+    )
+
+
+def cron_for(s: Schedule) -> str | None:
+    """The 5-field cron for the chosen preset; ValidationFailed names the field at fault."""
+    if s.preset == "manual":
+        return None
+    if s.preset in PRESET_CRON:
+        return PRESET_CRON[s.preset]
+    if s.preset in ("daily", "weekly"):
+        m = _TIME.match(s.time)
+        if not m:
+            raise ValidationFailed.field("schedule_time", f"'{s.time}' is not a time like 02:30")
+        base = f"{int(m[2])} {int(m[1])} * *"
+        if s.preset == "daily":
+            return f"{base} *"
+        if s.weekday not in {d for d, _ in WEEKDAYS}:
+            raise ValidationFailed.field("schedule_weekday", "choose a day of the week")
+        return f"{base} {s.weekday}"
+    if s.preset == "cron":
+        if not s.cron:
+            raise ValidationFailed.field("cron", "enter a cron expression, e.g. 30 2 * * 1-5")
+        return validate_cron(s.cron, loc="cron")
+    raise ValidationFailed.field("schedule_preset", f"unknown schedule choice '{s.preset}'")
+
+
+# --- what to copy ----------------------------------------------------------------------
+
+
+def split_list(text: str) -> list[str]:
+    return [p.strip() for p in re.split(r"[,\n]", text) if p.strip()]
+
+
+def _names(tables: Any) -> list[str]:
+    if not isinstance(tables, list):
+        return []
+    return [t["name"] if isinstance(t, dict) else str(t) for t in tables]
+
+
+def copy_values(override: Mapping[str, Any]) -> dict[str, str]:
+    """The 'what to copy' inputs, filled from a connector's source override."""
+    pk = override.get("primary_key")
+    resources = override.get("resources") or []
+    return {
+        "copy_mode": "query" if override.get("query") else "tables",
+        "tables": ", ".join(_names(override.get("tables"))),
+        "query": str(override.get("query") or ""),
+        "file_pattern": str(override.get("file_pattern") or ""),
+        "table_name": str(override.get("table_name") or ""),
+        "resources": ", ".join(r["name"] if isinstance(r, dict) else str(r) for r in resources),
+        "write_disposition": str(override.get("write_disposition") or ""),
+        "primary_key": ", ".join(pk) if isinstance(pk, list) else str(pk or ""),
+        "cursor_column": str(override.get("cursor_column") or ""),
+    }
+
+
+def copy_override(
+    form: Mapping[str, Any], source_type: str | None, current: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The source override the form asks for; keys the form does not show are kept."""
+    out = {k: v for k, v in current.items() if k not in COPY_FIELDS}
+
+    def text(key: str) -> str:
+        return str(form.get(key) or "").strip()
+
+    if source_type == "sql_database":
+        if text("copy_mode") == "query":
+            if text("query"):
+                out["query"] = text("query")
+        else:
+            picked = _getlist(form, "table") + split_list(text("tables"))
+            names = list(dict.fromkeys(picked))
+            if names:
+                kept = current.get("tables")
+                # Unchanged names keep their per-table settings (columns, keys).
+                out["tables"] = kept if _names(kept) == names else names
+    elif source_type == "filesystem":
+        for key in ("file_pattern", "table_name"):
+            if text(key):
+                out[key] = text(key)
+    elif source_type == "rest_api" and text("resources"):
+        names = split_list(text("resources"))
+        kept = current.get("resources")
+        same = (
+            isinstance(kept, list)
+            and [r["name"] if isinstance(r, dict) else r for r in kept] == names
+        )
+        out["resources"] = kept if same else names
+    if text("write_disposition"):
+        out["write_disposition"] = text("write_disposition")
+    pk = split_list(text("primary_key"))
+    if pk:
+        out["primary_key"] = pk[0] if len(pk) == 1 else pk
+    if text("cursor_column"):
+        out["cursor_column"] = text("cursor_column")
+    return out
+
+
+def _getlist(form: Mapping[str, Any], key: str) -> list[str]:
+    getlist = getattr(form, "getlist", None)
+    if getlist is None:
+        value = form.get(key)
+        return [str(value)] if value else []
+    return [str(v) for v in getlist(key) if v]
+
+
+# --- values shown in the form ----------------------------------------------------------
+
+
+def values_from_connector(c: ConnectorOut) -> dict[str, Any]:
+    s = schedule_from_cron(c.schedule, c.timezone)
+    return {
+        "name": c.name,
+        "description": c.description or "",
+        "tags": ", ".join(c.tags),
+        "source_mode": "existing",
+        "source_id": str(c.source_id),
+        "destination_mode": "existing",
+        "destination_id": str(c.destination_id),
+        "is_active": c.is_active,
+        "version": str(c.version),
+        "schedule": s,
+        **copy_values(c.source_config_override),
+    }
+
+
+def values_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "name",
+        "description",
+        "tags",
+        "source_mode",
+        "source_id",
+        "destination_mode",
+        "destination_id",
+        "version",
+        "copy_mode",
+        "tables",
+        "query",
+        "file_pattern",
+        "table_name",
+        "resources",
+        "write_disposition",
+        "primary_key",
+        "cursor_column",
+        "source.new.name",
+        "source.new.type",
+        "destination.new.name",
+        "destination.new.type",
+    )
+    out: dict[str, Any] = {k: str(form.get(k) or "") for k in keys}
+    out["is_active"] = form.get("is_active") == "true"
+    out["picked_tables"] = _getlist(form, "table")
+    out["schedule"] = schedule_from_form(form)
+    return out
+
+
+def empty_values(sources: list[Any], destinations: list[Any]) -> dict[str, Any]:
+    return {
+        "name": "",
+        "description": "",
+        "tags": "",
+        "source_mode": "existing" if sources else "new",
+        "source_id": str(sources[0].id) if sources else "",
+        "destination_mode": "existing" if destinations else "new",
+        "destination_id": str(destinations[0].id) if destinations else "",
+        "is_active": True,
+        "version": "",
+        "schedule": Schedule(),
+        **copy_values({}),
+    }
+
+
+# --- errors ----------------------------------------------------------------------------
+
+_COPY_INPUTS = {
+    "tables",
+    "query",
+    "file_pattern",
+    "table_name",
+    "resources",
+    "write_disposition",
+    "primary_key",
+    "cursor_column",
+}
+
+
+def field_key(loc: str) -> str:
+    """Which form field a problem's location belongs to ('' = the form as a whole)."""
+    head, _, rest = loc.partition(".")
+    if head in ("name", "description", "timezone", "cron", "schedule_time", "schedule_weekday"):
+        return head
+    if head == "schedule":
+        return "cron"
+    if head == "tags":
+        return "tags"
+    if head in ("source_id", "destination_id"):
+        return head.removesuffix("_id")
+    if head == "source_config_override":
+        sub = rest.split(".", 1)[0]
+        return sub if sub in _COPY_INPUTS else "copy"
+    if head == "destination_config_override":
+        return "destination"
+    if head in ("source", "destination"):
+        return loc  # inline endpoint fields: source.cfg.host, source.new.name
+    return ""
+
+
+def problems_to_errors(problems: list[FieldProblem]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in problems:
+        key = field_key(p.loc)
+        reason = p.reason if key else str(p)
+        out[key] = f"{out[key]}; {reason}" if key in out else reason
+    return out

@@ -1,0 +1,322 @@
+"""Connector pages: the list, a connector's detail, its actions, and a run's page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from conveyor.db.models import ConnectorRun
+from conveyor.db.session import session_scope
+from conveyor.domain.models import ConnectorOut
+from conveyor.errors import ConveyorError, NotFound, PermissionDenied, ValidationFailed
+from conveyor.services import connectors as svc
+from conveyor.services import runs as runs_svc
+from conveyor.services.authz import Actor
+from conveyor.settings import Settings
+from conveyor.web.ui import chart, queries
+from conveyor.web.ui.base import (
+    UIActor,
+    UIRoute,
+    at_least,
+    can_change_connector,
+    flash,
+    get_settings,
+    redirect,
+    render,
+)
+
+router = APIRouter(route_class=UIRoute)
+
+PAGE_SIZE = 50
+HISTORY_SIZE = 50
+IN_FLIGHT = frozenset({"scheduled", "pending", "running"})
+# One "Status" filter covering the three things a user asks: is it synced, is it on,
+# did its last run work.
+STATUS_FILTERS: list[tuple[str, str, list[tuple[str, str]]]] = [
+    ("Sync", "sync", [("synced", "Synced"), ("pending", "Sync pending"), ("error", "Sync error")]),
+    ("State", "state", [("active", "Active"), ("paused", "Paused")]),
+    (
+        "Last run",
+        "run",
+        [
+            ("succeeded", "Last run succeeded"),
+            ("failed", "Last run failed"),
+            ("running", "Running"),
+        ],
+    ),
+]
+
+
+def prefect_ui_url(settings: Settings) -> str | None:
+    """The Prefect dashboard: configured, or the API URL without its /api suffix."""
+    if settings.prefect_ui_url:
+        return settings.prefect_ui_url.rstrip("/")
+    if settings.prefect_api_url:
+        return settings.prefect_api_url.rstrip("/").removesuffix("/api")
+    return None
+
+
+def deployment_url(settings: Settings, deployment_id: str | None) -> str | None:
+    base = prefect_ui_url(settings)
+    if not base or not deployment_id:
+        return None
+    return f"{base}/deployments/deployment/{deployment_id}"
+
+
+def flow_run_url(settings: Settings, flow_run_id: str | None) -> str | None:
+    base = prefect_ui_url(settings)
+    if not base or not flow_run_id:
+        return None
+    return f"{base}/runs/flow-run/{flow_run_id}"
+
+
+def _status_filter(status: str | None) -> dict[str, Any]:
+    if not status or ":" not in status:
+        return {}
+    group, _, value = status.partition(":")
+    if group == "sync" and value in ("synced", "pending", "error"):
+        return {"sync_status": value}
+    if group == "state" and value in ("active", "paused"):
+        return {"is_active": value == "active"}
+    if group == "run" and value:
+        return {"last_run_status": value}
+    raise ValidationFailed.field("status", f"unknown status filter '{status}'")
+
+
+def may_change(actor: Actor, c: ConnectorOut) -> bool:
+    """Whether ``actor`` may change ``c`` (the services check the same on every write)."""
+    return at_least(actor, "editor") and (actor.is_admin or c.owner == actor.username)
+
+
+def _busy(items: list[ConnectorOut]) -> bool:
+    return any(
+        c.sync_status == "pending" or (c.last_run and c.last_run.status in IN_FLIGHT) for c in items
+    )
+
+
+def _list_context(
+    request: Request,
+    actor: UIActor,
+    q: str | None,
+    status: str | None,
+    tag: str | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    settings = get_settings(request)
+    q = (q or "").strip() or None
+    tag = (tag or "").strip() or None
+    with session_scope(settings.effective_database_url) as session:
+        page = svc.list_page(
+            session=session,
+            settings=settings,
+            q=q,
+            tag=tag,
+            cursor=cursor or None,
+            limit=PAGE_SIZE,
+            **_status_filter(status),
+        )
+        tags = queries.all_tags(session=session)
+    filters = {k: v for k, v in (("q", q), ("status", status), ("tag", tag)) if v}
+    return {
+        "items": page.items,
+        "next_cursor": page.next_cursor,
+        "cursor": cursor,
+        "filters": filters,
+        "q": q or "",
+        "status": status or "",
+        "tag": tag or "",
+        "tags": tags,
+        "status_filters": STATUS_FILTERS,
+        "busy": _busy(page.items),
+        "can_change": lambda c: may_change(actor, c),
+    }
+
+
+@router.get("/connectors", include_in_schema=False)
+def connector_list(
+    request: Request,
+    actor: UIActor,
+    q: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+    cursor: str | None = None,
+) -> Response:
+    ctx = _list_context(request, actor, q, status, tag, cursor)
+    if request.headers.get("hx-request") and request.headers.get("hx-target") == "rows":
+        return render(request, "partials/connector_rows.html", ctx)
+    return render(request, "connectors/list.html", ctx)
+
+
+def _detail(request: Request, connector_id: int) -> dict[str, Any]:
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        c = svc.get(connector_id, session=session)
+        runs = runs_svc.list_for_connector(connector_id, session=session, limit=HISTORY_SIZE)
+        out = svc.to_out(c, settings, runs[0] if runs else None)
+        owner_id = c.owner_id
+    actor = request.state.actor
+    points = [
+        chart.Point(r.id, r.started_at or r.created_at, r.rows_loaded, svc.duration(r), r.status)
+        for r in reversed(runs)
+    ]
+    return {
+        "c": out,
+        "runs": runs,
+        "duration": svc.duration,
+        "chart": chart.render(points),
+        "can_change": can_change_connector(actor, owner_id),
+        "deployment_url": deployment_url(settings, out.prefect_deployment_id),
+        "busy": out.sync_status == "pending" or any(r.status in IN_FLIGHT for r in runs),
+    }
+
+
+@router.get("/connectors/{connector_id:int}", include_in_schema=False)
+def connector_detail(request: Request, connector_id: int, actor: UIActor) -> Response:
+    return render(request, "connectors/detail.html", _detail(request, connector_id))
+
+
+@router.get("/connectors/{connector_id:int}/live", include_in_schema=False)
+def connector_live(request: Request, connector_id: int, actor: UIActor) -> Response:
+    """The parts of the detail page that change on their own (sync status, runs, chart)."""
+    return render(request, "partials/connector_live.html", _detail(request, connector_id))
+
+
+def _set_active(request: Request, connector_id: int, active: bool, actor: UIActor) -> None:
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        svc.set_active(
+            connector_id,
+            active,
+            session=session,
+            actor=actor,
+            box=request.app.state.secret_box,
+        )
+
+
+@router.post("/connectors/{connector_id:int}/pause", include_in_schema=False)
+def pause(request: Request, connector_id: int, actor: UIActor) -> Response:
+    _set_active(request, connector_id, False, actor)
+    flash(request, "Paused: no scheduled runs until you resume it.")
+    return redirect(request, f"/connectors/{connector_id}")
+
+
+@router.post("/connectors/{connector_id:int}/resume", include_in_schema=False)
+def resume(request: Request, connector_id: int, actor: UIActor) -> Response:
+    _set_active(request, connector_id, True, actor)
+    flash(request, "Resumed: it runs on its schedule again.")
+    return redirect(request, f"/connectors/{connector_id}")
+
+
+@router.post("/connectors/{connector_id:int}/toggle", include_in_schema=False)
+def toggle(request: Request, connector_id: int, actor: UIActor) -> Response:
+    """The list's active switch: flips the state and returns the row (htmx) or the list."""
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        current = svc.get(connector_id, session=session).is_active
+    _set_active(request, connector_id, not current, actor)
+    if not request.headers.get("hx-request"):
+        return redirect(request, "/connectors")
+    with session_scope(settings.effective_database_url) as session:
+        c = svc.get(connector_id, session=session)
+        out = svc.to_out(c, settings, svc.last_runs([c.id], session=session).get(c.id))
+    return render(
+        request,
+        "partials/connector_row.html",
+        {"c": out, "can_change": lambda c: may_change(actor, c)},
+    )
+
+
+@router.post("/connectors/{connector_id:int}/run", include_in_schema=False)
+def run_now(request: Request, connector_id: int, actor: UIActor) -> Response:
+    settings = get_settings(request)
+    try:
+        from conveyor.sync.runs import trigger_manual_run
+    except ImportError:
+        flash(request, "Run now is not available: this build has no sync engine.", "error")
+        return redirect(request, f"/connectors/{connector_id}")
+    try:
+        with session_scope(settings.effective_database_url) as session:
+            run = trigger_manual_run(connector_id, session=session, settings=settings, actor=actor)
+            run_id = run.id
+    except ConveyorError as exc:
+        if isinstance(exc, PermissionDenied | NotFound):
+            raise
+        flash(request, f"Could not start a run: {exc}", "error")
+        return redirect(request, f"/connectors/{connector_id}")
+    flash(request, f"Run {run_id} started. It appears below and updates on its own.")
+    return redirect(request, f"/connectors/{connector_id}")
+
+
+@router.get("/connectors/{connector_id:int}/delete", include_in_schema=False)
+def delete_confirm(request: Request, connector_id: int, actor: UIActor) -> Response:
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        c = svc.get(connector_id, session=session)
+        out = svc.to_out(c, settings)
+        count = queries.run_count(connector_id, session=session)
+        owner_id = c.owner_id
+    return render(
+        request,
+        "connectors/delete.html",
+        {
+            "c": out,
+            "run_count": count,
+            "can_change": can_change_connector(actor, owner_id),
+            "deployment_url": deployment_url(settings, out.prefect_deployment_id),
+        },
+    )
+
+
+@router.post("/connectors/{connector_id:int}/delete", include_in_schema=False)
+def delete(request: Request, connector_id: int, actor: UIActor) -> Response:
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        name = svc.get(connector_id, session=session).name
+        svc.delete(connector_id, session=session, actor=actor)
+    flash(request, f"Deleted connector '{name}'. Its Prefect deployment is being removed.")
+    return redirect(request, "/connectors")
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+def table_rows(stats: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """(table, rows) pairs from a run's table_stats, whatever shape the flow wrote."""
+    out = []
+    for table, value in (stats or {}).items():
+        if isinstance(value, dict):
+            rows = next(
+                (value[k] for k in ("rows", "row_count", "rows_loaded", "count") if k in value),
+                None,
+            )
+        else:
+            rows = value
+        out.append((str(table), rows))
+    return sorted(out)
+
+
+def _run_context(request: Request, run_id: int) -> dict[str, Any]:
+    settings = get_settings(request)
+    with session_scope(settings.effective_database_url) as session:
+        run: ConnectorRun = runs_svc.get(run_id, session=session)
+        c = svc.get(run.connector_id, session=session)
+        out = runs_svc.to_out(run)
+        name = c.name
+    return {
+        "run": out,
+        "connector_name": name,
+        "tables": table_rows(out.table_stats),
+        "flow_run_url": flow_run_url(settings, out.prefect_flow_run_id),
+        "busy": out.status in IN_FLIGHT,
+    }
+
+
+@router.get("/runs/{run_id:int}", include_in_schema=False)
+def run_page(request: Request, run_id: int, actor: UIActor) -> Response:
+    return render(request, "runs/detail.html", _run_context(request, run_id))
+
+
+@router.get("/runs/{run_id:int}/live", include_in_schema=False)
+def run_live(request: Request, run_id: int, actor: UIActor) -> Response:
+    return render(request, "partials/run_live.html", _run_context(request, run_id))

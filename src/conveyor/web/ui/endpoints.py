@@ -1,0 +1,261 @@
+"""Sources and destinations pages: list, create, edit, test, delete, and who uses each.
+
+Both resources share one shape, so one factory builds the routes for each (as the JSON
+API does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from conveyor.db.models import Connector
+from conveyor.db.session import session_scope
+from conveyor.domain.models import EndpointCreate, EndpointPatch
+from conveyor.errors import Conflict, FieldProblem, ValidationFailed
+from conveyor.pipelines.registry import Kind, get_type, list_types, pydantic_problems
+from conveyor.secrets import keep_unchanged_secrets
+from conveyor.services import catalog
+from conveyor.services.authz import require_role
+from conveyor.web.ui import checks, queries, schema_form
+from conveyor.web.ui.base import (
+    UIActor,
+    UIRoute,
+    can_change_endpoint,
+    flash,
+    get_settings,
+    redirect,
+    render,
+)
+
+PREFIX = "cfg."
+
+
+def _errors(problems: list[FieldProblem]) -> dict[str, str]:
+    """{input name: reason}: 'config.host' → 'cfg.host'; model-level problems → 'cfg'."""
+    out: dict[str, str] = {}
+    for p in problems:
+        loc = p.loc
+        if loc == "config" or loc.startswith("config."):
+            key = PREFIX.rstrip(".") + loc.removeprefix("config")
+        elif loc in ("name", "type"):
+            key = loc
+        else:
+            key = PREFIX + loc if loc else ""
+        out[key] = f"{out[key]}; {p.reason}" if key in out else p.reason
+    return out
+
+
+def build_router(kind: Kind) -> APIRouter:
+    plural = f"{kind}s"
+    base = f"/{plural}"
+    router = APIRouter(route_class=UIRoute)
+    exclude = schema_form.COPY_FIELDS if kind == "source" else frozenset()
+    fk = Connector.source_id if kind == "source" else Connector.destination_id
+
+    def fields(type_name: str, config: Mapping[str, Any] | None = None) -> list[Any]:
+        return schema_form.fields_for(kind, type_name, config, prefix=PREFIX, exclude=exclude)
+
+    def page(request: Request, ctx: dict[str, Any], status: int = 200) -> Response:
+        ctx.update(kind=kind, plural=plural, base=base, types=list_types(kind))
+        return render(request, "endpoints/form.html", ctx, status_code=status)
+
+    @router.get(base, include_in_schema=False)
+    def list_page(request: Request, actor: UIActor) -> Response:
+        settings = get_settings(request)
+        with session_scope(settings.effective_database_url) as session:
+            items = catalog.list_all(kind, session=session)
+        titles = {t.name: t.title for t in list_types(kind)}
+        return render(
+            request,
+            "endpoints/list.html",
+            {"items": items, "kind": kind, "plural": plural, "base": base, "titles": titles},
+        )
+
+    @router.get(f"{base}/new", include_in_schema=False)
+    def new_page(request: Request, actor: UIActor, type: str | None = None) -> Response:
+        require_role(actor, "editor", f"create {plural}")
+        type_name = type or list_types(kind)[0].name
+        get_type(kind, type_name)
+        return page(
+            request,
+            {
+                "obj": None,
+                "name": "",
+                "type_name": type_name,
+                "fields": fields(type_name),
+                "errors": {},
+            },
+        )
+
+    @router.get(f"{base}/fields", include_in_schema=False)
+    def type_fields(request: Request, actor: UIActor, type: str) -> Response:
+        get_type(kind, type)
+        return render(
+            request,
+            "partials/endpoint_fields.html",
+            {"fields": fields(type), "errors": {}, "prefix": PREFIX},
+        )
+
+    @router.post(f"{base}/new", include_in_schema=False)
+    async def create(request: Request, actor: UIActor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_create, request, actor, form)
+
+    def _create(request: Request, actor: Any, form: Mapping[str, Any]) -> Response:
+        require_role(actor, "editor", f"create {plural}")
+        settings = get_settings(request)
+        name = str(form.get("name") or "").strip()
+        type_name = str(form.get("type") or "")
+        get_type(kind, type_name)
+        flds = fields(type_name)
+        config, _cleared, problems = schema_form.parse(flds, form)
+        problems = [FieldProblem(f"config.{p.loc}", p.reason) for p in problems]
+        data = None
+        try:
+            data = EndpointCreate(name=name, type=type_name, config=config)
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(exc))
+        if data is not None and not problems:
+            try:
+                with session_scope(settings.effective_database_url) as session:
+                    obj = catalog.create(
+                        kind, data, session=session, actor=actor, box=request.app.state.secret_box
+                    )
+                    new_id = obj.id
+                flash(request, f"Saved {kind} '{name}'.")
+                return redirect(request, f"{base}/{new_id}")
+            except ValidationFailed as exc:
+                problems.extend(exc.problems)
+            except Conflict as exc:
+                problems.append(FieldProblem("name", exc.reason))
+        ctx = {
+            "obj": None,
+            "name": name,
+            "type_name": type_name,
+            "fields": schema_form.refill(flds, form),
+            "errors": _errors(problems),
+        }
+        return page(request, ctx, 422)
+
+    def _detail_ctx(request: Request, endpoint_id: int) -> dict[str, Any]:
+        settings = get_settings(request)
+        with session_scope(settings.effective_database_url) as session:
+            obj = catalog.get(kind, endpoint_id, session=session)
+            out = catalog.to_out(kind, obj)
+            used_by = [
+                {"id": c.id, "name": c.name, "is_active": c.is_active, "sync_status": c.sync_status}
+                for c in queries.connectors_using(fk, endpoint_id, session=session)
+            ]
+        return {
+            "obj": out,
+            "name": out.name,
+            "type_name": out.type,
+            "fields": fields(out.type, out.config),
+            "used_by": used_by,
+            "errors": {},
+            "can_change": can_change_endpoint(request.state.actor, out.created_by),
+        }
+
+    @router.get(base + "/{endpoint_id:int}", include_in_schema=False)
+    def detail(request: Request, endpoint_id: int, actor: UIActor) -> Response:
+        return page(request, _detail_ctx(request, endpoint_id))
+
+    @router.post(base + "/{endpoint_id:int}", include_in_schema=False)
+    async def update(request: Request, endpoint_id: int, actor: UIActor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_update, request, endpoint_id, actor, form)
+
+    def _update(
+        request: Request, endpoint_id: int, actor: Any, form: Mapping[str, Any]
+    ) -> Response:
+        settings = get_settings(request)
+        box = request.app.state.secret_box
+        ctx = _detail_ctx(request, endpoint_id)
+        if not ctx["can_change"]:
+            require_role(actor, "admin", f"change a {kind} another user created")
+        flds = ctx["fields"]
+        values, cleared, bad = schema_form.parse(flds, form)
+        problems = [FieldProblem(f"config.{p.loc}", p.reason) for p in bad]
+        name = str(form.get("name") or "").strip()
+        if not problems:
+            try:
+                with session_scope(settings.effective_database_url) as session:
+                    stored = catalog.get(kind, endpoint_id, session=session).config
+                    config = schema_form.merge(stored, values, cleared)
+                    catalog.update(
+                        kind,
+                        endpoint_id,
+                        EndpointPatch(name=name, config=config),
+                        session=session,
+                        actor=actor,
+                        box=box,
+                    )
+                flash(request, f"Saved {kind} '{name}'.")
+                return redirect(request, f"{base}/{endpoint_id}")
+            except ValidationError as exc:
+                problems.extend(pydantic_problems(exc))
+            except ValidationFailed as exc:
+                problems.extend(exc.problems)
+            except Conflict as exc:
+                problems.append(FieldProblem("name", exc.reason))
+        ctx.update(name=name, fields=schema_form.refill(flds, form), errors=_errors(problems))
+        return page(request, ctx, 422)
+
+    @router.post(base + "/{endpoint_id:int}/delete", include_in_schema=False)
+    def delete(request: Request, endpoint_id: int, actor: UIActor) -> Response:
+        settings = get_settings(request)
+        try:
+            with session_scope(settings.effective_database_url) as session:
+                name = catalog.get(kind, endpoint_id, session=session).name
+                catalog.delete(kind, endpoint_id, session=session, actor=actor)
+        except Conflict as exc:
+            flash(request, f"{exc.reason}. {exc.hint or ''}", "error")
+            return redirect(request, f"{base}/{endpoint_id}")
+        flash(request, f"Deleted {kind} '{name}'.")
+        return redirect(request, base)
+
+    @router.post(base + "/test", include_in_schema=False)
+    async def test_new(request: Request, actor: UIActor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_test, request, None, form)
+
+    @router.post(base + "/{endpoint_id:int}/test", include_in_schema=False)
+    async def test_existing(request: Request, endpoint_id: int, actor: UIActor) -> Response:
+        form = await request.form()
+        return await run_in_threadpool(_test, request, endpoint_id, form)
+
+    def _test(request: Request, endpoint_id: int | None, form: Mapping[str, Any]) -> Response:
+        """Test what is on screen; secrets left empty on an edit form use the stored ones."""
+        settings = get_settings(request)
+        box = request.app.state.secret_box
+        stored: dict[str, Any] = {}
+        if endpoint_id is not None:
+            with session_scope(settings.effective_database_url) as session:
+                obj = catalog.get(kind, endpoint_id, session=session)
+                type_name = obj.type
+                stored = catalog.decrypted_config(kind, obj, box)
+        else:
+            type_name = str(form.get("type") or "")
+            get_type(kind, type_name)
+        values, cleared, bad = schema_form.parse(fields(type_name), form)
+        if bad:
+            reason = "; ".join(f"{schema_form.label_for(p.loc)}: {p.reason}" for p in bad)
+            result = checks.CheckResult(False, reason)
+        else:
+            secret_fields = get_type(kind, type_name).secret_fields
+            config = keep_unchanged_secrets(
+                schema_form.merge(stored, values, cleared), stored, secret_fields
+            )
+            result = checks.check(kind, type_name, config)
+        return render(request, "partials/check_result.html", {"result": result})
+
+    return router
+
+
+sources = build_router("source")
+destinations = build_router("destination")
