@@ -7,7 +7,18 @@ from __future__ import annotations
 
 import typer
 
-from conveyor.cli import db, reconcile, secrets, sync, users, web
+from conveyor.cli import (
+    db,
+    doctor,
+    prefect_server,
+    reconcile,
+    secrets,
+    sync,
+    up,
+    users,
+    web,
+    worker,
+)
 
 app = typer.Typer(
     name="conveyor",
@@ -25,3 +36,7 @@ app.command("web")(web.web)
 # Command groups of other parts register here, one line each.
 app.command("reconcile")(reconcile.reconcile)
 app.add_typer(sync.app, name="sync")
+app.command("up")(up.up)
+app.command("worker")(worker.worker)
+app.command("prefect-server")(prefect_server.prefect_server)
+app.command("doctor")(doctor.doctor)

@@ -1,0 +1,257 @@
+"""``conveyor doctor``: check each part a deployment needs and say how to fix what is wrong."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from sqlalchemy import func, select
+
+from conveyor.errors import ConveyorError
+from conveyor.secrets import mask_text
+from conveyor.settings import SECRET_KEY_FILE, Settings
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str  # ok | warn | fail
+    detail: str
+    fix: str = ""
+
+
+def _settings_check() -> tuple[Settings | None, Finding]:
+    from conveyor.supervisor.config import load_settings
+
+    try:
+        s = load_settings()
+    except ConveyorError as exc:
+        return None, Finding("settings", "fail", exc.reason, exc.hint or "")
+    return s, Finding("settings", "ok", f"CONVEYOR_ENV={s.env}, home {s.home}")
+
+
+def _secrets_check(s: Settings) -> Finding:
+    from conveyor.secrets import SecretBox
+
+    if s.secret_key is None:
+        if s.env == "production":
+            return Finding(
+                "secrets key",
+                "fail",
+                "CONVEYOR_SECRET_KEY is not set",
+                "generate one with `conveyor secrets generate-key` and set CONVEYOR_SECRET_KEY",
+            )
+        if not (s.home / SECRET_KEY_FILE).exists():
+            return Finding(
+                "secrets key",
+                "ok",
+                f"none yet: generated into {s.home / SECRET_KEY_FILE} at first use",
+            )
+    try:
+        box = SecretBox(s.secret_keys())
+    except ConveyorError as exc:
+        return Finding("secrets key", "fail", exc.reason, exc.hint or "")
+    where = "CONVEYOR_SECRET_KEY" if s.secret_key is not None else str(s.home / SECRET_KEY_FILE)
+    sample = _one_stored_secret(s)
+    if sample is None:
+        return Finding("secrets key", "ok", f"valid key from {where}; no stored secret to test")
+    try:
+        box.decrypt(sample)
+    except ConveyorError:
+        return Finding(
+            "secrets key",
+            "fail",
+            f"the key from {where} cannot decrypt the secrets stored in the database",
+            "set CONVEYOR_SECRET_KEY to the key they were encrypted with (after a rotation, "
+            "list the new key first and the old one after it, comma-separated)",
+        )
+    return Finding("secrets key", "ok", f"valid key from {where}; decrypts stored secrets")
+
+
+def _one_stored_secret(s: Settings) -> str | None:
+    from conveyor.db.models import Destination, Source
+    from conveyor.db.session import session_scope
+    from conveyor.secrets import is_encrypted
+
+    try:
+        with session_scope(s.effective_database_url) as session:
+            for model in (Source, Destination):
+                for config in session.scalars(select(model.config).limit(200)):
+                    for value in (config or {}).values():
+                        if is_encrypted(value):
+                            return str(value)
+    except Exception:
+        return None  # the database check reports why
+    return None
+
+
+def _database_check(s: Settings) -> Finding:
+    from alembic.script import ScriptDirectory
+
+    from conveyor.db import migrations
+
+    url = mask_text(s.effective_database_url)
+    try:
+        current = migrations.current_revision(s.effective_database_url)
+    except Exception as exc:
+        reason = getattr(exc, "orig", None) or exc
+        return Finding(
+            "database",
+            "fail",
+            f"{url} is not reachable: {reason}",
+            "check CONVEYOR_DATABASE_URL, that the server runs and accepts this user",
+        )
+    head = ScriptDirectory.from_config(
+        migrations.alembic_config(s.effective_database_url)
+    ).get_current_head()
+    if current != head:
+        return Finding(
+            "database",
+            "fail",
+            f"{url} is at schema {current or 'empty'}, the code needs {head}",
+            "run `conveyor db upgrade`",
+        )
+    return Finding("database", "ok", f"{url} at schema {current} (latest)")
+
+
+def _prefect_check(s: Settings) -> Finding:
+    if not s.prefect_api_url:
+        return Finding(
+            "Prefect API",
+            "fail",
+            "PREFECT_API_URL is not set",
+            "set it to the Prefect server's API, e.g. http://127.0.0.1:4200/api",
+        )
+    url = s.prefect_api_url.rstrip("/")
+    try:
+        resp = httpx.get(url + "/health", timeout=5)
+        version = httpx.get(url + "/admin/version", timeout=5)
+    except httpx.HTTPError as exc:
+        return Finding(
+            "Prefect API",
+            "fail",
+            f"{url} is not reachable ({type(exc).__name__})",
+            "start it (`conveyor prefect-server`, or `conveyor up` for everything) "
+            "or fix PREFECT_API_URL",
+        )
+    if resp.status_code != 200:
+        return Finding(
+            "Prefect API",
+            "fail",
+            f"{url}/health answered HTTP {resp.status_code}",
+            "see the Prefect server's log; is PREFECT_API_URL the /api URL?",
+        )
+    ver = version.json() if version.status_code == 200 else "?"
+    return Finding("Prefect API", "ok", f"{url} answers (Prefect {ver})")
+
+
+def _pool_check(s: Settings) -> Finding:
+    from conveyor.services import health
+
+    c = health.check_work_pool(s)
+    if not c.ok:
+        fix = "start a worker (`conveyor worker`), which creates it"
+        if "paused" in c.detail:
+            fix = f"resume it: `prefect work-pool resume {s.default_work_pool}`"
+        return Finding("work pool", "fail", c.detail, fix)
+    if "no concurrency limit" in c.detail:
+        return Finding(
+            "work pool",
+            "warn",
+            c.detail,
+            f"set one: `prefect work-pool set-concurrency-limit {s.default_work_pool} 4` "
+            "(a process worker without a limit starts every queued run at once)",
+        )
+    return Finding("work pool", "ok", c.detail)
+
+
+def _worker_check(s: Settings) -> Finding:
+    from conveyor.services import health
+
+    c = health.check_worker(s)
+    if c.ok:
+        return Finding("worker", "ok", c.detail)
+    return Finding(
+        "worker",
+        "fail",
+        c.detail,
+        f"start one: `conveyor worker` (polls pool '{s.default_work_pool}'); "
+        "scheduled runs wait until a worker is online",
+    )
+
+
+def _reconciler_check(s: Settings) -> Finding:
+    from conveyor.db.models import Connector
+    from conveyor.db.session import session_scope
+    from conveyor.services import health
+
+    c = health.check_reconciler(s)
+    if not c.ok:
+        return Finding(
+            "reconciler",
+            "fail",
+            c.detail,
+            "start it: `conveyor reconcile`; until then connector changes wait in the outbox",
+        )
+    try:
+        with session_scope(s.effective_database_url) as session:
+            errors = session.scalar(select(func.count()).where(Connector.sync_status == "error"))
+    except Exception:
+        errors = 0
+    if errors:
+        return Finding(
+            "reconciler",
+            "warn",
+            f"{c.detail}; {errors} connector(s) failed to sync",
+            "see `conveyor sync status` for each error",
+        )
+    return Finding("reconciler", "ok", c.detail)
+
+
+def run_checks() -> Iterator[Finding]:
+    """Every finding, in the order a deployment depends on them."""
+    s, first = _settings_check()
+    yield first
+    if s is None:
+        return
+    yield _secrets_check(s)
+    yield _database_check(s)
+    prefect = _prefect_check(s)
+    yield prefect
+    if prefect.status == "ok":
+        yield _pool_check(s)
+        yield _worker_check(s)
+    else:
+        yield Finding("work pool", "fail", "not checked: the Prefect API is not reachable")
+        yield Finding("worker", "fail", "not checked: the Prefect API is not reachable")
+    yield _reconciler_check(s)
+
+
+MARKS = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
+
+
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
+    """Check settings, secrets key, database, Prefect API, work pool, worker, reconciler."""
+    console = Console(highlight=False)
+    findings: list[Finding] = []
+    for finding in run_checks():
+        findings.append(finding)
+        if not as_json:
+            console.print(f"{MARKS[finding.status]} [bold]{finding.check:<12}[/] ", end="")
+            console.print(finding.detail, markup=False)
+            if finding.fix:
+                console.print(f"  {'':<12} fix: {finding.fix}", markup=False, style="dim")
+    failed = [f for f in findings if f.status == "fail"]
+    if as_json:
+        body: dict[str, Any] = {"ok": not failed, "checks": [asdict(f) for f in findings]}
+        console.print_json(json.dumps(body))
+    elif failed:
+        console.print(f"{len(failed)} problem(s) found.", style="red")
+    else:
+        console.print("Everything Conveyor needs is in place.", style="green")
+    raise typer.Exit(1 if failed else 0)

@@ -1,0 +1,89 @@
+"""``conveyor worker``: a Prefect process worker for Conveyor's work pool, for production.
+
+Creates the work pool when it is missing (type ``process``, with a concurrency limit:
+a process worker without one starts every queued run at once, see docs/design.md), then
+runs Prefect's own worker in this process, with its health check server on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import psutil
+import typer
+
+from conveyor.cli.common import console, handle_errors, settings
+from conveyor.errors import ConfigurationError
+
+# A flow run of a typical connector holds ~150-250 MB (Prefect + dlt + the data batch).
+MEMORY_PER_RUN = 500 * 1024 * 1024
+MAX_DEFAULT_LIMIT = 8
+
+
+def default_limit() -> int:
+    """Concurrent flow runs this machine can take: 2 per CPU, 500 MB each, 1 to 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    by_cpu = 2 * (cpus or 1)
+    by_memory = psutil.virtual_memory().available // MEMORY_PER_RUN
+    return max(1, min(by_cpu, int(by_memory), MAX_DEFAULT_LIMIT))
+
+
+async def _ensure_pool(api_url: str, pool: str, limit: int) -> None:
+    # The gateway is Conveyor's one module that writes to Prefect; it creates the pool
+    # the same way the reconciler does when a deployment needs it.
+    from conveyor.sync.gateway import PrefectGateway
+
+    async with PrefectGateway(api_url, pool_concurrency=limit) as gateway:
+        await gateway.ensure_work_pool(pool)
+
+
+@handle_errors
+def worker(
+    pool: str | None = typer.Option(
+        None, help="Work pool to poll [default: CONVEYOR_DEFAULT_WORK_POOL, 'default']"
+    ),
+    limit: int | None = typer.Option(
+        None,
+        min=1,
+        envvar="CONVEYOR_WORKER_LIMIT",
+        help="Flow runs at once (also the new pool's limit) [default: sized to this machine]",
+        show_default=False,
+    ),
+    name: str | None = typer.Option(None, help="Worker name [default: Prefect's]"),
+    healthcheck: bool = typer.Option(
+        True, "--healthcheck/--no-healthcheck", help="Serve GET /health (Prefect's)"
+    ),
+    healthcheck_port: int | None = typer.Option(
+        None,
+        envvar="PREFECT_WORKER_WEBSERVER_PORT",
+        help="Port of the health check server [default: 8080]",
+        show_default=False,
+    ),
+) -> None:
+    """Run a Prefect process worker for Conveyor's flow runs (configured by env)."""
+    s = settings()
+    if not s.prefect_api_url:
+        raise ConfigurationError(
+            "PREFECT_API_URL is not set",
+            hint="point it at the Prefect server's API, e.g. http://prefect:4200/api",
+        )
+    pool = pool or s.default_work_pool
+    limit = limit or default_limit()
+    if healthcheck_port is not None:
+        # Prefect reads its health server's port from its own settings; set before import.
+        os.environ["PREFECT_WORKER_WEBSERVER_PORT"] = str(healthcheck_port)
+    asyncio.run(_ensure_pool(s.prefect_api_url, pool, limit))
+    console.print(f"worker for pool '{pool}', up to {limit} flow runs at once", markup=False)
+
+    argv = ["prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    argv += ["--limit", str(limit), "--install-policy", "never"]
+    if healthcheck:
+        argv.append("--with-healthcheck")
+    if name:
+        argv += ["--name", name]
+    from prefect.cli import app as prefect_cli
+
+    sys.argv = argv
+    prefect_cli()
