@@ -57,9 +57,9 @@ ForceOpt = typer.Option(
 def _fail(exc: ValidationFailed) -> typer.Exit:
     """Every problem on its own stderr line, then the exit code for invalid input."""
     for problem in exc.problems:
-        err_console.print(f"error: {problem}", markup=False)
+        err_console.print(f"error: {problem}", markup=False, soft_wrap=True)
     if exc.hint:
-        err_console.print(exc.hint, markup=False)
+        err_console.print(exc.hint, markup=False, soft_wrap=True)
     return typer.Exit(exit_code(exc))
 
 

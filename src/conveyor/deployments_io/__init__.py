@@ -93,7 +93,9 @@ def apply_loaded(
     require_role(actor, "admin", "apply deployment files")
     settings = settings or get_settings()
     plan = make_plan(loaded, session=session, box=box, settings=settings, prune=prune, force=force)
-    return execute(plan, session=session, box=box, actor=actor, settings=settings, progress=progress)
+    return execute(
+        plan, session=session, box=box, actor=actor, settings=settings, progress=progress
+    )
 
 
 def apply_directory(

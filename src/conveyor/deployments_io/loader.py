@@ -1,36 +1,37 @@
-"""Reading deployment files: YAML with line numbers, the format, per-type configs, secrets
-from the environment, relative paths, and the checks across files.
+"""Reading deployment files: the format, per-type configs, secrets from the environment,
+relative paths, and the checks across files.
 
-Every problem is collected (never the first only) as a FieldProblem whose loc is
-``file:line:col``; ``load_directory`` raises one ValidationFailed listing them all.
+Every problem is collected (never only the first) as a FieldProblem whose loc is
+``file:line:col``; ``load_directory`` raises one ValidationFailed listing them all. A file
+with a wrong type in one place still has the rest of it checked.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError
 
 from conveyor.deployments_io.format import (
     CONNECTOR_TAG_PREFIX,
     ENV_REF,
     MAX_FILE_BYTES,
-    ConnectorBlock,
     DeploymentFile,
-    Endpoint,
-    Parameters,
-    Schedule,
     tag_problems,
+)
+from conveyor.deployments_io.yamlsrc import (
+    Doc,
+    Loc,
+    field_names,
+    parse,
+    pydantic_problems,
+    too_large,
+    unknown_key,
 )
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, validate_config
@@ -43,25 +44,7 @@ PATH_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("destination", "duckdb"): ("path",),
 }
 IGNORED_FILES = frozenset({"prefect.yaml", "prefect.yml"})
-
-Loc = tuple[str | int, ...]
-
-
-@dataclass
-class Doc:
-    """One parsed file: its name, directory and the YAML tree (for line numbers)."""
-
-    file: str
-    base_dir: Path | None
-    raw: Any
-
-    def where(self, loc: Loc = (), *, key: bool = False) -> str:
-        line, col = position(self.raw, loc, key=key)
-        return f"{self.file}:{line}:{col}"
-
-    def problem(self, loc: Loc, reason: str, *, key: bool = False) -> FieldProblem:
-        dotted = ".".join(str(p) for p in loc)
-        return FieldProblem(self.where(loc, key=key), f"{dotted}: {reason}" if dotted else reason)
+KINDS: tuple[Kind, Kind] = ("source", "destination")
 
 
 @dataclass(frozen=True)
@@ -83,6 +66,8 @@ class ConnectorSpec:
     active: bool
     source: EndpointSpec
     destination: EndpointSpec
+    # Overrides of an inline endpoint are resolved; of a referenced one, as written
+    # until the plan knows its type (``resolve_override``).
     source_config_override: dict[str, Any]
     destination_config_override: dict[str, Any]
 
@@ -121,9 +106,19 @@ class LoadedDirectory:
     def raise_for_problems(self) -> None:
         if self.problems:
             raise ValidationFailed(
-                self.problems,
-                hint=f"{len(self.problems)} problem(s); nothing was applied",
+                self.problems, hint=f"{len(self.problems)} problem(s); nothing was applied"
             )
+
+
+@dataclass
+class _Identity:
+    """What the checks across files compare, taken from whatever parts of a file are valid."""
+
+    doc: Doc
+    name: str | None
+    connector_id: int | None
+    connector_name: str | None
+    endpoints: list[EndpointSpec]
 
 
 # --- entry points -----------------------------------------------------------------
@@ -152,17 +147,15 @@ def load_directory(
     check_env: bool = True,
     strict: bool = True,
 ) -> LoadedDirectory:
-    """Read and check every file of ``path``; raise ValidationFailed listing all problems.
-
-    ``strict=False`` returns the problems in ``LoadedDirectory.problems`` instead.
-    """
+    """Read and check every file of ``path``; raise ValidationFailed listing all problems
+    (``strict=False``: return them in ``LoadedDirectory.problems`` instead)."""
     base = Path(path).absolute()
     contents: dict[str, bytes] = {}
     oversized: list[FieldProblem] = []
     for p in discover(base):
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:
-            oversized.append(FieldProblem(f"{p.name}:1:1", _too_large(size)))
+            oversized.append(FieldProblem(f"{p.name}:1:1", too_large(size)))
             continue
         with open(p, "rb") as fh:
             contents[p.name] = fh.read(MAX_FILE_BYTES + 1)
@@ -185,161 +178,126 @@ def load_files(
     env = os.environ if env is None else env
     out = LoadedDirectory(base_dir=base_dir, env=env, check_env=check_env)
     yaml = YAML(typ="rt")
+    identities: list[_Identity] = []
     for name in sorted(files):
-        spec = _load_one(name, files[name], base_dir, yaml, env, check_env, out.problems)
+        parsed = parse(name, files[name], base_dir, yaml, out.problems)
+        if parsed is None:
+            continue
+        spec, ident = _check_file(*parsed, env, check_env, out.problems)
+        identities.append(ident)
         if spec is not None:
             out.files.append(spec)
-    _check_across_files(out)
+    _check_across_files(identities, out.problems)
+    out.problems.sort(key=_file_order)
     if strict:
         out.raise_for_problems()
     return out
 
 
-def _too_large(size: int) -> str:
-    return (
-        f"file is {size / 1_000_000:.1f} MB; a deployment file may be at most "
-        f"{MAX_FILE_BYTES // 1024 // 1024} MB (one connector per file)"
-    )
+def _file_order(p: FieldProblem) -> tuple[str, int, int]:
+    name, _, rest = p.loc.partition(":")
+    line, _, col = rest.partition(":")
+    return name, int(line) if line.isdigit() else 0, int(col) if col.isdigit() else 0
 
 
 # --- one file ----------------------------------------------------------------------
 
 
-def _load_one(
-    name: str,
-    content: bytes | str,
-    base_dir: Path | None,
-    yaml: YAML,
-    env: Mapping[str, str],
-    check_env: bool,
-    problems: list[FieldProblem],
-) -> FileSpec | None:
-    if len(content) > MAX_FILE_BYTES:
-        problems.append(FieldProblem(f"{name}:1:1", _too_large(len(content))))
-        return None
-    if isinstance(content, bytes):
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = content[: exc.start].count(b"\n") + 1
-            problems.append(FieldProblem(f"{name}:{line}:1", "file is not UTF-8 text"))
-            return None
-    else:
-        text = content
-    try:
-        raw = yaml.load(text)
-    except DuplicateKeyError as exc:
-        mark = exc.problem_mark
-        key = (exc.problem or "").split('"')[1] if '"' in (exc.problem or "") else "?"
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else f"{name}:1:1"
-        problems.append(FieldProblem(where, f"duplicate key '{key}'"))
-        return None
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else f"{name}:1:1"
-        reason = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        problems.append(FieldProblem(where, f"YAML syntax error: {reason}"))
-        return None
-    doc = Doc(name, base_dir, raw)
-    if raw is None:
-        problems.append(FieldProblem(f"{name}:1:1", "file is empty"))
-        return None
-    if not isinstance(raw, CommentedMap):
-        problems.append(doc.problem((), "the top level must be a mapping (name: ..., ...)"))
-        return None
-    if _has_aliases(raw, doc, problems):
-        return None
-    try:
-        model = DeploymentFile.model_validate(_plain(raw))
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems(doc, exc))
-        return None
-    return _resolve(doc, model, env, check_env, problems)
-
-
-def _resolve(
+def _check_file(
     doc: Doc,
-    model: DeploymentFile,
+    data: dict[str, Any],
     env: Mapping[str, str],
     check_env: bool,
     problems: list[FieldProblem],
-) -> FileSpec:
-    cid = model.parameters.connector_id
-    rest = model.name.removeprefix(CONNECTOR_TAG_PREFIX)
-    if rest != model.name and rest.isdigit() and int(rest) != cid:
-        problems.append(
-            doc.problem(
-                ("name",),
-                f"'{model.name}' is the default name of connector {rest}, "
-                f"but parameters.connector_id is {cid}",
+) -> tuple[FileSpec | None, _Identity]:
+    model: DeploymentFile | None = None
+    try:
+        model = DeploymentFile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(pydantic_problems(doc, exc))
+    # The checks below read the plain data, so a type error elsewhere hides nothing.
+    name = _get(data, "name", str)
+    params = _get(data, "parameters", dict) or {}
+    cid = _get(params, "connector_id", int)
+    cid = None if isinstance(cid, bool) else cid
+    if name is not None and cid is not None:
+        rest = name.removeprefix(CONNECTOR_TAG_PREFIX)
+        if rest != name and rest.isdigit() and int(rest) != cid:
+            problems.append(
+                doc.problem(
+                    ("name",),
+                    f"'{name}' is the default name of connector {rest}, "
+                    f"but parameters.connector_id is {cid}",
+                )
             )
-        )
-    for i, reason in tag_problems(model.tags, cid):
-        problems.append(doc.problem(("tags", i), reason))
+    _check_tags(doc, ("tags",), data.get("tags"), cid, problems)
+    block = _get(data, "connector", dict)
     connector = None
-    if model.connector is not None:
-        block = model.connector
-        for i, reason in tag_problems(block.tags, cid):
-            problems.append(doc.problem(("connector", "tags", i), reason))
+    if block is not None:
+        _check_tags(doc, ("connector", "tags"), block.get("tags"), cid, problems)
         connector = _resolve_connector(doc, block, env, check_env, problems)
-    schedule = model.schedule or Schedule(cron=None)
-    return FileSpec(
+    ident = _Identity(
+        doc,
+        name,
+        cid,
+        _get(block or {}, "name", str),
+        [ep for ep in (connector.source, connector.destination) if ep.type] if connector else [],
+    )
+    if model is None or (model.connector is not None and connector is None):
+        return None, ident
+    schedule = model.schedule
+    spec = FileSpec(
         doc=doc,
         model=model,
-        connector_id=cid,
+        connector_id=model.parameters.connector_id,
         deployment_name=model.deployment_name(),
         description=model.description,
-        schedule=schedule.cron,
-        timezone=schedule.timezone,
+        schedule=schedule.cron if schedule else None,
+        timezone=schedule.timezone if schedule else "UTC",
         tags=model.user_tags(),
         work_pool_name=model.work_pool_name,
         work_queue_name=model.work_queue_name,
         connector=connector,
     )
+    return spec, ident
+
+
+def _get(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data.get(key)
+    return value if isinstance(value, kind) else None
+
+
+def _check_tags(
+    doc: Doc, loc: Loc, tags: Any, cid: int | None, problems: list[FieldProblem]
+) -> None:
+    if not isinstance(tags, list):
+        return
+    strings = [t if isinstance(t, str) else "" for t in tags]
+    for i, reason in tag_problems(strings, cid if cid is not None else -1):
+        if strings[i] and (cid is not None or not strings[i].startswith(CONNECTOR_TAG_PREFIX)):
+            problems.append(doc.problem((*loc, i), reason))
 
 
 def _resolve_connector(
     doc: Doc,
-    block: ConnectorBlock,
+    block: dict[str, Any],
     env: Mapping[str, str],
     check_env: bool,
     problems: list[FieldProblem],
-) -> ConnectorSpec:
+) -> ConnectorSpec | None:
+    name = _get(block, "name", str) or "connector"
     endpoints: dict[str, EndpointSpec] = {}
     overrides: dict[str, dict[str, Any]] = {}
-    for kind in ("source", "destination"):
-        ep: Endpoint = getattr(block, kind)
-        loc: Loc = ("connector", kind)
-        name = ep.name or f"{block.name}-{kind}"
-        override = getattr(block, f"{kind}_config_override")
-        if ep.is_reference:
-            # The type is known once the reference is resolved: plan checks the override
-            # (``resolve_override``); until then it stays as written.
-            endpoints[kind] = EndpointSpec(kind, name, None, None, doc.where(loc))
-            overrides[kind] = dict(override)
-            continue
-        assert ep.type is not None
-        try:
-            info = get_type(kind, ep.type)  # type: ignore[arg-type]
-        except ValidationFailed as exc:
-            problems.append(doc.problem((*loc, "type"), exc.problems[0].reason))
-            endpoints[kind] = EndpointSpec(kind, name, ep.type, {}, doc.where(loc))
-            overrides[kind] = dict(override)
-            continue
-        config_loc: Loc = (*loc, "config")
-        base = ep.config or {}
-        config = _resolve_values(
-            doc, config_loc, base, info.secret_fields, kind, ep.type, env, check_env, problems
-        )
-        base_ok = _validate(doc, config_loc, kind, ep.type, config, problems)
-        ov = resolve_override(
-            doc, kind, ep.type, config, override, env, check_env, problems, check=base_ok
-        )
-        endpoints[kind] = EndpointSpec(kind, name, ep.type, config, doc.where(loc))
-        overrides[kind] = ov
+    for kind in KINDS:
+        resolved = _resolve_endpoint(doc, block, name, kind, env, check_env, problems)
+        if resolved is not None:
+            endpoints[kind], overrides[kind] = resolved
+    if len(endpoints) < 2:
+        return None
+    active = block.get("active", True)
     return ConnectorSpec(
-        name=block.name,
-        active=block.active,
+        name=name,
+        active=active if isinstance(active, bool) else True,
         source=endpoints["source"],
         destination=endpoints["destination"],
         source_config_override=overrides["source"],
@@ -347,9 +305,46 @@ def _resolve_connector(
     )
 
 
+def _resolve_endpoint(
+    doc: Doc,
+    block: dict[str, Any],
+    connector_name: str,
+    kind: Kind,
+    env: Mapping[str, str],
+    check_env: bool,
+    problems: list[FieldProblem],
+) -> tuple[EndpointSpec, dict[str, Any]] | None:
+    ep = block.get(kind)
+    if isinstance(ep, str):
+        ep = {"name": ep}
+    if not isinstance(ep, dict):
+        return None  # the format check reports it
+    loc: Loc = ("connector", kind)
+    name = _get(ep, "name", str) or f"{connector_name}-{kind}"
+    override = _get(block, f"{kind}_config_override", dict) or {}
+    type_name = ep.get("type")
+    if type_name is None:
+        return EndpointSpec(kind, name, None, None, doc.where(loc)), dict(override)
+    config = ep.get("config") or {}
+    if not isinstance(type_name, str) or not isinstance(config, dict):
+        return None
+    try:
+        get_type(kind, type_name)
+    except ValidationFailed as exc:
+        problems.append(doc.problem((*loc, "type"), exc.problems[0].reason))
+        return None
+    config_loc: Loc = (*loc, "config")
+    resolved = resolve_values(doc, config_loc, config, kind, type_name, env, check_env, problems)
+    base_ok = _validate(doc, config_loc, kind, type_name, resolved, problems)
+    ov = resolve_override(
+        doc, kind, type_name, resolved, override, env, check_env, problems, check=base_ok
+    )
+    return EndpointSpec(kind, name, type_name, resolved, doc.where(loc)), ov
+
+
 def resolve_override(
     doc: Doc,
-    kind: str,
+    kind: Kind,
     type_name: str,
     base: dict[str, Any],
     override: dict[str, Any],
@@ -362,9 +357,8 @@ def resolve_override(
     """A connector's override of an endpoint of known type, resolved and validated over
     the endpoint's ``base`` config (problems caused by the base are not repeated)."""
     loc: Loc = ("connector", f"{kind}_config_override")
-    secrets = get_type(kind, type_name).secret_fields  # type: ignore[arg-type]
-    out = _resolve_values(
-        doc, loc, override, secrets, kind, type_name, env, check_env, problems, merged_with=base
+    out = resolve_values(
+        doc, loc, override, kind, type_name, env, check_env, problems, merged_with=base
     )
     if out and check:
         merged = {**base, **{k: v for k, v in out.items() if v is not None}}
@@ -372,61 +366,54 @@ def resolve_override(
     return out
 
 
-def _resolve_values(
+def resolve_values(
     doc: Doc,
     loc: Loc,
     config: dict[str, Any],
-    secret_fields: frozenset[str] | None,
-    kind: str,
-    type_name: str | None,
+    kind: Kind,
+    type_name: str,
     env: Mapping[str, str],
     check_env: bool,
     problems: list[FieldProblem],
     merged_with: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Replace ${ENV_VAR} references, insist secrets are references, absolutise paths."""
+    secrets = get_type(kind, type_name).secret_fields
     out: dict[str, Any] = {}
     for key, value in config.items():
         ref = ENV_REF.match(value) if isinstance(value, str) else None
-        is_secret = secret_fields is not None and key in secret_fields
-        if is_secret and value is not None and ref is None:
+        if key in secrets and value is not None and ref is None:
+            example = f"CONVEYOR_{kind.upper()}_<NAME>_{key.upper()}"
             problems.append(
                 doc.problem(
                     (*loc, key),
                     "a secret must be an ${ENV_VAR} reference, never a value in the file "
-                    f"(e.g. '${{{_example_var(kind, key)}}}')",
+                    f"(e.g. '${{{example}}}')",
                 )
             )
-            out[key] = value
-            continue
-        if ref is not None:
+        elif ref is not None:
             var = ref.group(1)
             if var in env:
                 value = env[var]
             elif check_env:
                 problems.append(doc.problem((*loc, key), f"environment variable {var} is not set"))
         out[key] = value
-    if type_name is not None:
-        context = {**(merged_with or {}), **out}
-        if not context.get("bucket"):
-            for key in PATH_FIELDS.get((kind, type_name), ()):
-                value = out.get(key)
-                if isinstance(value, str) and value and not _is_absolute(value):
-                    if doc.base_dir is None:
-                        problems.append(
-                            doc.problem(
-                                (*loc, key),
-                                f"relative path '{value}' needs the file's directory "
-                                "(send base_dir, or use an absolute path)",
-                            )
-                        )
-                    else:
-                        out[key] = os.path.normpath(doc.base_dir / value)
+    if not {**(merged_with or {}), **out}.get("bucket"):
+        for key in PATH_FIELDS.get((kind, type_name), ()):
+            value = out.get(key)
+            if not isinstance(value, str) or not value or _is_absolute(value):
+                continue
+            if doc.base_dir is None:
+                problems.append(
+                    doc.problem(
+                        (*loc, key),
+                        f"relative path '{value}' needs the file's directory "
+                        "(send base_dir, or use an absolute path)",
+                    )
+                )
+            else:
+                out[key] = os.path.normpath(doc.base_dir / value)
     return out
-
-
-def _example_var(kind: str, key: str) -> str:
-    return f"CONVEYOR_{kind.upper()}_<NAME>_{key.upper()}"
 
 
 def _is_absolute(value: str) -> bool:
@@ -436,7 +423,7 @@ def _is_absolute(value: str) -> bool:
 def _validate(
     doc: Doc,
     loc: Loc,
-    kind: str,
+    kind: Kind,
     type_name: str,
     config: dict[str, Any],
     problems: list[FieldProblem],
@@ -444,177 +431,51 @@ def _validate(
 ) -> bool:
     """Validate against the type's model; with ``only``, report just the problems of those
     keys (and whole-config ones). True when valid."""
-    info = get_type(kind, type_name)  # type: ignore[arg-type]
     try:
-        validate_config(kind, type_name, config, loc="")  # type: ignore[arg-type]
+        validate_config(kind, type_name, config, loc="")
     except ValidationFailed as exc:
-        known = _field_names(info.config_model)
+        known = field_names(get_type(kind, type_name).config_model)
         for p in exc.problems:
             parts: list[str | int] = [int(x) if x.isdigit() else x for x in p.loc.split(".") if x]
             if only is not None and parts and parts[0] not in only:
                 continue
             reason = p.reason
-            if reason == "Extra inputs are not permitted" and parts:
-                reason = _unknown_key(str(parts[0]), known)
-            problems.append(doc.problem((*loc, *parts), reason, key=reason.startswith("unknown")))
+            is_key = reason == "Extra inputs are not permitted" and bool(parts)
+            if is_key:
+                reason = unknown_key(str(parts[0]), known)
+            problems.append(doc.problem((*loc, *parts), reason, key=is_key))
         return False
     return True
-
-
-def _field_names(model: type[BaseModel]) -> list[str]:
-    names = []
-    for name, f in model.model_fields.items():
-        names.append(f.alias or name)
-    return sorted(names)
-
-
-def _unknown_key(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(known)})"
-    return f"unknown key '{key}'{hint}"
-
-
-# --- pydantic errors → file:line:col ------------------------------------------------
-
-_MODELS_BY_PATH: dict[tuple[str, ...], type[BaseModel]] = {
-    (): DeploymentFile,
-    ("parameters",): Parameters,
-    ("schedule",): Schedule,
-    ("connector",): ConnectorBlock,
-    ("connector", "source"): Endpoint,
-    ("connector", "destination"): Endpoint,
-}
-
-
-def _pydantic_problems(doc: Doc, exc: ValidationError) -> list[FieldProblem]:
-    out = []
-    for err in exc.errors(include_url=False):
-        loc: Loc = tuple(p for p in err["loc"] if not _is_union_member(p))
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        key = err["type"] == "extra_forbidden"
-        if key and loc:
-            parent = _MODELS_BY_PATH.get(tuple(str(p) for p in loc[:-1]))
-            if parent is not None:
-                msg = _unknown_key(str(loc[-1]), _field_names(parent))
-            else:
-                msg = f"unknown key '{loc[-1]}'"
-        elif err["type"] == "missing":
-            msg = "is required"
-        out.append(doc.problem(loc, msg, key=key))
-    return out
-
-
-def _is_union_member(part: Any) -> bool:
-    return isinstance(part, str) and (part[:1].isupper() or part in ("str", "int", "none"))
-
-
-def position(raw: Any, loc: Loc, *, key: bool = False) -> tuple[int, int]:
-    """1-based (line, col) of ``loc`` in the YAML tree: the deepest part that exists."""
-    line, col = 0, 0
-    node = raw
-    for i, part in enumerate(loc):
-        last = i == len(loc) - 1
-        if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part) if key or not last else node.lc.value(part)
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line, col = node.lc.item(part)
-            node = node[part]
-        else:
-            break
-    return line + 1, col + 1
-
-
-def _plain(node: Any) -> Any:
-    """ruamel's commented containers as plain dicts and lists (strings stay str)."""
-    if isinstance(node, CommentedMap):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        return [_plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, datetime | date):
-        # JSON columns hold no dates: keep what the user wrote, as ISO text.
-        return node.isoformat()
-    if type(node).__name__ == "ScalarFloat":
-        return float(node)
-    if type(node).__name__ == "ScalarBoolean":
-        return bool(node)
-    if type(node).__name__ in ("ScalarInt", "HexInt", "OctalInt", "BinaryInt"):
-        return int(node)
-    return node
-
-
-def _has_aliases(raw: Any, doc: Doc, problems: list[FieldProblem]) -> bool:
-    """Reject YAML anchors/aliases: deployment files never need them, and shared nodes
-    can blow a small file up into a huge document."""
-    seen: set[int] = set()
-    stack: list[tuple[Any, Loc]] = [(raw, ())]
-    while stack:
-        node, loc = stack.pop()
-        if not isinstance(node, CommentedMap | CommentedSeq):
-            continue
-        if id(node) in seen:
-            problems.append(doc.problem(loc, "YAML anchors and aliases are not supported"))
-            return True
-        seen.add(id(node))
-        items = node.items() if isinstance(node, CommentedMap) else enumerate(node)
-        stack.extend((v, (*loc, k)) for k, v in items)
-    return False
 
 
 # --- across files ------------------------------------------------------------------
 
 
-def _check_across_files(out: LoadedDirectory) -> None:
-    by_deployment: dict[str, FileSpec] = {}
-    by_id: dict[int, FileSpec] = {}
-    by_connector: dict[str, FileSpec] = {}
+def _check_across_files(identities: list[_Identity], problems: list[FieldProblem]) -> None:
+    first_name: dict[str, _Identity] = {}
+    first_id: dict[int, _Identity] = {}
+    first_connector: dict[str, _Identity] = {}
     endpoints: dict[tuple[str, str], EndpointSpec] = {}
-    for spec in out.files:
-        doc = spec.doc
-        name = spec.model.name
-        first = by_deployment.setdefault(name, spec)
-        if first is not spec:
-            out.problems.append(
-                doc.problem(
-                    ("name",),
-                    f"deployment name '{name}' is also used by {first.doc.where(('name',))}",
-                )
-            )
-        first = by_id.setdefault(spec.connector_id, spec)
-        if first is not spec:
-            where = first.doc.where(("parameters", "connector_id"))
-            out.problems.append(
-                doc.problem(
-                    ("parameters", "connector_id"),
-                    f"connector_id {spec.connector_id} is also used by {where}",
-                )
-            )
-        if spec.connector is None:
-            continue
-        cname = spec.connector.name
-        first = by_connector.setdefault(cname, spec)
-        if first is not spec:
-            where = first.doc.where(("connector", "name"))
-            out.problems.append(
-                doc.problem(
-                    ("connector", "name"), f"connector name '{cname}' is also used by {where}"
-                )
-            )
-        for ep in (spec.connector.source, spec.connector.destination):
-            if ep.type is None:
+    for ident in identities:
+        doc = ident.doc
+        for value, seen, loc, what in (
+            (ident.name, first_name, ("name",), "deployment name"),
+            (ident.connector_id, first_id, ("parameters", "connector_id"), "connector_id"),
+            (ident.connector_name, first_connector, ("connector", "name"), "connector name"),
+        ):
+            if value is None:
                 continue
-            seen = endpoints.setdefault((ep.kind, ep.name), ep)
-            if seen is not ep and (seen.type, seen.config) != (ep.type, ep.config):
-                out.problems.append(
+            first = seen.setdefault(value, ident)  # type: ignore[attr-defined]
+            if first is not ident:
+                where = first.doc.where(loc)
+                problems.append(doc.problem(loc, f"{what} '{value}' is also used by {where}"))
+        for ep in ident.endpoints:
+            other = endpoints.setdefault((ep.kind, ep.name), ep)
+            if other is not ep and (other.type, other.config) != (ep.type, ep.config):
+                problems.append(
                     FieldProblem(
                         ep.where,
                         f"connector.{ep.kind}: {ep.kind} '{ep.name}' is defined differently "
-                        f"in {seen.where}; an inline {ep.kind} must be the same in every file",
+                        f"in {other.where}; an inline {ep.kind} must be the same in every file",
                     )
                 )
-
-
-def default_deployment_name(connector_id: int) -> str:
-    return f"{CONNECTOR_TAG_PREFIX}{connector_id}"

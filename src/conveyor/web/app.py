@@ -18,7 +18,7 @@ from conveyor.secrets import SecretBox, install_log_masking
 from conveyor.services.audit import REQUEST_ID
 from conveyor.settings import Settings, get_settings
 from conveyor.web import errors, ui
-from conveyor.web.api import connectors, endpoints, meta, metrics, runs, users
+from conveyor.web.api import connectors, deployments, endpoints, meta, metrics, runs, users
 
 MAX_BODY_BYTES = 1024 * 1024
 API_PREFIX = "/api/v1"
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         connectors.router,
         runs.router,
         users.router,
+        deployments.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(metrics.router)  # /metrics at the root, where Prometheus looks
