@@ -443,7 +443,7 @@ def _validate(
             is_key = reason == "Extra inputs are not permitted" and bool(parts)
             if is_key:
                 reason = unknown_key(str(parts[0]), known)
-            problems.append(doc.problem((*loc, *parts), reason, key=is_key))
+            problems.append(doc.problem((*loc, *parts), reason, key=is_key or not parts))
         return False
     return True
 
