@@ -375,6 +375,7 @@ def test_kubernetes_work_pool_runs_flows_in_the_conveyor_image(render):
     assert template["variables"]["properties"]["namespace"]["default"] == "conveyor"
     pod = config["job_manifest"]["spec"]["template"]
     assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "flow-run"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "prefect-worker"  # not Helm
     spec = pod["spec"]
     assert spec["serviceAccountName"] == "rel-conveyor-flow-run"
     container = spec["containers"][0]

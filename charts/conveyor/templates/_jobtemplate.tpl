@@ -23,14 +23,14 @@ job_configuration:
       generateName: "{{`{{ name }}`}}-"
       namespace: "{{`{{ namespace }}`}}"
       labels:
-        {{- include "conveyor.labels" (dict "ctx" $ "component" "flow-run") | nindent 8 }}
+        {{- include "conveyor.flowRunLabels" . | nindent 8 }}
     spec:
       backoffLimit: 0
       ttlSecondsAfterFinished: "{{`{{ finished_job_ttl }}`}}"
       template:
         metadata:
           labels:
-            {{- include "conveyor.labels" (dict "ctx" $ "component" "flow-run") | nindent 12 }}
+            {{- include "conveyor.flowRunLabels" . | nindent 12 }}
         spec:
           parallelism: 1
           completions: 1
@@ -114,4 +114,13 @@ variables:
       type: boolean
       default: true
       description: Stream the flow-run pod's logs to the worker's log.
+{{- end -}}
+
+
+{{/* Labels of flow-run Jobs and pods: created by the Prefect worker, not by Helm. */}}
+{{- define "conveyor.flowRunLabels" -}}
+{{ include "conveyor.selectorLabels" (dict "ctx" . "component" "flow-run") }}
+app.kubernetes.io/part-of: conveyor
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: prefect-worker
 {{- end -}}
