@@ -140,7 +140,7 @@ def _up(
             console.print("Stopping ...")
         except StartFailed as exc:
             reporter.close()
-            console.print(f"[red]✗ {exc.part} failed to start:[/] {exc.reason}", highlight=False)
+            console.print(f"[red]✗ {exc.part} failed to start:[/] {exc.detail}", highlight=False)
             if exc.log_tail:
                 console.print("  " + exc.log_tail.replace("\n", "\n  "), markup=False)
             if exc.hint:

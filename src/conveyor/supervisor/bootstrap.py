@@ -115,7 +115,9 @@ def apply_demo(settings: Settings, directory: Path | None) -> Demo:
         return Demo(False, reason="this build has no deployments_io (YAML apply)")
     box = SecretBox(settings.secret_keys())
     with session_scope(settings.effective_database_url) as session:
-        apply_directory(directory, session=session, box=box, actor=SYSTEM, prune=False)
+        apply_directory(
+            directory, session=session, box=box, actor=SYSTEM, prune=False, settings=settings
+        )
     with session_scope(settings.effective_database_url) as session:
         ids = list(session.scalars(select(Connector.id).order_by(Connector.id)))
     return Demo(True, ids)

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -133,15 +134,23 @@ class Child:
         self.restarts += 1
         return delay
 
-    def log_tail(self, lines: int = 12) -> str:
-        """The last lines this child wrote in its current run."""
+    def log_tail(self, lines: int = 8) -> str:
+        """The telling end of this child's current log: from its last error line on."""
         try:
             text = self.spec.log_path.read_text(errors="replace")
         except OSError:
             return ""
         text = text.rsplit("\n=== ", 1)[-1].split("\n", 1)[-1]  # only the latest start
-        tail = [line for line in text.splitlines() if line.strip()][-lines:]
-        return "\n".join(tail)
+        kept = [line for line in text.splitlines() if line.strip()]
+        # A Python exception line names the cause best; a logged ERROR line next best.
+        raised = [i for i, line in enumerate(kept) if _EXCEPTION_LINE.match(line)]
+        logged = [i for i, line in enumerate(kept) if _ERROR_LINE.search(line)]
+        start = (raised or logged or [len(kept) - lines])[-1]
+        return "\n".join(kept[max(0, start) :][:lines])
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*[\w.]*(Error|Exception)(\s*:|$)")
+_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|\berror:")
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

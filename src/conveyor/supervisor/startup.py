@@ -38,6 +38,7 @@ class StartFailed(ConveyorError):
         hint = f"full log: {log_path}" if log_path else None
         super().__init__(f"{part}: {reason}", hint)
         self.part = part
+        self.detail = reason
         self.log_tail = log_tail
 
 
