@@ -32,4 +32,5 @@ pytest_plugins = [
     "tests.fixtures.web",
     "tests.fixtures.servers",
     "tests.fixtures.pipelines",
+    "tests.fixtures.worker",
 ]

@@ -1,0 +1,155 @@
+"""End to end through Prefect: a real server, the reconciler's deployment and a real process
+worker. A scheduled run (every minute) and a manual run both complete and are recorded; a
+worker killed mid-run leaves a record the watchdog closes as crashed, and the next run
+completes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from conveyor.db.migrations import upgrade
+from conveyor.db.models import ConnectorRun
+from conveyor.db.session import session_scope
+from conveyor.services.authz import SYSTEM
+from conveyor.settings import Settings
+from tests.fixtures.pipelines import ConnectorFactory, duckdb_rows, pg_exec
+from tests.fixtures.worker import wait_for
+
+pytestmark = [pytest.mark.prefect, pytest.mark.timeout(420)]
+
+
+@pytest.fixture
+def e2e_settings(tmp_path: Path, prefect_api_url: str) -> Settings:
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{tmp_path / 'conveyor.db'}"
+    upgrade(url)
+    return Settings(
+        home=home,
+        database_url=url,
+        secret_key=Fernet.generate_key().decode(),
+        prefect_api_url=prefect_api_url,
+        default_work_pool=f"pipe-{uuid.uuid4().hex[:8]}",
+        run_heartbeat_timeout=6,
+    )
+
+
+def worker_env(s: Settings) -> dict[str, str]:
+    assert s.secret_key is not None
+    return {
+        "CONVEYOR_HOME": str(s.home),
+        "CONVEYOR_DATABASE_URL": s.effective_database_url,
+        "CONVEYOR_SECRET_KEY": s.secret_key.get_secret_value(),
+        "CONVEYOR_RUN_HEARTBEAT_TIMEOUT": str(s.run_heartbeat_timeout),
+        "RUNTIME__LOG_LEVEL": "WARNING",
+    }
+
+
+def reconcile(s: Settings) -> None:
+    from conveyor.sync.loop import run_once
+
+    asyncio.run(run_once(s))
+
+
+def runs(s: Settings, cid: int) -> list[ConnectorRun]:
+    with session_scope(s.effective_database_url) as session:
+        return list(
+            session.scalars(
+                select(ConnectorRun)
+                .where(ConnectorRun.connector_id == cid)
+                .order_by(ConnectorRun.id)
+            )
+        )
+
+
+def trigger(s: Settings, cid: int) -> int:
+    from conveyor.sync.runs import trigger_manual_run
+
+    with session_scope(s.effective_database_url) as session:
+        return int(trigger_manual_run(cid, session=session, settings=s, actor=SYSTEM).id)
+
+
+def run_status(s: Settings, run_id: int) -> str:
+    with session_scope(s.effective_database_url) as session:
+        run = session.get(ConnectorRun, run_id)
+        assert run is not None
+        return run.status
+
+
+def test_scheduled_and_manual_runs_complete(
+    e2e_settings: Settings, process_worker: Any, tmp_path: Path
+) -> None:
+    s = e2e_settings
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.csv").write_text("id,v\n" + "".join(f"{i},{i * 2}\n" for i in range(1, 51)))
+    cid = ConnectorFactory(s)(
+        ("filesystem", {"path": str(src), "file_pattern": "*.csv", "table_name": "numbers"}),
+        ("duckdb", {}),
+        schedule="* * * * *",
+    )
+    reconcile(s)
+    worker = process_worker(s.default_work_pool, worker_env(s))
+    manual = trigger(s, cid)
+    try:
+        wait_for(lambda: run_status(s, manual) not in ("scheduled", "running"), 120, "manual run")
+        assert run_status(s, manual) == "succeeded", worker.tail()
+        wait_for(
+            lambda: any(r.trigger == "schedule" and r.status == "succeeded" for r in runs(s, cid)),
+            150,
+            "a scheduled run",
+            every=2,
+        )
+    except AssertionError:
+        print(worker.tail())
+        raise
+    recorded = runs(s, cid)
+    by_trigger = {r.trigger: r for r in recorded if r.status == "succeeded"}
+    assert set(by_trigger) == {"manual", "schedule"}
+    for run in by_trigger.values():
+        assert run.prefect_flow_run_id and run.rows_loaded == 50 and run.finished_at
+        assert run.table_stats == {"numbers": {"rows": 50}}
+    assert duckdb_rows(s, f"SELECT count(*), sum(v) FROM connector_{cid}.numbers") == [(50, 2550)]
+
+
+def test_worker_killed_mid_run_then_next_run_completes(
+    e2e_settings: Settings, process_worker: Any, pg_database: Any
+) -> None:
+    from conveyor.sync.loop import open_gateway
+    from conveyor.sync.runs import close_stale_runs
+
+    s = e2e_settings
+    db = pg_database()
+    pg_exec(
+        db, "CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t SELECT generate_series(1, 10)"
+    )
+    slow = "SELECT t.id FROM t, (SELECT pg_sleep(60)) AS wait"
+    factory = ConnectorFactory(s)
+    cid = factory(("sql_database", {"connection_string": db, "query": slow}), ("duckdb", {}))
+    reconcile(s)
+    worker = process_worker(s.default_work_pool, worker_env(s))
+    first = trigger(s, cid)
+    wait_for(lambda: run_status(s, first) == "running", 120, "the run to start")
+    worker.kill()
+    assert run_status(s, first) == "running"  # nobody left to close it
+
+    async def watchdog() -> int:
+        async with open_gateway(s) as gateway:
+            return await close_stale_runs(settings=s, gateway=gateway)
+
+    wait_for(lambda: asyncio.run(watchdog()) > 0, 60, "the watchdog to close the run", every=2)
+    assert run_status(s, first) == "crashed"
+
+    factory.update_source(cid, {"connection_string": db, "query": "SELECT id FROM t"})
+    process_worker(s.default_work_pool, worker_env(s))
+    second = trigger(s, cid)
+    wait_for(lambda: run_status(s, second) not in ("scheduled", "running"), 120, "the next run")
+    assert run_status(s, second) == "succeeded"
+    assert duckdb_rows(s, f"SELECT count(*) FROM connector_{cid}.query_result") == [(10,)]
