@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import typer
 from rich.console import Console
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from conveyor.errors import ConveyorError
 from conveyor.secrets import mask_text
@@ -96,6 +98,20 @@ def _database_check(s: Settings) -> Finding:
     from conveyor.db import migrations
 
     url = mask_text(s.effective_database_url)
+    parsed = make_url(s.effective_database_url)
+    sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (
+        None,
+        "",
+        ":memory:",
+    )
+    if sqlite_file and not Path(str(parsed.database)).exists():
+        # Connecting would create an empty file: looking must not change anything.
+        return Finding(
+            "database",
+            "fail",
+            f"{url}: the file does not exist yet",
+            "run `conveyor db upgrade` (or `conveyor up`), or fix CONVEYOR_DATABASE_URL",
+        )
     try:
         current = migrations.current_revision(s.effective_database_url)
     except Exception as exc:
@@ -220,7 +236,8 @@ def run_checks() -> Iterator[Finding]:
     if s is None:
         return
     yield _secrets_check(s)
-    yield _database_check(s)
+    database = _database_check(s)
+    yield database
     prefect = _prefect_check(s)
     yield prefect
     if prefect.status == "ok":
@@ -229,7 +246,10 @@ def run_checks() -> Iterator[Finding]:
     else:
         yield Finding("work pool", "fail", "not checked: the Prefect API is not reachable")
         yield Finding("worker", "fail", "not checked: the Prefect API is not reachable")
-    yield _reconciler_check(s)
+    if database.status == "ok":
+        yield _reconciler_check(s)
+    else:
+        yield Finding("reconciler", "fail", "not checked: the database is not ready")
 
 
 MARKS = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
@@ -243,9 +263,11 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> 
         findings.append(finding)
         if not as_json:
             console.print(f"{MARKS[finding.status]} [bold]{finding.check:<12}[/] ", end="")
-            console.print(finding.detail, markup=False)
+            console.print(finding.detail, markup=False, soft_wrap=True)
             if finding.fix:
-                console.print(f"  {'':<12} fix: {finding.fix}", markup=False, style="dim")
+                console.print(
+                    f"  {'':<12} fix: {finding.fix}", markup=False, style="dim", soft_wrap=True
+                )
     failed = [f for f in findings if f.status == "fail"]
     if as_json:
         body: dict[str, Any] = {"ok": not failed, "checks": [asdict(f) for f in findings]}

@@ -1,0 +1,52 @@
+"""`conveyor doctor` and `conveyor worker` when parts are missing: words, and a fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.integration.up_process import conveyor, free_port
+
+
+def test_doctor_says_what_is_wrong_and_how_to_fix_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert conveyor(home, "db", "upgrade").returncode == 0
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    res = conveyor(home, "doctor", PREFECT_API_URL=dead)
+    assert res.returncode == 1
+    out = res.stdout
+    assert "database" in out and "(latest)" in out
+    assert f"{dead} is not reachable" in out
+    assert "fix: start it (`conveyor prefect-server`" in out
+    assert "fix: start it: `conveyor reconcile`" in out
+
+    as_json = json.loads(conveyor(home, "doctor", "--json", PREFECT_API_URL=dead).stdout)
+    status = {c["check"]: c["status"] for c in as_json["checks"]}
+    assert as_json["ok"] is False
+    assert status["database"] == "ok" and status["Prefect API"] == "fail"
+    assert set(status) == {
+        "settings",
+        "secrets key",
+        "database",
+        "Prefect API",
+        "work pool",
+        "worker",
+        "reconciler",
+    }
+
+
+def test_doctor_spots_an_unmigrated_database_and_a_bad_key(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    res = conveyor(home, "doctor", CONVEYOR_SECRET_KEY="not-a-key")
+    assert res.returncode == 1
+    assert "the file does not exist yet" in res.stdout
+    assert not (home / "conveyor.db").exists()  # looking does not create it
+    assert "fix: run `conveyor db upgrade`" in res.stdout
+    assert "not a Fernet key" in res.stdout
+
+
+def test_worker_without_prefect_api_url_says_so(tmp_path: Path) -> None:
+    res = conveyor(tmp_path / "home", "worker")
+    assert res.returncode != 0
+    assert "PREFECT_API_URL is not set" in res.stderr
+    assert "Traceback" not in res.stderr
