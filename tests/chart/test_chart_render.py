@@ -287,7 +287,8 @@ def test_long_running_containers_have_probes(render, name):
                 assert "readinessProbe" in c, (obj["metadata"]["name"], c["name"])
     web = one(objs, "Deployment", "-web")["spec"]["template"]["spec"]["containers"][0]
     assert web["readinessProbe"]["httpGet"]["path"] == "/api/v1/health"
-    assert web["livenessProbe"]["httpGet"]["path"] == "/api/v1/health"
+    # Liveness must not depend on the database, or an outage restarts every web pod.
+    assert web["livenessProbe"]["httpGet"]["path"] == "/api/v1/health/live"
     worker = one(objs, "Deployment", "-worker")["spec"]["template"]["spec"]["containers"][0]
     assert "--with-healthcheck" in worker["args"]
     assert worker["livenessProbe"]["httpGet"] == {"path": "/health", "port": "health"}

@@ -153,3 +153,7 @@ def test_session_cookie_login_is_accepted(role: str, client: TestClient, app_set
     cookie = signer.sign(base64.b64encode(json.dumps({"uid": uid}).encode())).decode()
     client.cookies.set("conveyor_session", cookie)
     assert client.get("/api/v1/me").json() == {"username": "kim", "role": role, "id": uid}
+
+
+def test_liveness_answers_without_database_or_auth(client: TestClient) -> None:
+    assert client.get("/api/v1/health/live").json() == {"status": "alive"}

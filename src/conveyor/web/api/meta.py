@@ -28,6 +28,11 @@ async def get_health(settings: SettingsDep) -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
+@router.get("/health/live", summary="Liveness: the process serves requests (no checks)")
+async def get_liveness() -> dict[str, str]:
+    return {"status": "alive"}
+
+
 @router.get("/me", summary="Who am I")
 def me(actor: CurrentActor) -> dict[str, Any]:
     return {"username": actor.username, "role": actor.role, "id": actor.user_id}
