@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["api_latency", "sync", "pipeline", "deployments", "ui"]
+ORDER = ["api_latency", "sync", "pipeline", "deployments", "ui", "up"]
 
 
 def main(names: list[str]) -> int:
