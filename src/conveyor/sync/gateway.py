@@ -9,12 +9,14 @@ the same ``DeploymentSpec`` the reconciler builds, so comparing them is comparin
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+import random
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -37,6 +39,8 @@ log = logging.getLogger("conveyor.sync.gateway")
 PAGE_SIZE = 200  # the Prefect server's maximum page size
 # A process worker without a limit starts every queued run at once (see design.md).
 DEFAULT_POOL_CONCURRENCY = 4
+READ_CALLS = frozenset({"list_deployments", "flow_run_states", "read_work_pool"})
+T = TypeVar("T")
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
@@ -202,33 +206,40 @@ def observe(data: dict[str, Any], flow_id: str | None) -> ObservedDeployment:
 
 
 class PrefectGateway:
-    """``Gateway`` over ``PrefectClient``; use as ``async with PrefectGateway(url) as gw``."""
+    """``Gateway`` over ``PrefectClient``; use as ``async with PrefectGateway(url) as gw``.
+
+    The client's own retries back off for up to a minute per call; here a call that the
+    server answered with 5xx/429 (a SQLite-backed server says 503 when its database is
+    busy) is retried a few times within a second or two, and a server that cannot be
+    reached fails at once: the reconciler then backs off per connector.
+    """
 
     def __init__(
         self,
         api_url: str,
         *,
         timeout: float = 30.0,
-        client_retries: int = 1,
+        retries: int = 3,
+        retry_delay: float = 0.25,
         pool_concurrency: int = DEFAULT_POOL_CONCURRENCY,
     ) -> None:
         self.api_url = api_url
         self.timeout = timeout
-        # The client's own retries back off up to a minute per call; the reconciler has
-        # its own backoff per connector, so keep the client's short.
-        self.client_retries = client_retries
+        self.retries = retries
+        self.retry_delay = retry_delay
         self.pool_concurrency = pool_concurrency
         self._client: PrefectClient | None = None
         self._settings_ctx: Any = None
         self._flow_id: str | None = None
         self._pools: set[str] = set()
-        self.calls: dict[str, int] = {}  # per-method call counts (benchmarks, tests)
+        self._setup_lock = asyncio.Lock()
+        self.calls: dict[str, int] = {}  # HTTP calls per kind (benchmarks, tests)
 
     async def __aenter__(self) -> PrefectGateway:
         from prefect.client.orchestration import PrefectClient
         from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-        self._settings_ctx = temporary_settings({PREFECT_CLIENT_MAX_RETRIES: self.client_retries})
+        self._settings_ctx = temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0})
         self._settings_ctx.__enter__()
         self._client = PrefectClient(api=self.api_url, httpx_settings={"timeout": self.timeout})
         await self._client.__aenter__()
@@ -255,48 +266,74 @@ class PrefectGateway:
             raise RuntimeError("PrefectGateway used outside 'async with'")
         return self._client
 
-    def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-
     @property
     def write_calls(self) -> int:
-        reads = {"list_deployments", "find_deployments", "flow_run_states", "read_work_pool"}
-        return sum(n for k, n in self.calls.items() if k not in reads)
+        return sum(n for k, n in self.calls.items() if k not in READ_CALLS)
+
+    async def _call(self, kind: str, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Count, translate errors, retry what the server refused for being busy."""
+        attempt = 0
+        while True:
+            self.calls[kind] = self.calls.get(kind, 0) + 1
+            try:
+                with prefect_errors(doing):
+                    return await call()
+            except ExternalError as exc:
+                busy = exc.transient and _status(exc) is not None
+                if not busy or attempt >= self.retries:
+                    raise
+            attempt += 1
+            await asyncio.sleep(self.retry_delay * 2**attempt * random.uniform(0.5, 1.0))
 
     async def ensure_work_pool(self, name: str) -> None:
         """Create the work pool (type ``process``, with a concurrency limit) if missing."""
         if name in self._pools:
             return
+        async with self._setup_lock:
+            if name not in self._pools:
+                await self._ensure_work_pool(name)
+                self._pools.add(name)
+
+    async def _ensure_work_pool(self, name: str) -> None:
         from prefect.client.schemas.actions import WorkPoolCreate
         from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
         from prefect.workers.process import ProcessWorker
 
-        with prefect_errors(f"read work pool '{name}'"):
+        async def read() -> bool:
             try:
-                self._count("read_work_pool")
                 await self.client.read_work_pool(name)
             except ObjectNotFound:
-                pool = WorkPoolCreate(
-                    name=name,
-                    type="process",
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                    concurrency_limit=self.pool_concurrency,
-                )
-                try:
-                    self._count("create_work_pool")
-                    await self.client.create_work_pool(pool)
-                    log.info(
-                        "created work pool %s (process, limit %d)", name, pool.concurrency_limit
-                    )
-                except ObjectAlreadyExists:
-                    pass  # created meanwhile by someone else: fine
-        self._pools.add(name)
+                return False
+            return True
+
+        if await self._call("read_work_pool", f"read work pool '{name}'", read):
+            return
+        pool = WorkPoolCreate(
+            name=name,
+            type="process",
+            base_job_template=ProcessWorker.get_default_base_job_template(),
+            concurrency_limit=self.pool_concurrency,
+        )
+
+        async def create() -> None:
+            try:
+                await self.client.create_work_pool(pool)
+                log.info("created work pool %s (limit %s)", name, pool.concurrency_limit)
+            except ObjectAlreadyExists:
+                pass  # created meanwhile by someone else: fine
+
+        await self._call("create_work_pool", f"create work pool '{name}'", create)
 
     async def _flow(self) -> str:
         if self._flow_id is None:
-            with prefect_errors(f"register flow '{FLOW_NAME}'"):
-                self._count("create_flow")
-                self._flow_id = str(await self.client.create_flow_from_name(FLOW_NAME))
+            async with self._setup_lock:
+                if self._flow_id is None:
+                    flow_id = await self._call(
+                        "create_flow",
+                        f"register flow '{FLOW_NAME}'",
+                        lambda: self.client.create_flow_from_name(FLOW_NAME),
+                    )
+                    self._flow_id = str(flow_id)
         return self._flow_id
 
     async def _list(self, tags: list[str]) -> list[ObservedDeployment]:
@@ -310,11 +347,14 @@ class PrefectGateway:
                 "limit": PAGE_SIZE,
                 "offset": offset,
             }
-            with prefect_errors("list Conveyor's deployments"):
+
+            async def page_of(body: dict[str, Any] = body) -> list[dict[str, Any]]:
                 # Raw JSON: validating 1,000 full DeploymentResponse models costs more
                 # than the whole comparison, and only a handful of fields matter here.
                 response = await self.client.request("POST", "/deployments/filter", json=body)
-                page = response.json()
+                return list(response.json())
+
+            page = await self._call("list_deployments", "list Conveyor's deployments", page_of)
             for item in page:
                 obs = observe(item, flow_id)
                 seen[obs.id] = obs
@@ -324,12 +364,10 @@ class PrefectGateway:
 
     async def list_deployments(self) -> list[ObservedDeployment]:
         """Every deployment tagged ``conveyor``, all pages."""
-        self._count("list_deployments")
         return await self._list([OWNER_TAG])
 
     async def find_deployments(self, connector_id: int) -> list[ObservedDeployment]:
         """The deployments tagged as belonging to one connector."""
-        self._count("find_deployments")
         return await self._list([OWNER_TAG, connector_tag(connector_id)])
 
     async def upsert(self, spec: DeploymentSpec) -> str:
@@ -345,14 +383,17 @@ class PrefectGateway:
             return await self._upsert(spec)
 
     async def _upsert(self, spec: DeploymentSpec) -> str:
+        from uuid import UUID
+
         from prefect.client.schemas.actions import DeploymentScheduleCreate
         from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
         from prefect.client.schemas.schedules import CronSchedule
 
         if spec.work_pool_name:
             await self.ensure_work_pool(spec.work_pool_name)
-        flow_id = await self._flow()
-        with prefect_errors(f"apply deployment '{spec.name}'"):
+        flow_id = UUID(await self._flow())
+        doing = f"apply deployment '{spec.name}'"
+        with prefect_errors(doing):
             schedules = [
                 DeploymentScheduleCreate(
                     schedule=CronSchedule(cron=s.cron, timezone=s.timezone, day_or=s.day_or),
@@ -368,9 +409,11 @@ class PrefectGateway:
                 if spec.collision_strategy
                 else None
             )
-            self._count("upsert")
-            deployment_id = await self.client.create_deployment(
-                flow_id=flow_id,  # type: ignore[arg-type]
+        deployment_id = await self._call(
+            "upsert",
+            doing,
+            lambda: self.client.create_deployment(
+                flow_id=flow_id,
                 name=spec.name,
                 version=spec.version,
                 description=spec.description,
@@ -385,18 +428,24 @@ class PrefectGateway:
                 entrypoint=spec.entrypoint,
                 parameter_openapi_schema=PARAMETER_SCHEMA,
                 enforce_parameter_schema=True,
-            )
+            ),
+        )
         return str(deployment_id)
 
     async def set_paused(self, deployment_id: str, paused: bool) -> None:
         """Pause or resume with the client's own calls (schedules stay as they are)."""
-        with prefect_errors(f"{'pause' if paused else 'resume'} deployment {deployment_id}"):
-            if paused:
-                self._count("pause")
-                await self.client.pause_deployment(deployment_id)
-            else:
-                self._count("resume")
-                await self.client.resume_deployment(deployment_id)
+        if paused:
+            await self._call(
+                "pause",
+                f"pause deployment {deployment_id}",
+                lambda: self.client.pause_deployment(deployment_id),
+            )
+        else:
+            await self._call(
+                "resume",
+                f"resume deployment {deployment_id}",
+                lambda: self.client.resume_deployment(deployment_id),
+            )
 
     async def delete(self, deployment_id: str) -> bool:
         """Delete a deployment; False if it was already gone."""
@@ -404,13 +453,14 @@ class PrefectGateway:
 
         from prefect.exceptions import ObjectNotFound
 
-        with prefect_errors(f"delete deployment {deployment_id}"):
+        async def call() -> bool:
             try:
-                self._count("delete")
                 await self.client.delete_deployment(UUID(deployment_id))
             except ObjectNotFound:
                 return False
-        return True
+            return True
+
+        return await self._call("delete", f"delete deployment {deployment_id}", call)
 
     async def flow_run_states(self, flow_run_ids: list[str]) -> dict[str, FlowRunState]:
         """Current state of each flow run that still exists."""
@@ -421,13 +471,15 @@ class PrefectGateway:
         states: dict[str, FlowRunState] = {}
         for start in range(0, len(flow_run_ids), PAGE_SIZE):
             chunk = [UUID(i) for i in flow_run_ids[start : start + PAGE_SIZE]]
-            with prefect_errors("read flow runs"):
-                self._count("flow_run_states")
-                runs = await self.client.read_flow_runs(
+            flow_runs = await self._call(
+                "flow_run_states",
+                "read flow runs",
+                lambda chunk=chunk: self.client.read_flow_runs(  # type: ignore[misc]
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
                     limit=PAGE_SIZE,
-                )
-            for run in runs:
+                ),
+            )
+            for run in flow_runs:
                 if run.state is not None:
                     states[str(run.id)] = FlowRunState(
                         type=run.state.type.value, name=run.state.name, message=run.state.message
@@ -439,28 +491,35 @@ class PrefectGateway:
         from prefect.exceptions import ObjectNotFound
         from prefect.states import Crashed
 
-        with prefect_errors(f"mark flow run {flow_run_id} crashed"):
+        async def call() -> bool:
             try:
-                self._count("crash_flow_run")
                 await self.client.set_flow_run_state(
                     flow_run_id, Crashed(message=message), force=True
                 )
             except ObjectNotFound:
                 return False
-        return True
+            return True
+
+        return await self._call("crash_flow_run", f"mark flow run {flow_run_id} crashed", call)
 
 
 def create_flow_run(api_url: str, deployment_id: str, *, tags: list[str]) -> str:
-    """Create a flow run of a deployment now (synchronous: web requests call it); its id."""
-    from uuid import UUID
+    """Create a flow run of a deployment now (synchronous: web requests call it); its id.
+
+    The idempotency key makes the client's retry of a request the server did carry out
+    return the same flow run instead of starting a second one.
+    """
+    from uuid import UUID, uuid4
 
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
     with (
-        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 1}),
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
         prefect_errors(f"start a run of deployment {deployment_id}"),
         SyncPrefectClient(api=api_url, httpx_settings={"timeout": 15.0}) as client,
     ):
-        run = client.create_flow_run_from_deployment(UUID(deployment_id), tags=tags)
+        run = client.create_flow_run_from_deployment(
+            UUID(deployment_id), tags=tags, idempotency_key=uuid4().hex
+        )
     return str(run.id)
