@@ -33,6 +33,11 @@ class RequestIdFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, request id, extras."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Format strings do not apply; accepted (and ignored) so that logging configs such
+        # as Prefect's, which pass one, can name this class.
+        super().__init__()
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -126,3 +131,17 @@ def configure_from_environment() -> None:
     """
     json_logs, level = settings_for_logging()
     configure_logging(json_logs=json_logs, level=level)
+
+
+def prefect_logging_env(json_logs: bool) -> dict[str, str]:
+    """Environment that makes a Prefect process (server, worker, flow run) log like Conveyor.
+
+    Prefect's logging config takes overrides from ``PREFECT_LOGGING_*`` variables; with
+    these its console handler writes this module's JSON lines.
+    """
+    if not json_logs:
+        return {}
+    return {
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_FORMATTER": "json",
+        "PREFECT_LOGGING_FORMATTERS_JSON_CLASS": "conveyor.logs.JsonFormatter",
+    }

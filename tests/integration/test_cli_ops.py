@@ -50,3 +50,43 @@ def test_worker_without_prefect_api_url_says_so(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert "PREFECT_API_URL is not set" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_web_logs_json_lines_with_request_ids(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.integration.up_process import CONVEYOR, up_env
+
+    home = tmp_path / "home"
+    assert conveyor(home, "db", "upgrade").returncode == 0
+    port = free_port()
+    log = tmp_path / "web.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [*CONVEYOR, "web", "--port", str(port)],
+            env=up_env(home, CONVEYOR_LOG_JSON="true"),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                resp = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/health", headers={"X-Request-ID": "req-7"}
+                )
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        assert resp.headers["X-Request-ID"] == "req-7"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    access = [x for x in lines if x.get("path") == "/api/v1/health"]
+    assert access and access[0]["request_id"] == "req-7" and access[0]["status"] in (200, 503)
+    assert any(x["logger"].startswith("uvicorn") for x in lines)  # uvicorn's own lines too

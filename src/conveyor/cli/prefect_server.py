@@ -15,6 +15,8 @@ import sys
 import typer
 
 from conveyor.cli.common import handle_errors, settings
+from conveyor.errors import ConfigurationError
+from conveyor.logs import prefect_logging_env
 
 WILDCARDS = {"0.0.0.0", "::", ""}
 
@@ -35,12 +37,20 @@ def prefect_server(
     env = dict(os.environ)
     env.setdefault("PREFECT_HOME", str(s.home / "prefect"))
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    for key, value in prefect_logging_env(s.log_json).items():
+        env.setdefault(key, value)
     if ui_api_url:
         env["PREFECT_UI_API_URL"] = ui_api_url
     elif host not in WILDCARDS:
         env["PREFECT_UI_API_URL"] = f"http://{host}:{port}/api"
     # Behind a wildcard address with no URL given, Prefect's default applies (its API URL).
-    os.makedirs(env["PREFECT_HOME"], exist_ok=True)
+    try:
+        os.makedirs(env["PREFECT_HOME"], exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create PREFECT_HOME {env['PREFECT_HOME']}: {exc.strerror}",
+            hint="set PREFECT_HOME (or CONVEYOR_HOME) to a writable directory",
+        ) from None
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     # exec: the server is this process, so signals and exit codes reach it directly.
     os.execve(sys.executable, argv, env)

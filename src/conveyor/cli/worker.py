@@ -16,6 +16,8 @@ import typer
 
 from conveyor.cli.common import console, handle_errors, settings
 from conveyor.errors import ConfigurationError
+from conveyor.logs import prefect_logging_env, settings_for_logging
+from conveyor.secrets import install_log_masking
 
 # A flow run of a typical connector holds ~150-250 MB (Prefect + dlt + the data batch).
 MEMORY_PER_RUN = 500 * 1024 * 1024
@@ -71,6 +73,10 @@ def worker(
         )
     pool = pool or s.default_work_pool
     limit = limit or default_limit()
+    json_logs, _level = settings_for_logging()
+    for key, value in prefect_logging_env(json_logs).items():
+        os.environ.setdefault(key, value)  # before Prefect reads its logging config
+    install_log_masking()
     if healthcheck_port is not None:
         # Prefect reads its health server's port from its own settings; set before import.
         os.environ["PREFECT_WORKER_WEBSERVER_PORT"] = str(healthcheck_port)
