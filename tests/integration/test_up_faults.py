@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -128,3 +129,20 @@ def test_second_up_on_the_same_home_is_refused(tmp_path: Path) -> None:
         up = UpProcess(home)
         out = _failed(up, 60)
     assert "another `conveyor up` (pid 4242) is already running" in out
+
+
+@pytest.mark.prefect
+def test_sigterm_while_starting_stops_everything(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    up = UpProcess(home)
+    try:
+        up.wait_for(r"Prefect server at http", 180)  # the other parts are starting now
+        up.proc.send_signal(signal.SIGTERM)
+        code = up.finish(20)
+    finally:
+        up.kill_all()
+    assert code == 130, up.output
+    assert "Stopping" in up.output
+    assert "Conveyor is ready" not in up.output
+    assert "was created with password" in up.output  # its only copy, before stopping
+    assert not processes_using(home)

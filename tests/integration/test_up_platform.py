@@ -164,3 +164,25 @@ def test_up_first_start_demo_run_ctrl_c_and_second_start(tmp_path: Path) -> None
     finally:
         up2.kill_all()
         dispose_all()
+
+
+@pytest.mark.postgres
+def test_up_on_postgresql(tmp_path: Path) -> None:
+    """The same first start with Conveyor's database on PostgreSQL."""
+    from tests.fixtures.db import POSTGRES_URL, SKIP_PG_REASON, create_pg_database, drop_pg_database
+    from tests.integration.up_process import up_env
+
+    if not POSTGRES_URL:
+        pytest.skip(SKIP_PG_REASON)
+    url = create_pg_database()
+    home = tmp_path / "home"
+    up = UpProcess(home, env=up_env(home, CONVEYOR_DATABASE_URL=url))
+    try:
+        up.wait_ready()
+        up.wait_for(rf"Demo run \d+ succeeded: {_demo_rows():,} rows", 120)
+        assert not (home / "conveyor.db").exists()  # nothing fell back to SQLite
+        _assert_stopped_cleanly(up, up.tree())
+    finally:
+        up.kill_all()
+        dispose_all()
+        drop_pg_database(url)
