@@ -135,7 +135,8 @@ def can_change_endpoint(actor: Actor | None, created_by: str | None) -> bool:
 
 def flash(request: Request, message: str, kind: str = "ok") -> None:
     """Show ``message`` on the next page rendered for this session."""
-    request.session.setdefault(FLASH_KEY, []).append([kind, message])
+    # Reassigned, not appended in place: the session only saves changes it sees.
+    request.session[FLASH_KEY] = [*request.session.get(FLASH_KEY, []), [kind, message]]
 
 
 def render(

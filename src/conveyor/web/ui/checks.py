@@ -9,6 +9,7 @@ from typing import Any
 from conveyor.errors import ConveyorError
 from conveyor.pipelines.registry import Kind
 from conveyor.secrets import mask_text
+from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.web.ui")
 
@@ -32,14 +33,16 @@ def _secrets_of(config: dict[str, Any]) -> list[str]:
     return [v for v in config.values() if isinstance(v, str) and len(v) >= 4]
 
 
-def check(kind: Kind, type_name: str, config: dict[str, Any]) -> CheckResult:
+def check(
+    kind: Kind, type_name: str, config: dict[str, Any], settings: Settings | None = None
+) -> CheckResult:
     """Try the connection; any failure becomes a reason with secrets masked."""
     try:
         from conveyor.pipelines.check import check as run_check
     except ImportError:
         return CheckResult(False, "Connection checks are not available in this build.")
     try:
-        result = run_check(kind, type_name, config)
+        result = run_check(kind, type_name, config, settings=settings)
     except ConveyorError as exc:
         return CheckResult(False, mask_text(str(exc), _secrets_of(config)))
     except Exception as exc:  # a driver's own error: show it, never the secrets in it

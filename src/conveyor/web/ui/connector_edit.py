@@ -379,7 +379,7 @@ async def test_connection(request: Request, actor: UIActor, kind: str) -> Respon
         found = _config_from_form(kind, form, request)  # type: ignore[arg-type]
         if isinstance(found, str):
             return checks.CheckResult(False, found)
-        return checks.check(kind, found[0], found[1])  # type: ignore[arg-type]
+        return checks.check(kind, found[0], found[1], get_settings(request))  # type: ignore[arg-type]
 
     result = await run_in_threadpool(work)
     return render(request, "partials/check_result.html", {"result": result})

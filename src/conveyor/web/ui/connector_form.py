@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from croniter import CroniterBadDateError
+
 from conveyor.domain.models import ConnectorOut
-from conveyor.domain.schedule import validate_cron
+from conveyor.domain.schedule import next_runs, validate_cron
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.web.ui.schema_form import COPY_FIELDS
 
@@ -105,7 +107,15 @@ def cron_for(s: Schedule) -> str | None:
     if s.preset == "cron":
         if not s.cron:
             raise ValidationFailed.field("cron", "enter a cron expression, e.g. 30 2 * * 1-5")
-        return validate_cron(s.cron, loc="cron")
+        cron = validate_cron(s.cron, loc="cron")
+        try:
+            next_runs(cron, "UTC", 1)
+        except (CroniterBadDateError, ValueError):
+            # croniter accepts dates that do not exist (31 February) but never fires them.
+            raise ValidationFailed.field(
+                "cron", f"'{s.cron}' is not a valid cron expression: it never fires"
+            ) from None
+        return cron
     raise ValidationFailed.field("schedule_preset", f"unknown schedule choice '{s.preset}'")
 
 

@@ -251,7 +251,7 @@ def build_router(kind: Kind) -> APIRouter:
             config = keep_unchanged_secrets(
                 schema_form.merge(stored, values, cleared), stored, secret_fields
             )
-            result = checks.check(kind, type_name, config)
+            result = checks.check(kind, type_name, config, settings)
         return render(request, "partials/check_result.html", {"result": result})
 
     return router

@@ -212,6 +212,8 @@ def _last(form: Mapping[str, Any], key: str) -> str | None:
         values = getlist(key)
         return str(values[-1]) if values else None
     value = form.get(key)
+    if isinstance(value, list):
+        value = value[-1] if value else None
     return None if value is None else str(value)
 
 
