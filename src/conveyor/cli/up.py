@@ -119,6 +119,12 @@ def _up(
             }
         )
         reporter = Reporter(console)
+        for part, wanted, default, got in (
+            ("web app", port, 8000, plan.web_port),
+            ("Prefect server", prefect_port, 4200, plan.prefect_port),
+        ):
+            if wanted is None and got != default:
+                reporter.note(f"port {default} is in use: the {part} takes port {got}")
         sup = Supervisor(plan, reporter, Options(demo=demo, demo_dir=demo_dir))
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:

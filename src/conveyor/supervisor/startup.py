@@ -329,7 +329,16 @@ class Supervisor:
                         style="yellow",
                     )
                 elif child.restart_at is not None and now >= child.restart_at:
-                    child.start()
+                    try:
+                        child.start()
+                    except OSError as exc:  # e.g. the log directory vanished
+                        delay = child.schedule_restart()
+                        self.reporter.note(
+                            f"! {child.spec.label} could not be started ({exc}); "
+                            f"trying again in {delay:.0f} s",
+                            style="yellow",
+                        )
+                        continue
                     self.reporter.note(f"  {child.spec.label} restarted (pid {child.pid})")
                 elif code is None and now - last_scan > 10:
                     child.remember_descendants()
