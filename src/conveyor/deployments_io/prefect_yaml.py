@@ -69,8 +69,9 @@ def _deployment(spec: FileSpec, settings: Settings) -> dict[str, Any]:
         },
         "schedules": schedules,
         "tags": tags,
-        # Runs of one connector never overlap, as with the reconciler's deployments.
-        "concurrency_limit": 1,
+        # Runs of one connector never overlap (a late run waits its turn), as with the
+        # reconciler's deployments.
+        "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
     }
     if not active:
         out["paused"] = True
