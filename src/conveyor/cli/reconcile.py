@@ -17,10 +17,13 @@ def reconcile(
     lease_ttl: float = typer.Option(
         30.0, help="Seconds before a silent reconciler's lease expires (SQLite)"
     ),
+    retry_base: float = typer.Option(2.0, help="First retry delay after a Prefect error (s)"),
+    retry_cap: float = typer.Option(300.0, help="Longest retry delay after Prefect errors (s)"),
 ) -> None:
     """Apply queued connector changes to Prefect and repair drift (one reconciler acts)."""
     from conveyor.logs import configure_from_environment
     from conveyor.sync import loop
+    from conveyor.sync.reconciler import Backoff
 
     s = settings()
     configure_from_environment()  # text, or JSON lines with CONVEYOR_LOG_JSON=true
@@ -41,6 +44,11 @@ def reconcile(
         event_loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             event_loop.add_signal_handler(sig, stop.set)
-        await loop.run_forever(s, stop=stop, poll_interval=poll, lease_ttl=lease_ttl)
+        backoff = Backoff(
+            base=retry_base, cap=retry_cap, unavailable_cap=min(retry_cap, Backoff.unavailable_cap)
+        )
+        await loop.run_forever(
+            s, stop=stop, poll_interval=poll, lease_ttl=lease_ttl, backoff=backoff
+        )
 
     asyncio.run(main())

@@ -39,7 +39,7 @@ log = logging.getLogger("conveyor.sync.gateway")
 PAGE_SIZE = 200  # the Prefect server's maximum page size
 # A process worker without a limit starts every queued run at once (see design.md).
 DEFAULT_POOL_CONCURRENCY = 4
-READ_CALLS = frozenset({"list_deployments", "flow_run_states", "read_work_pool"})
+READ_CALLS = frozenset({"list_deployments", "flow_run_states", "read_work_pool", "read_flow"})
 T = TypeVar("T")
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
@@ -328,13 +328,20 @@ class PrefectGateway:
         if self._flow_id is None:
             async with self._setup_lock:
                 if self._flow_id is None:
-                    flow_id = await self._call(
-                        "create_flow",
-                        f"register flow '{FLOW_NAME}'",
-                        lambda: self.client.create_flow_from_name(FLOW_NAME),
+                    self._flow_id = await self._call(
+                        "read_flow", f"register flow '{FLOW_NAME}'", self._read_or_create_flow
                     )
-                    self._flow_id = str(flow_id)
         return self._flow_id
+
+    async def _read_or_create_flow(self) -> str:
+        # Read first: registering is an upsert, a write a no-op pass should not make.
+        try:
+            return str((await self.client.read_flow_by_name(FLOW_NAME)).id)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+        self.calls["create_flow"] = self.calls.get("create_flow", 0) + 1
+        return str(await self.client.create_flow_from_name(FLOW_NAME))
 
     async def _list(self, tags: list[str]) -> list[ObservedDeployment]:
         flow_id = await self._flow()

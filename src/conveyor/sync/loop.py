@@ -14,7 +14,7 @@ from conveyor.errors import ConfigurationError, Conflict
 from conveyor.settings import Settings
 from conveyor.sync.gateway import Gateway, PrefectGateway
 from conveyor.sync.lock import Lock, make_lock
-from conveyor.sync.reconciler import LeadershipLost, PassReport, Reconciler
+from conveyor.sync.reconciler import Backoff, LeadershipLost, PassReport, Reconciler
 
 log = logging.getLogger("conveyor.sync.loop")
 
@@ -91,18 +91,25 @@ async def run_forever(
     gateway: Gateway | None = None,
     poll_interval: float = 1.0,
     lease_ttl: float = 30.0,
+    backoff: Backoff | None = None,
 ) -> None:
     """Wait for the lock, then reconcile until ``stop`` is set; wait again if it is lost."""
     lock = make_lock(settings.effective_database_url, ttl=lease_ttl)
+    backoff = backoff or Backoff()
     if gateway is not None:
-        await _lead_while_held(settings, gateway, lock, stop, poll_interval)
+        await _lead_while_held(settings, gateway, lock, stop, poll_interval, backoff)
         return
     async with open_gateway(settings) as gw:
-        await _lead_while_held(settings, gw, lock, stop, poll_interval)
+        await _lead_while_held(settings, gw, lock, stop, poll_interval, backoff)
 
 
 async def _lead_while_held(
-    settings: Settings, gateway: Gateway, lock: Lock, stop: asyncio.Event, poll_interval: float
+    settings: Settings,
+    gateway: Gateway,
+    lock: Lock,
+    stop: asyncio.Event,
+    poll_interval: float,
+    backoff: Backoff,
 ) -> None:
     waiting_logged = False
     while not stop.is_set():
@@ -122,7 +129,7 @@ async def _lead_while_held(
         leadership = _Leadership(lock)
         leadership.start()
         try:
-            await _lead(settings, gateway, leadership, stop, poll_interval)
+            await _lead(settings, gateway, leadership, stop, poll_interval, backoff)
         finally:
             await leadership.stop()
             with contextlib.suppress(Exception):
@@ -135,8 +142,9 @@ async def _lead(
     leadership: _Leadership,
     stop: asyncio.Event,
     poll_interval: float,
+    backoff: Backoff,
 ) -> None:
-    reconciler = Reconciler(settings, gateway, is_leader=leadership)
+    reconciler = Reconciler(settings, gateway, is_leader=leadership, backoff=backoff)
     next_full = 0.0
     failures = 0
     while not stop.is_set() and leadership.held:

@@ -49,9 +49,21 @@ class Backoff:
     # Prefect rejected the spec itself: retried slowly, in case the cause was elsewhere.
     terminal_base: float = 60.0
     terminal_cap: float = 3600.0
+    # Prefect unreachable: the whole server, not the connector, is at fault, and a failed
+    # probe costs one refused connection; retry soon so it converges soon after return.
+    unavailable_cap: float = 30.0
 
-    def delay(self, attempts: int, rng: random.Random, *, transient: bool = True) -> float:
+    def delay(
+        self,
+        attempts: int,
+        rng: random.Random,
+        *,
+        transient: bool = True,
+        unavailable: bool = False,
+    ) -> float:
         base, cap = (self.base, self.cap) if transient else (self.terminal_base, self.terminal_cap)
+        if unavailable:
+            cap = min(cap, self.unavailable_cap)
         full = min(cap, base * 2.0 ** max(0, attempts - 1))
         return full / 2 + rng.uniform(0, full / 2)
 
@@ -409,7 +421,12 @@ class Reconciler:
         now = self.clock()
         prior = item.state.sync_attempts if item.state else item.attempts
         attempts = prior + 1
-        delay = self.backoff.delay(attempts, self.rng, transient=err.transient)
+        delay = self.backoff.delay(
+            attempts,
+            self.rng,
+            transient=err.transient,
+            unavailable=isinstance(err, PrefectUnavailable),
+        )
         next_at = now + timedelta(seconds=delay)
         reason = str(err)
         log.warning(

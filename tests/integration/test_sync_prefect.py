@@ -1,0 +1,217 @@
+"""Connectors to Prefect deployments against the session's real Prefect server: each
+change read back from Prefect, each drift case repaired, nothing changed when nothing
+differs, and Prefect's own refusals reported on the connector."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from conveyor.sync.spec import ENTRYPOINT
+from tests.integration.test_sync_support import (
+    WORK_POOL,
+    SyncEnv,
+    deployments_tagged,
+    prefect,
+    sync_env_fixture,  # noqa: F401  (the sync_env fixture)
+)
+
+pytestmark = pytest.mark.prefect
+
+
+def schedule_of(dep: Any) -> tuple[str, str, bool]:
+    assert len(dep.schedules) == 1
+    s = dep.schedules[0]
+    return s.schedule.cron, s.schedule.timezone, s.active
+
+
+def test_create_update_pause_resume_delete_round_trips(sync_env: SyncEnv) -> None:
+    env = sync_env
+    cid = env.create("0 */6 * * *", timezone="Europe/Paris", tags=["sales"])
+    assert env.row(cid).sync_status == "pending"  # the change never waited on Prefect
+
+    report = env.outbox_pass()
+    assert report.created == 1
+    row = env.row(cid)
+    dep = env.deployment_of(cid)
+    assert row.sync_status == "synced" and row.prefect_deployment_id == str(dep.id)
+    assert row.synced_spec_hash and row.synced_at and row.sync_error is None
+    assert dep.name == f"connector-{cid}"
+    assert dep.parameters == {"connector_id": cid}
+    assert set(dep.tags) == {"conveyor", f"connector-{cid}", "scheduled", "sales"}
+    assert schedule_of(dep) == ("0 */6 * * *", "Europe/Paris", True)
+    assert dep.paused is False
+    assert dep.entrypoint == ENTRYPOINT
+    assert dep.work_pool_name == WORK_POOL
+    assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1
+
+    env.patch(cid, schedule="15 3 * * 1-5")
+    env.outbox_pass()
+    dep = env.deployment_of(cid)
+    assert schedule_of(dep) == ("15 3 * * 1-5", "Europe/Paris", True)
+    assert str(dep.id) == env.row(cid).prefect_deployment_id  # updated in place
+
+    env.patch(cid, timezone="America/New_York")
+    env.outbox_pass()
+    assert schedule_of(env.deployment_of(cid))[1] == "America/New_York"
+
+    env.patch(cid, is_active=False)
+    env.outbox_pass()
+    dep = env.deployment_of(cid)
+    assert dep.paused is True and schedule_of(dep)[2] is False
+
+    env.patch(cid, is_active=True)
+    env.outbox_pass()
+    dep = env.deployment_of(cid)
+    assert dep.paused is False and schedule_of(dep)[2] is True
+
+    env.patch(cid, schedule=None)
+    env.outbox_pass()
+    dep = env.deployment_of(cid)
+    assert dep.schedules == [] and "scheduled" not in dep.tags
+
+    env.delete(cid)
+    report = env.outbox_pass()
+    assert report.deleted == 1
+    assert deployments_tagged("conveyor", f"connector-{cid}") == []
+    assert env.queued() == 0
+
+
+def test_deleting_a_connector_whose_deployment_is_gone_succeeds(sync_env: SyncEnv) -> None:
+    env = sync_env
+    cid = env.create()
+    env.outbox_pass()
+    dep_id = env.row(cid).prefect_deployment_id
+    prefect(lambda c: c.delete_deployment(dep_id))
+    env.delete(cid)
+    report = env.outbox_pass()
+    assert report.failed == 0 and env.queued() == 0
+
+
+def test_a_no_op_pass_makes_no_write_call(sync_env: SyncEnv) -> None:
+    env = sync_env
+    for _ in range(5):
+        env.create()
+    env.outbox_pass()
+    report, calls = env.full_pass()
+    assert report.unchanged == 5 and report.changed == 0
+    assert set(calls) <= {"list_deployments", "read_work_pool", "read_flow"}, calls
+    assert calls["list_deployments"] == 1
+
+
+def test_drift_in_prefect_is_repaired_by_a_full_pass(sync_env: SyncEnv) -> None:
+    from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
+    from prefect.client.schemas.schedules import CronSchedule
+
+    env = sync_env
+    deleted, rescheduled, reparam, paused, untouched = (env.create() for _ in range(5))
+    env.outbox_pass()
+    ids = {c: env.row(c).prefect_deployment_id for c in (deleted, rescheduled, reparam, paused)}
+
+    # Someone works in Prefect's UI:
+    prefect(lambda c: c.delete_deployment(ids[deleted]))
+    prefect(
+        lambda c: c.update_deployment(
+            ids[rescheduled],
+            DeploymentUpdate(
+                schedules=[DeploymentScheduleUpdate(schedule=CronSchedule(cron="* * * * *"))]
+            ),
+        )
+    )
+    prefect(
+        lambda c: c.update_deployment(
+            ids[reparam], DeploymentUpdate(parameters={"connector_id": 999})
+        )
+    )
+    prefect(lambda c: c.pause_deployment(ids[paused]))
+    # ... creates a deployment tagged as Conveyor's that no connector owns, and one of
+    # their own, which Conveyor must never touch.
+    flow_id = prefect(lambda c: c.create_flow_from_name("someone-elses-flow"))
+    orphan = prefect(
+        lambda c: c.create_deployment(
+            flow_id=flow_id, name="left-behind", tags=["conveyor", "connector-424242"]
+        )
+    )
+    theirs = prefect(
+        lambda c: c.create_deployment(
+            flow_id=flow_id, name="theirs", tags=["team-x"], parameters={"a": 1}
+        )
+    )
+
+    report, _calls = env.full_pass()
+    reasons = {r["connector_id"]: (r["action"], r["reason"]) for r in report.repairs}
+    assert reasons[deleted] == ("created", "deleted in Prefect")
+    assert reasons[rescheduled][0] == "updated" and "schedules" in reasons[rescheduled][1]
+    assert reasons[reparam][0] == "updated" and "parameters" in reasons[reparam][1]
+    assert reasons[paused] == ("resumed", "paused in Prefect")
+    assert reasons[424242] == ("deleted", "Conveyor-tagged deployment with no connector")
+    assert untouched not in reasons
+
+    for cid in (deleted, rescheduled, reparam, paused, untouched):
+        dep = env.deployment_of(cid)
+        row = env.row(cid)
+        assert row.sync_status == "synced" and row.prefect_deployment_id == str(dep.id)
+        assert dep.parameters == {"connector_id": cid}
+        assert schedule_of(dep) == ("0 */6 * * *", "UTC", True) and dep.paused is False
+    assert env.row(rescheduled).prefect_deployment_id == ids[rescheduled]  # same deployment
+    assert prefect(lambda c: c.read_deployments()) is not None
+    from prefect.exceptions import ObjectNotFound
+
+    with pytest.raises(ObjectNotFound):
+        prefect(lambda c: c.read_deployment(orphan))
+    kept = prefect(lambda c: c.read_deployment(theirs))
+    assert kept.parameters == {"a": 1} and kept.tags == ["team-x"]
+    prefect(lambda c: c.delete_deployment(theirs))
+
+    # Repaired means converged: the next pass changes nothing.
+    report, calls = env.full_pass()
+    assert report.changed == 0 and set(calls) <= {"list_deployments", "read_work_pool", "read_flow"}
+
+
+def test_a_change_made_in_the_database_reaches_prefect_within_one_full_pass(
+    sync_env: SyncEnv,
+) -> None:
+    env = sync_env
+    cid = env.create("0 */6 * * *")
+    env.outbox_pass()
+    env.sql("UPDATE connectors SET schedule = '45 1 * * *' WHERE id = :id", id=cid)
+    assert env.queued() == 0  # no API call, no outbox entry
+    report, _ = env.full_pass()
+    assert [r["reason"] for r in report.repairs] == ["changed in the database"]
+    assert schedule_of(env.deployment_of(cid))[0] == "45 1 * * *"
+
+
+def test_a_schedule_prefect_rejects_marks_that_connector_only(sync_env: SyncEnv) -> None:
+    env = sync_env
+    good = env.create("0 * * * *")
+    bad = env.create("0 * * * *")
+    env.outbox_pass()
+    # The API validates cron; only a write behind its back can store one Prefect refuses.
+    env.sql("UPDATE connectors SET schedule = '61 * * * *' WHERE id = :id", id=bad)
+    env.patch(good, schedule="5 * * * *")
+    report, _ = env.full_pass()
+    row = env.row(bad)
+    assert row.sync_status == "error"
+    assert "Invalid cron string" in (row.sync_error or ""), row.sync_error
+    assert env.row(good).sync_status == "synced"
+    assert schedule_of(env.deployment_of(good))[0] == "5 * * * *"
+    # Not retried unchanged: the next pass sends nothing.
+    report, calls = env.full_pass()
+    assert "upsert" not in calls and report.failed == 0
+    # Fixed (here through the service), it syncs.
+    env.patch(bad, schedule="0 2 * * *")
+    env.outbox_pass()
+    assert env.row(bad).sync_status == "synced"
+
+
+def test_work_pool_is_created_as_a_process_pool_with_a_limit(sync_env: SyncEnv) -> None:
+    env = sync_env
+    pool_name = f"sync-pool-{int(time.time() * 1000)}"
+    cid = env.create(work_pool_name=pool_name)
+    env.outbox_pass()
+    pool = prefect(lambda c: c.read_work_pool(pool_name))
+    assert pool.type == "process" and pool.concurrency_limit and pool.concurrency_limit >= 1
+    assert env.deployment_of(cid).work_pool_name == pool_name
+    prefect(lambda c: c.delete_work_pool(pool_name))
