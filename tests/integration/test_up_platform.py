@@ -133,6 +133,11 @@ def test_up_first_start_demo_run_ctrl_c_and_second_start(tmp_path: Path) -> None
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert "worker" in doctor.stdout
 
+        # The worker serves Prefect's health check (what `conveyor worker` offers probes).
+        worker_cmd = psutil.Process(up.child_pid(" worker ")).cmdline()
+        hc_port = worker_cmd[worker_cmd.index("--healthcheck-port") + 1]
+        assert httpx.get(f"http://127.0.0.1:{hc_port}/health", timeout=5).status_code == 200
+
         # A child that dies is restarted and reported; the platform heals.
         os.kill(up.child_pid(" worker "), signal.SIGKILL)
         up.wait_for(r"Prefect worker exited with code -9; restarting", 15)
