@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from conveyor.db.models import User
 from conveyor.db.session import session_scope
-from conveyor.errors import ConveyorError, FieldProblem, NotAuthenticated, ValidationFailed
+from conveyor.errors import ConveyorError, NotAuthenticated, ValidationFailed
 from conveyor.services import users as users_service
 from conveyor.services.authz import ROLES, Actor
 from conveyor.settings import Settings
@@ -167,19 +167,6 @@ def redirect(request: Request, url: str) -> Response:
     if request.headers.get("hx-request"):
         return Response(status_code=204, headers={"HX-Redirect": url})
     return RedirectResponse(url, status_code=303)
-
-
-def errors_by_field(exc: ValidationFailed, rename: Callable[[str], str] | None = None) -> dict:
-    """{form field: reason}; problems at no known field go under ''."""
-    out: dict[str, str] = {}
-    for p in exc.problems:
-        key = rename(p.loc) if rename else p.loc
-        out[key] = f"{out[key]}; {p.reason}" if key in out else p.reason
-    return out
-
-
-def problems_text(problems: list[FieldProblem]) -> str:
-    return "; ".join(str(p) for p in problems)
 
 
 def error_page(request: Request, exc: ConveyorError) -> Response:

@@ -231,10 +231,12 @@ def _save(
             )
         else:
             version = values["version"]
-            model = ConnectorPatch(
-                **fields,
-                **{f"{k}_id": v for k, v in ids.items()},
-                version=int(version) if version.isdigit() else None,
+            model = ConnectorPatch.model_validate(
+                {
+                    **fields,
+                    **{f"{k}_id": v for k, v in ids.items()},
+                    "version": int(version) if version.isdigit() else None,
+                }
             )
     except ValidationError as exc:
         problems.extend(p for p in pydantic_problems(exc) if p.loc != "schedule" or cron)
@@ -335,7 +337,7 @@ def endpoint_fields(request: Request, actor: UIActor, kind: str) -> Response:
     """The inline panel's fields for the type just chosen in its select."""
     if kind not in KINDS:
         raise ValidationFailed.field("kind", "must be source or destination")
-    k: Kind = kind  # type: ignore[assignment]
+    k: Kind = kind
     type_name = request.query_params.get(f"{kind}.new.type") or list_types(k)[0].name
     get_type(k, type_name)
     return render(
@@ -376,10 +378,10 @@ async def test_connection(request: Request, actor: UIActor, kind: str) -> Respon
     form = await request.form()
 
     def work() -> checks.CheckResult:
-        found = _config_from_form(kind, form, request)  # type: ignore[arg-type]
+        found = _config_from_form(kind, form, request)
         if isinstance(found, str):
             return checks.CheckResult(False, found)
-        return checks.check(kind, found[0], found[1], get_settings(request))  # type: ignore[arg-type]
+        return checks.check(kind, found[0], found[1], get_settings(request))
 
     result = await run_in_threadpool(work)
     return render(request, "partials/check_result.html", {"result": result})

@@ -147,10 +147,7 @@ def build_router(kind: Kind) -> APIRouter:
         with session_scope(settings.effective_database_url) as session:
             obj = catalog.get(kind, endpoint_id, session=session)
             out = catalog.to_out(kind, obj)
-            used_by = [
-                {"id": c.id, "name": c.name, "is_active": c.is_active, "sync_status": c.sync_status}
-                for c in queries.connectors_using(fk, endpoint_id, session=session)
-            ]
+            used_by = queries.connectors_using(fk, endpoint_id, session=session)
         return {
             "obj": out,
             "name": out.name,

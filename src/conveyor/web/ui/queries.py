@@ -7,14 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, ConnectorRun
 
+_DISTINCT_TAGS = {
+    # The database unnests the JSON arrays itself: no row per connector reaches Python.
+    "postgresql": "SELECT DISTINCT jsonb_array_elements_text(tags) FROM connectors",
+    "sqlite": "SELECT DISTINCT j.value FROM connectors, json_each(connectors.tags) AS j",
+}
+
 
 def all_tags(*, session: Session) -> list[str]:
     """Every user tag in use, sorted (for the list's tag filter)."""
+    sql = _DISTINCT_TAGS.get(session.get_bind().dialect.name)
+    if sql is not None:
+        return sorted(str(t) for t in session.scalars(text(sql)))
     seen: set[str] = set()
     for tags in session.scalars(select(Connector.tags)):
         seen.update(tags or [])
@@ -26,20 +35,11 @@ def run_count(connector_id: int, *, session: Session) -> int:
     return int(session.scalar(stmt) or 0)
 
 
-def connectors_using(field: Any, endpoint_id: int, *, session: Session) -> list[Connector]:
-    """Connectors whose source (or destination) is ``endpoint_id``, by name."""
-    return list(
-        session.scalars(select(Connector).where(field == endpoint_id).order_by(Connector.name))
-    )
-
-
-def runs_in_flight(connector_id: int, *, session: Session) -> bool:
+def connectors_using(field: Any, endpoint_id: int, *, session: Session) -> list[dict[str, Any]]:
+    """Connectors whose source (or destination) is ``endpoint_id``, by name (columns only)."""
     stmt = (
-        select(ConnectorRun.id)
-        .where(
-            ConnectorRun.connector_id == connector_id,
-            ConnectorRun.status.in_(("scheduled", "pending", "running")),
-        )
-        .limit(1)
+        select(Connector.id, Connector.name, Connector.is_active, Connector.sync_status)
+        .where(field == endpoint_id)
+        .order_by(Connector.name)
     )
-    return session.scalar(stmt) is not None
+    return [dict(row._mapping) for row in session.execute(stmt)]
