@@ -26,7 +26,7 @@ from tests.integration.test_sync_support import (
 pytestmark = pytest.mark.prefect
 
 
-def assert_exactly_one_matching_deployment_each(env: SyncEnv, gone: list[int] = ()) -> None:  # type: ignore[assignment]
+def assert_exactly_one_matching_deployment_each(env: SyncEnv, gone: tuple[int, ...] = ()) -> None:
     rows = env.rows()
     everything = deployments_tagged("conveyor")
     by_connector: dict[str, list[Any]] = {}
@@ -87,7 +87,7 @@ def test_prefect_stopped_and_restarted_during_a_batch(
         if prefect_server.proc is None:
             prefect_server.start()
         stop_process(proc)
-    assert_exactly_one_matching_deployment_each(env, gone=[ids[-1]])
+    assert_exactly_one_matching_deployment_each(env, gone=(ids[-1],))
     assert {env.row(c).schedule for c in ids[:10]} == {"30 * * * *"}
 
 
@@ -113,7 +113,7 @@ def test_reconciler_killed_mid_batch_and_restarted(sync_env: SyncEnv, tmp_path: 
             stop_process(second)
     finally:
         stop_process(first)
-    assert_exactly_one_matching_deployment_each(env, gone=[ids[1]])
+    assert_exactly_one_matching_deployment_each(env, gone=(ids[1],))
     assert env.row(ids[0]).schedule == "5 5 * * *"
 
 
@@ -154,5 +154,5 @@ def test_two_reconcilers_on_postgresql_one_acts_the_other_takes_over(
     finally:
         for p in procs:
             stop_process(p)
-    assert_exactly_one_matching_deployment_each(env, gone=[ids[1]])
+    assert_exactly_one_matching_deployment_each(env, gone=(ids[1],))
     assert len(more) == 10

@@ -1,0 +1,151 @@
+"""Manual runs and the stale-run watchdog against the real Prefect server (no worker
+polls the test work pool, so flow runs stay where the test puts them)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from conveyor.db.base import utcnow
+from conveyor.db.models import ConnectorRun
+from conveyor.db.session import session_scope
+from conveyor.errors import Conflict, PermissionDenied
+from conveyor.services.authz import SYSTEM, Actor
+from conveyor.sync.gateway import PrefectGateway
+from conveyor.sync.runs import HEARTBEAT_REASON, MANUAL_TAG, close_stale_runs, trigger_manual_run
+from tests.integration.test_sync_support import (
+    SyncEnv,
+    prefect,
+    sync_env_fixture,  # noqa: F401  (the sync_env fixture)
+)
+
+pytestmark = pytest.mark.prefect
+
+
+def trigger(env: SyncEnv, cid: int, actor: Actor = SYSTEM) -> ConnectorRun:
+    with session_scope(env.url) as s:
+        run = trigger_manual_run(cid, session=s, settings=env.settings, actor=actor)
+        s.flush()
+        s.expunge(run)
+        return run
+
+
+def run_row(env: SyncEnv, run_id: int) -> ConnectorRun:
+    with session_scope(env.url) as s:
+        r = s.get(ConnectorRun, run_id)
+        assert r is not None
+        s.expunge(r)
+        return r
+
+
+def test_manual_run_is_refused_until_synced_and_while_paused(sync_env: SyncEnv) -> None:
+    env = sync_env
+    cid = env.create()
+    with pytest.raises(Conflict, match="not synced"):
+        trigger(env, cid)
+    env.outbox_pass()
+    env.patch(cid, is_active=False)
+    env.outbox_pass()
+    with pytest.raises(Conflict, match="paused"):
+        trigger(env, cid)
+    with pytest.raises(PermissionDenied):
+        trigger(env, cid, Actor(username="v", role="viewer"))
+
+
+def test_manual_run_creates_a_flow_run_tagged_manual_and_a_run_record(sync_env: SyncEnv) -> None:
+    env = sync_env
+    cid = env.create()
+    env.outbox_pass()
+    run = trigger(env, cid)
+    assert (run.status, run.trigger, run.connector_id) == ("scheduled", "manual", cid)
+    flow_run = prefect(lambda c: c.read_flow_run(run.prefect_flow_run_id))
+    assert MANUAL_TAG in flow_run.tags
+    assert str(flow_run.deployment_id) == env.row(cid).prefect_deployment_id
+    assert flow_run.parameters == {"connector_id": cid}
+    assert flow_run.state.type.value == "SCHEDULED"
+
+
+def _force(flow_run_id: str, state: Any) -> None:
+    prefect(lambda c: c.set_flow_run_state(flow_run_id, state, force=True))
+
+
+def _set_run(env: SyncEnv, run_id: int, **values: Any) -> None:
+    with session_scope(env.url) as s:
+        r = s.get(ConnectorRun, run_id)
+        assert r is not None
+        for k, v in values.items():
+            setattr(r, k, v)
+
+
+def _close_stale(env: SyncEnv) -> int:
+    async def go() -> int:
+        assert env.settings.prefect_api_url
+        async with PrefectGateway(env.settings.prefect_api_url) as gw:
+            return await close_stale_runs(settings=env.settings, gateway=gw)
+
+    return asyncio.run(go())
+
+
+def test_stale_runs_are_closed_with_a_status_and_a_reason(sync_env: SyncEnv) -> None:
+    from prefect.states import Cancelled, Failed, Running
+
+    env = sync_env
+    cid = env.create()
+    env.outbox_pass()
+    failed, cancelled, silent, alive, waiting = (trigger(env, cid) for _ in range(5))
+    now = utcnow()
+    _force(failed.prefect_flow_run_id, Failed(message="source unreachable"))
+    _force(cancelled.prefect_flow_run_id, Cancelled(message="cancelled by alice"))
+    for r in (silent, alive):
+        _force(r.prefect_flow_run_id, Running())
+    _set_run(env, failed.id, status="running", started_at=now, heartbeat_at=now)
+    _set_run(env, cancelled.id, status="running", started_at=now, heartbeat_at=now)
+    old = now - timedelta(seconds=env.settings.run_heartbeat_timeout + 60)
+    _set_run(env, silent.id, status="running", started_at=old, heartbeat_at=old)
+    _set_run(env, alive.id, status="running", started_at=old, heartbeat_at=now)
+    # A run row whose flow run was deleted from Prefect.
+    with session_scope(env.url) as s:
+        ghost = ConnectorRun(
+            connector_id=cid,
+            prefect_flow_run_id="00000000-0000-4000-8000-000000000001",
+            status="running",
+            trigger="schedule",
+            started_at=old,
+            heartbeat_at=old,
+        )
+        s.add(ghost)
+        s.flush()
+        ghost_id = ghost.id
+
+    assert _close_stale(env) == 4
+
+    r = run_row(env, failed.id)
+    assert (r.status, r.error) == ("failed", "source unreachable") and r.finished_at
+    r = run_row(env, cancelled.id)
+    assert (r.status, r.error) == ("cancelled", "cancelled by alice")
+    r = run_row(env, silent.id)
+    assert (r.status, r.error) == ("crashed", HEARTBEAT_REASON)
+    state = prefect(lambda c: c.read_flow_run(silent.prefect_flow_run_id)).state
+    assert state.type.value == "CRASHED"  # frees the deployment's concurrency slot
+    assert run_row(env, alive.id).status == "running"
+    assert run_row(env, waiting.id).status == "scheduled"  # waiting for a worker is fine
+    r = run_row(env, ghost_id)
+    assert r.status == "crashed" and "no longer exists" in (r.error or "")
+
+    assert _close_stale(env) == 0  # closed once
+
+
+def test_a_full_pass_runs_the_watchdog(sync_env: SyncEnv) -> None:
+    from prefect.states import Failed
+
+    env = sync_env
+    cid = env.create()
+    env.outbox_pass()
+    run = trigger(env, cid)
+    _force(run.prefect_flow_run_id, Failed(message="boom"))
+    report, _ = env.full_pass()
+    assert report.stale_runs_closed == 1
+    assert run_row(env, run.id).status == "failed"
