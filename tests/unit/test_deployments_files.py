@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from ruamel.yaml import YAML
+import yaml
 
 from conveyor.deployments_io import json_schema, load_directory, load_files
 from conveyor.errors import ValidationFailed
@@ -200,6 +200,16 @@ CASES = [
         ("a.yaml:", "anchors and aliases are not supported"),
         id="aliases",
     ),
+    pytest.param(
+        {"a.yaml": GOOD.replace("  name: orders\n", "  name: orders\n  active: yes\n")},
+        ("a.yaml:15:11", "connector.active: Input should be a valid boolean"),
+        id="yaml-1.1-boolean",
+    ),
+    pytest.param(
+        {"a.yaml": GOOD.replace("description: Orders every night", "description: !!binary aGk=")},
+        ("a.yaml:2:14", "unsupported YAML tag"),
+        id="yaml-tag",
+    ),
     pytest.param({"a.yaml": ""}, ("a.yaml:1:1", "file is empty"), id="empty"),
     pytest.param({"a.yaml": b"name: \xff\n"}, ("a.yaml:1:1", "not UTF-8"), id="not-utf8"),
     pytest.param(
@@ -309,12 +319,25 @@ def test_json_schema_accepts_the_example_and_rejects_unknown_keys() -> None:
     schema = json_schema()
     json.dumps(schema)  # serialisable as published
     validator = jsonschema.Draft202012Validator(schema)
-    example = YAML(typ="safe").load(EXAMPLE.read_text())
+    example = yaml.safe_load(EXAMPLE.read_text())
     assert list(validator.iter_errors(example)) == []
-    good = YAML(typ="safe").load(GOOD)
+    good = yaml.safe_load(GOOD)
     assert list(validator.iter_errors(good)) == []
     example["shedule"] = {"cron": "* * * * *"}
     example["connector"]["source"]["config"]["pth"] = "x"
     errors = list(validator.iter_errors(example))
     assert any("shedule" in e.message for e in errors)
     assert errors, "unknown config key in an inline source must fail the schema"
+
+
+def test_scalars_follow_yaml_1_2() -> None:
+    text = (
+        GOOD.replace("description: Orders every night", "description: 2024-01-01")
+        .replace("tables: [orders]", "tables: [on, 'yes', 010]")
+        .replace("connector_id: 7", "connector_id: 0o7")
+    )
+    [spec] = load_files({"a.yaml": text}, env={"SALES_DB_PASSWORD": "x"}, strict=False).files
+    assert spec.description == "2024-01-01"  # a date stays the text written
+    assert spec.connector_id == 7
+    assert spec.connector is not None
+    assert spec.connector.source_config_override == {"tables": ["on", "yes", 10]}

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from conveyor.db.models import Connector
+from conveyor.db.models import Connector, Destination, Source
+from conveyor.deployments_io.format import secret_fields
 from conveyor.deployments_io.plan import ConnectorChange, EndpointChange, Plan
 from conveyor.deployments_io.state import Secret, State, connector_hash, hash_keys, plain_config
 from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate, EndpointPatch
-from conveyor.pipelines.registry import Kind, get_type
+from conveyor.pipelines.registry import Kind
 from conveyor.secrets import MASK, SecretBox
 from conveyor.services import audit, catalog
 from conveyor.services import connectors as svc
@@ -94,9 +95,14 @@ def execute(
     key = hash_keys(settings.secret_keys())[0]
     step = _Stepper(progress, len(plan.endpoints) + len(plan.connectors))
 
+    # Held for the whole apply: the session's identity map is weak, and the services
+    # look endpoints up by id for every connector.
+    held: list[Any] = [*session.scalars(select(Source)), *session.scalars(select(Destination))]
     endpoint_ids: dict[tuple[Kind, str], int] = {}
     for change in plan.endpoints:
-        endpoint_ids[(change.kind, change.name)] = _endpoint(change, session, box, actor, result)
+        obj = _endpoint(change, session, box, actor, result)
+        held.append(obj)
+        endpoint_ids[(change.kind, change.name)] = obj.id
         step(f"{change.kind} {change.name}")
 
     def endpoint_id(kind: Kind, name: str) -> int:
@@ -130,10 +136,13 @@ def execute(
             _create(change, None, session, box, actor, endpoint_id, key, result)
             step(change.name)
 
+    # One query for every existing connector (the session's identity map is weak, so
+    # the plan's rows may be gone by now).
+    existing = {c.id: c for c in session.scalars(select(Connector)).unique()}
     for action in ("update", "adopt", "unchanged"):
         for change in by_action.get(action, []):
             assert change.db_id is not None
-            c = svc.get(change.db_id, session=session)
+            c = existing[change.db_id]
             if action == "update":
                 _update(c, change, session, box, actor, endpoint_id)
                 result.updated.append(change.name)
@@ -141,7 +150,8 @@ def execute(
                 result.adopted.append(change.name)
             else:
                 result.unchanged.append(change.name)
-            c.managed_by = "file"
+            if c.managed_by != "file":
+                c.managed_by = "file"
             applied = connector_hash(c, box, key)
             if c.applied_file_hash != applied:
                 c.applied_file_hash = applied
@@ -171,7 +181,7 @@ class _Stepper:
 
 def _endpoint(
     change: EndpointChange, session: Session, box: SecretBox, actor: Actor, result: ApplyResult
-) -> int:
+) -> Source | Destination:
     if change.action == "create":
         obj = catalog.create(
             change.kind,
@@ -181,10 +191,10 @@ def _endpoint(
             box=box,
         )
         result.endpoints_created.append(f"{change.kind} {change.name}")
-        return obj.id
+        return obj
     assert change.db_id is not None
     if change.action == "update":
-        secrets = get_type(change.kind, change.type).secret_fields
+        secrets = secret_fields(change.kind, change.type)
         changed = {c.field.removeprefix("config.") for c in change.changes}
         config = _with_secret_markers(change.config, secrets, changed)
         catalog.update(
@@ -196,7 +206,7 @@ def _endpoint(
             box=box,
         )
         result.endpoints_updated.append(f"{change.kind} {change.name}")
-    return change.db_id
+    return catalog.get(change.kind, change.db_id, session=session)
 
 
 def _with_secret_markers(

@@ -21,9 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector
-from conveyor.deployments_io.format import CONNECTOR_TAG_PREFIX, ENTRYPOINT, FLOW_NAME
+from conveyor.deployments_io.format import (
+    CONNECTOR_TAG_PREFIX,
+    ENTRYPOINT,
+    FLOW_NAME,
+    secret_fields,
+)
 from conveyor.deployments_io.loader import IGNORED_FILES, PATH_FIELDS
-from conveyor.pipelines.registry import Kind, get_type
+from conveyor.pipelines.registry import Kind
 from conveyor.settings import Settings
 
 _KINDS: tuple[Kind, ...] = ("source", "destination")
@@ -219,7 +224,7 @@ def _config(
     var_for: Callable[[str], str],
     merged_with: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    secrets = get_type(kind, type_name).secret_fields  # type: ignore[arg-type]
+    secrets = secret_fields(kind, type_name)
     local = not {**(merged_with or {}), **config}.get("bucket")
     out: dict[str, Any] = {}
     for key in sorted(config):

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
 
 from conveyor.deployments_io.format import (
     CONNECTOR_TAG_PREFIX,
     ENV_REF,
     MAX_FILE_BYTES,
     DeploymentFile,
+    secret_fields,
     tag_problems,
 )
 from conveyor.deployments_io.yamlsrc import (
@@ -177,10 +177,9 @@ def load_files(
     """Check in-memory files (name → content); relative paths need ``base_dir``."""
     env = os.environ if env is None else env
     out = LoadedDirectory(base_dir=base_dir, env=env, check_env=check_env)
-    yaml = YAML(typ="rt")
     identities: list[_Identity] = []
     for name in sorted(files):
-        parsed = parse(name, files[name], base_dir, yaml, out.problems)
+        parsed = parse(name, files[name], base_dir, out.problems)
         if parsed is None:
             continue
         spec, ident = _check_file(*parsed, env, check_env, out.problems)
@@ -378,7 +377,7 @@ def resolve_values(
     merged_with: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Replace ${ENV_VAR} references, insist secrets are references, absolutise paths."""
-    secrets = get_type(kind, type_name).secret_fields
+    secrets = secret_fields(kind, type_name)
     out: dict[str, Any] = {}
     for key, value in config.items():
         ref = ENV_REF.match(value) if isinstance(value, str) else None

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, Destination, Source
+from conveyor.deployments_io.format import secret_fields
 from conveyor.deployments_io.loader import EndpointSpec, FileSpec, LoadedDirectory, resolve_override
 from conveyor.deployments_io.state import (
     FieldChange,
@@ -27,7 +28,7 @@ from conveyor.deployments_io.state import (
     is_drifted,
 )
 from conveyor.errors import FieldProblem, ValidationFailed
-from conveyor.pipelines.registry import Kind, get_type
+from conveyor.pipelines.registry import Kind
 from conveyor.secrets import SecretBox
 from conveyor.settings import Settings
 
@@ -188,7 +189,7 @@ class _Planner:
         return EndpointChange(ep.kind, ep.name, ep.type, action, ep.config, db.id, changes)
 
     def _db_endpoint_state(self, kind: Kind, db: Source | Destination) -> State:
-        secrets = get_type(kind, db.type).secret_fields
+        secrets = secret_fields(kind, db.type)
         return endpoint_state(kind, db.name, db.type, self.box.decrypt_config(db.config, secrets))
 
     def _endpoint_for(self, ep: EndpointSpec) -> tuple[str, dict[str, Any]] | None:
@@ -206,7 +207,7 @@ class _Planner:
                 )
             )
             return None
-        secrets = get_type(ep.kind, db.type).secret_fields
+        secrets = secret_fields(ep.kind, db.type)
         return db.type, self.box.decrypt_config(db.config, secrets)
 
     # --- connectors -------------------------------------------------------------------

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.db.models import Connector
-from conveyor.pipelines.registry import Kind, get_type
+from conveyor.deployments_io.format import secret_fields
+from conveyor.pipelines.registry import Kind
 from conveyor.secrets import SecretBox
 
 State = dict[str, Any]
@@ -30,7 +31,7 @@ class Secret:
 
 def config_state(kind: Kind, type_name: str, config: dict[str, Any] | None) -> dict[str, Any]:
     """A config with sorted keys, nulls dropped and secret values wrapped."""
-    secrets = get_type(kind, type_name).secret_fields
+    secrets = secret_fields(kind, type_name)
     return {
         k: Secret(v) if k in secrets and isinstance(v, str) else v
         for k, v in sorted((config or {}).items())
@@ -57,8 +58,8 @@ def db_state(
     """The connector as stored, secrets decrypted; pool/queue equal to the defaults given
     read as "follow the default" (None)."""
     src_type, dst_type = c.source.type, c.destination.type
-    src_secrets = get_type("source", src_type).secret_fields
-    dst_secrets = get_type("destination", dst_type).secret_fields
+    src_secrets = secret_fields("source", src_type)
+    dst_secrets = secret_fields("destination", dst_type)
     return {
         "name": c.name,
         "description": c.description,

@@ -1,19 +1,22 @@
-"""YAML with positions: parse a file, keep the tree for ``file:line:col`` locations, and
-turn parse errors and pydantic errors into FieldProblems that point into the file."""
+"""YAML with positions: parse a file with the C parser, keep where every key and value
+starts (for ``file:line:col``), and turn parse errors and pydantic errors into
+FieldProblems that point into the file.
+
+Scalars follow the YAML 1.2 core schema (``yes``/``on`` are strings, ``010`` is ten, no
+implicit dates), as editors and the JSON schema read them.
+"""
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from datetime import date, datetime
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from conveyor.deployments_io.format import (
     MAX_FILE_BYTES,
@@ -26,23 +29,83 @@ from conveyor.deployments_io.format import (
 from conveyor.errors import FieldProblem
 
 Loc = tuple[str | int, ...]
+Pos = tuple[int, int]  # 1-based line, column
 
 
 @dataclass
 class Doc:
-    """One parsed file: its name, directory and YAML tree (for line numbers)."""
+    """One parsed file: its name, directory and node tree (positions, found on demand)."""
 
     file: str
     base_dir: Path | None
-    raw: Any
+    root: Node | None = field(default=None, repr=False)
 
     def where(self, loc: Loc = (), *, key: bool = False) -> str:
-        line, col = position(self.raw, loc, key=key)
+        line, col = self.position(loc, key=key)
         return f"{self.file}:{line}:{col}"
+
+    def position(self, loc: Loc, *, key: bool = False) -> Pos:
+        """Where the deepest existing part of ``loc`` starts: its value, or its key when
+        ``key`` or when only a prefix exists (the field is missing)."""
+        node, found, depth = self.root, None, 0
+        for part in loc:
+            pair = _child(node, part)
+            if pair is None:
+                break
+            found, node, depth = pair, pair[1], depth + 1
+        if found is None:
+            return (1, 1)
+        return _pos(found[0] if key or depth < len(loc) else found[1])
 
     def problem(self, loc: Loc, reason: str, *, key: bool = False) -> FieldProblem:
         dotted = ".".join(str(p) for p in loc)
         return FieldProblem(self.where(loc, key=key), f"{dotted}: {reason}" if dotted else reason)
+
+
+def _child(node: Node | None, part: str | int) -> tuple[Node, Node] | None:
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == str(part):
+                return key_node, value_node
+    elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+        return node.value[part], node.value[part]
+    return None
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The C parser with YAML 1.2 core-schema resolution."""
+
+
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in (
+    ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
+):
+    _Loader.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_tag}",
+        re.compile(_pattern),
+        [*_first] + ([""] if _tag == "null" else []),
+    )
+
+_TAG = "tag:yaml.org,2002:"
+
+
+class _Problem(Exception):
+    def __init__(self, node: Node, reason: str) -> None:
+        super().__init__(reason)
+        self.pos = _pos(node)
+        self.reason = reason
+
+
+def _pos(node: Node) -> Pos:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def too_large(size: int) -> str:
@@ -53,105 +116,87 @@ def too_large(size: int) -> str:
 
 
 def parse(
-    name: str,
-    content: bytes | str,
-    base_dir: Path | None,
-    yaml: YAML,
-    problems: list[FieldProblem],
+    name: str, content: bytes | str, base_dir: Path | None, problems: list[FieldProblem]
 ) -> tuple[Doc, dict[str, Any]] | None:
-    """The file's tree and its plain-dict form, or None (with the problem recorded)."""
+    """The file's positions and its data as plain values, or None (problem recorded)."""
     if len(content) > MAX_FILE_BYTES:
         problems.append(FieldProblem(f"{name}:1:1", too_large(len(content))))
         return None
     if isinstance(content, bytes):
         try:
-            text = content.decode("utf-8")
+            content = content.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = content[: exc.start].count(b"\n") + 1
             problems.append(FieldProblem(f"{name}:{line}:1", "file is not UTF-8 text"))
             return None
-    else:
-        text = content
     try:
-        raw = yaml.load(text)
-    except DuplicateKeyError as exc:
-        key = (exc.problem or "").split('"')[1] if '"' in (exc.problem or "") else "?"
-        problems.append(FieldProblem(_mark(name, exc), f"duplicate key '{key}'"))
-        return None
-    except MarkedYAMLError as exc:
+        root = yaml.compose(content, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else f"{name}:1:1"
         reason = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        problems.append(FieldProblem(_mark(name, exc), f"YAML syntax error: {reason}"))
+        problems.append(FieldProblem(where, f"YAML syntax error: {reason}"))
         return None
-    doc = Doc(name, base_dir, raw)
-    if raw is None:
+    except yaml.YAMLError as exc:  # e.g. a control character the reader refuses
+        problems.append(FieldProblem(f"{name}:1:1", f"YAML syntax error: {exc}"))
+        return None
+    doc = Doc(name, base_dir, root)
+    if root is None:
         problems.append(FieldProblem(f"{name}:1:1", "file is empty"))
         return None
-    if not isinstance(raw, CommentedMap):
-        problems.append(doc.problem((), "the top level must be a mapping (name: ..., ...)"))
+    if not isinstance(root, MappingNode):
+        problems.append(FieldProblem(f"{name}:1:1", "the top level must be a mapping (name: ...)"))
         return None
-    if _has_aliases(raw, doc, problems):
+    try:
+        data = _build(root, set())
+    except _Problem as exc:
+        line, col = exc.pos
+        problems.append(FieldProblem(f"{name}:{line}:{col}", exc.reason))
         return None
-    return doc, plain(raw)
+    return doc, data
 
 
-def _mark(name: str, exc: MarkedYAMLError) -> str:
-    mark = exc.problem_mark or exc.context_mark
-    return f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else f"{name}:1:1"
+def _build(node: Node, seen: set[int]) -> Any:
+    """Plain values from the node tree; refuses aliases (shared nodes can blow a small
+    file up into a huge document) and duplicate keys."""
+    if id(node) in seen:
+        raise _Problem(node, "YAML anchors and aliases are not supported")
+    seen.add(id(node))
+    if isinstance(node, MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise _Problem(key_node, "a key must be a plain value")
+            key = _scalar(key_node)
+            key = key if isinstance(key, str) else str(key)
+            if key in out:
+                raise _Problem(key_node, f"duplicate key '{key}'")
+            out[key] = _build(value_node, seen)
+        return out
+    if isinstance(node, SequenceNode):
+        return [_build(item, seen) for item in node.value]
+    assert isinstance(node, ScalarNode)
+    return _scalar(node)
 
 
-def position(raw: Any, loc: Loc, *, key: bool = False) -> tuple[int, int]:
-    """1-based (line, col) of ``loc`` in the YAML tree: the deepest part that exists."""
-    line, col = 0, 0
-    node = raw
-    for i, part in enumerate(loc):
-        last = i == len(loc) - 1
-        if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part) if key or not last else node.lc.value(part)
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line, col = node.lc.item(part)
-            node = node[part]
-        else:
-            break
-    return line + 1, col + 1
-
-
-def plain(node: Any) -> Any:
-    """ruamel's commented containers and scalar subclasses as plain Python values."""
-    if isinstance(node, CommentedMap):
-        return {k if isinstance(k, str) else str(k): plain(v) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        return [plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, bool):
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, datetime | date):
-        # JSON columns hold no dates: keep what the user wrote, as ISO text.
-        return node.isoformat()
-    return node
-
-
-def _has_aliases(raw: Any, doc: Doc, problems: list[FieldProblem]) -> bool:
-    """Reject YAML anchors/aliases: deployment files never need them, and shared nodes
-    can blow a small file up into a huge document."""
-    seen: set[int] = set()
-    stack: list[tuple[Any, Loc]] = [(raw, ())]
-    while stack:
-        node, loc = stack.pop()
-        if not isinstance(node, CommentedMap | CommentedSeq):
-            continue
-        if id(node) in seen:
-            problems.append(doc.problem(loc, "YAML anchors and aliases are not supported"))
-            return True
-        seen.add(id(node))
-        items = node.items() if isinstance(node, CommentedMap) else enumerate(node)
-        stack.extend((v, (*loc, k)) for k, v in items)
-    return False
+def _scalar(node: ScalarNode) -> Any:
+    tag, value = node.tag, node.value
+    if tag == _TAG + "str":
+        return value
+    if tag == _TAG + "null":
+        return None
+    if tag == _TAG + "bool":
+        return value.lower() == "true"
+    if tag == _TAG + "int":
+        if value.startswith(("0o", "0x")):
+            return int(value[2:], 8 if value[1] == "o" else 16)
+        return int(value, 10)
+    if tag == _TAG + "float":
+        lowered = value.lower().lstrip("+")
+        if lowered in (".inf", "-.inf", ".nan"):
+            return float(lowered.replace(".", ""))
+        return float(value)
+    raise _Problem(node, f"unsupported YAML tag {tag}")
 
 
 # --- pydantic errors → file:line:col ------------------------------------------------
