@@ -254,8 +254,8 @@ def print_plan(the_plan: Plan) -> None:
     """The plan as a table (changed connectors with their field changes) and a summary."""
     for e in the_plan.endpoints:
         if e.action != "unchanged":
-            changes = "; ".join(c.describe() for c in e.changes) if e.action == "update" else ""
-            console.print(f"[{_STYLE[e.action]}]{e.action:9}[/] {e.kind} '{e.name}' {changes}")
+            what = "; ".join(c.describe() for c in e.changes) if e.action == "update" else ""
+            console.print(f"[{_STYLE[e.action]}]{e.action:9}[/] {e.kind} '{e.name}' {what}")
     table = Table(show_header=True, title="connectors")
     for col in ("action", "connector", "id", "file", "changes"):
         table.add_column(col, overflow="fold")

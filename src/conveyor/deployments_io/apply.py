@@ -99,11 +99,11 @@ def execute(
     # look endpoints up by id for every connector.
     held: list[Any] = [*session.scalars(select(Source)), *session.scalars(select(Destination))]
     endpoint_ids: dict[tuple[Kind, str], int] = {}
-    for change in plan.endpoints:
-        obj = _endpoint(change, session, box, actor, result)
+    for ep_change in plan.endpoints:
+        obj = _endpoint(ep_change, session, box, actor, result)
         held.append(obj)
-        endpoint_ids[(change.kind, change.name)] = obj.id
-        step(f"{change.kind} {change.name}")
+        endpoint_ids[(ep_change.kind, ep_change.name)] = obj.id
+        step(f"{ep_change.kind} {ep_change.name}")
 
     def endpoint_id(kind: Kind, name: str) -> int:
         if (kind, name) not in endpoint_ids:
@@ -263,6 +263,7 @@ def _create(
     result.ids[c.name] = c.id
 
 
+_KINDS: tuple[Kind, Kind] = ("source", "destination")
 _PATCH_FIELDS = (
     "description",
     "schedule",
@@ -286,9 +287,9 @@ def _update(
     assert desired is not None
     changed = {f.field.split(".", 1)[0] for f in change.changes}
     patch: dict[str, Any] = {k: desired[k] for k in _PATCH_FIELDS if k in changed}
-    for kind in ("source", "destination"):
+    for kind in _KINDS:
         if kind in changed and desired[kind]["name"] != getattr(c, kind).name:
-            patch[f"{kind}_id"] = endpoint_id(kind, desired[kind]["name"])  # type: ignore[arg-type]
+            patch[f"{kind}_id"] = endpoint_id(kind, desired[kind]["name"])
         key = f"{kind}_config_override"
         if key in changed or f"{kind}_id" in patch:
             patch[key] = _override_patch(desired[key], change, key)

@@ -21,13 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector
+from conveyor.deployments_io.configs import PATH_FIELDS
 from conveyor.deployments_io.format import (
     CONNECTOR_TAG_PREFIX,
     ENTRYPOINT,
     FLOW_NAME,
     secret_fields,
 )
-from conveyor.deployments_io.loader import IGNORED_FILES, PATH_FIELDS
+from conveyor.deployments_io.loader import IGNORED_FILES
 from conveyor.pipelines.registry import Kind
 from conveyor.settings import Settings
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import cache, lru_cache
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,7 +18,7 @@ from conveyor.domain.models import NAME_PATTERN, RESERVED_TAGS, TAG_PATTERN
 from conveyor.domain.schedule import validate_cron, validate_timezone
 from conveyor.pipelines.registry import get_type, known_types
 
-FLOW_NAME = "run_connector_pipeline"
+FLOW_NAME: Final = "run_connector_pipeline"
 ENTRYPOINT = f"conveyor.pipelines.flow:{FLOW_NAME}"
 CONNECTOR_TAG_PREFIX = "connector-"
 # Tags every Conveyor deployment gets from its connector: markers, never user tags.

@@ -16,33 +16,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from conveyor.deployments_io.configs import resolve_override, resolve_values, validate
 from conveyor.deployments_io.format import (
     CONNECTOR_TAG_PREFIX,
-    ENV_REF,
     MAX_FILE_BYTES,
     DeploymentFile,
-    secret_fields,
     tag_problems,
 )
 from conveyor.deployments_io.yamlsrc import (
     Doc,
     Loc,
-    field_names,
     parse,
     pydantic_problems,
     too_large,
-    unknown_key,
 )
 from conveyor.errors import FieldProblem, ValidationFailed
-from conveyor.pipelines.registry import Kind, get_type, validate_config
+from conveyor.pipelines.registry import Kind, get_type
 
-# Config keys holding a local path, per (kind, type): relative values are taken relative
-# to the deployment file's directory, so files never carry machine-specific paths.
-PATH_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("source", "filesystem"): ("path",),
-    ("destination", "filesystem"): ("path",),
-    ("destination", "duckdb"): ("path",),
-}
 IGNORED_FILES = frozenset({"prefect.yaml", "prefect.yml"})
 KINDS: tuple[Kind, Kind] = ("source", "destination")
 
@@ -334,140 +324,32 @@ def _resolve_endpoint(
         return None
     config_loc: Loc = (*loc, "config")
     resolved = resolve_values(doc, config_loc, config, kind, type_name, env, check_env, problems)
-    base_ok = _validate(doc, config_loc, kind, type_name, resolved, problems)
+    base_ok = validate(doc, config_loc, kind, type_name, resolved, problems)
     ov = resolve_override(
         doc, kind, type_name, resolved, override, env, check_env, problems, check=base_ok
     )
     return EndpointSpec(kind, name, type_name, resolved, doc.where(loc)), ov
 
 
-def resolve_override(
-    doc: Doc,
-    kind: Kind,
-    type_name: str,
-    base: dict[str, Any],
-    override: dict[str, Any],
-    env: Mapping[str, str],
-    check_env: bool,
-    problems: list[FieldProblem],
-    *,
-    check: bool = True,
-) -> dict[str, Any]:
-    """A connector's override of an endpoint of known type, resolved and validated over
-    the endpoint's ``base`` config (problems caused by the base are not repeated)."""
-    loc: Loc = ("connector", f"{kind}_config_override")
-    out = resolve_values(
-        doc, loc, override, kind, type_name, env, check_env, problems, merged_with=base
-    )
-    if out and check:
-        merged = {**base, **{k: v for k, v in out.items() if v is not None}}
-        _validate(doc, loc, kind, type_name, merged, problems, only=set(out))
-    return out
-
-
-def resolve_values(
-    doc: Doc,
-    loc: Loc,
-    config: dict[str, Any],
-    kind: Kind,
-    type_name: str,
-    env: Mapping[str, str],
-    check_env: bool,
-    problems: list[FieldProblem],
-    merged_with: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Replace ${ENV_VAR} references, insist secrets are references, absolutise paths."""
-    secrets = secret_fields(kind, type_name)
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        ref = ENV_REF.match(value) if isinstance(value, str) else None
-        if key in secrets and value is not None and ref is None:
-            example = f"CONVEYOR_{kind.upper()}_<NAME>_{key.upper()}"
-            problems.append(
-                doc.problem(
-                    (*loc, key),
-                    "a secret must be an ${ENV_VAR} reference, never a value in the file "
-                    f"(e.g. '${{{example}}}')",
-                )
-            )
-        elif ref is not None:
-            var = ref.group(1)
-            if var in env:
-                value = env[var]
-            elif check_env:
-                problems.append(doc.problem((*loc, key), f"environment variable {var} is not set"))
-        out[key] = value
-    if not {**(merged_with or {}), **out}.get("bucket"):
-        for key in PATH_FIELDS.get((kind, type_name), ()):
-            value = out.get(key)
-            if not isinstance(value, str) or not value or _is_absolute(value):
-                continue
-            if doc.base_dir is None:
-                problems.append(
-                    doc.problem(
-                        (*loc, key),
-                        f"relative path '{value}' needs the file's directory "
-                        "(send base_dir, or use an absolute path)",
-                    )
-                )
-            else:
-                out[key] = os.path.normpath(doc.base_dir / value)
-    return out
-
-
-def _is_absolute(value: str) -> bool:
-    return os.path.isabs(value) or "://" in value or value.startswith("~")
-
-
-def _validate(
-    doc: Doc,
-    loc: Loc,
-    kind: Kind,
-    type_name: str,
-    config: dict[str, Any],
-    problems: list[FieldProblem],
-    only: set[str] | None = None,
-) -> bool:
-    """Validate against the type's model; with ``only``, report just the problems of those
-    keys (and whole-config ones). True when valid."""
-    try:
-        validate_config(kind, type_name, config, loc="")
-    except ValidationFailed as exc:
-        known = field_names(get_type(kind, type_name).config_model)
-        for p in exc.problems:
-            parts: list[str | int] = [int(x) if x.isdigit() else x for x in p.loc.split(".") if x]
-            if only is not None and parts and parts[0] not in only:
-                continue
-            reason = p.reason
-            is_key = reason == "Extra inputs are not permitted" and bool(parts)
-            if is_key:
-                reason = unknown_key(str(parts[0]), known)
-            problems.append(doc.problem((*loc, *parts), reason, key=is_key or not parts))
-        return False
-    return True
-
-
 # --- across files ------------------------------------------------------------------
 
 
 def _check_across_files(identities: list[_Identity], problems: list[FieldProblem]) -> None:
-    first_name: dict[str, _Identity] = {}
-    first_id: dict[int, _Identity] = {}
-    first_connector: dict[str, _Identity] = {}
+    unique: list[tuple[str, Loc, dict[object, _Identity]]] = [
+        ("deployment name", ("name",), {}),
+        ("connector_id", ("parameters", "connector_id"), {}),
+        ("connector name", ("connector", "name"), {}),
+    ]
     endpoints: dict[tuple[str, str], EndpointSpec] = {}
     for ident in identities:
-        doc = ident.doc
-        for value, seen, loc, what in (
-            (ident.name, first_name, ("name",), "deployment name"),
-            (ident.connector_id, first_id, ("parameters", "connector_id"), "connector_id"),
-            (ident.connector_name, first_connector, ("connector", "name"), "connector name"),
-        ):
+        values = (ident.name, ident.connector_id, ident.connector_name)
+        for (what, loc, seen), value in zip(unique, values, strict=True):
             if value is None:
                 continue
-            first = seen.setdefault(value, ident)  # type: ignore[attr-defined]
+            first = seen.setdefault(value, ident)
             if first is not ident:
                 where = first.doc.where(loc)
-                problems.append(doc.problem(loc, f"{what} '{value}' is also used by {where}"))
+                problems.append(ident.doc.problem(loc, f"{what} '{value}' is also used by {where}"))
         for ep in ident.endpoints:
             other = endpoints.setdefault((ep.kind, ep.name), ep)
             if other is not ep and (other.type, other.config) != (ep.type, ep.config):

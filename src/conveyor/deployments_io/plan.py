@@ -15,8 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, Destination, Source
+from conveyor.deployments_io.configs import resolve_override
 from conveyor.deployments_io.format import secret_fields
-from conveyor.deployments_io.loader import EndpointSpec, FileSpec, LoadedDirectory, resolve_override
+from conveyor.deployments_io.loader import EndpointSpec, FileSpec, LoadedDirectory
 from conveyor.deployments_io.state import (
     FieldChange,
     State,

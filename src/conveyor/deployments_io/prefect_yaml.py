@@ -41,7 +41,8 @@ def render_prefect_yaml(loaded: LoadedDirectory, settings: Settings) -> str:
         "pull": [],
         "deployments": [_deployment(f, settings) for f in loaded.files],
     }
-    return HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+    body: str = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+    return HEADER + body
 
 
 def _deployment(spec: FileSpec, settings: Settings) -> dict[str, Any]:

@@ -124,13 +124,15 @@ def parse(
         return None
     if isinstance(content, bytes):
         try:
-            content = content.decode("utf-8")
+            text = content.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = content[: exc.start].count(b"\n") + 1
             problems.append(FieldProblem(f"{name}:{line}:1", "file is not UTF-8 text"))
             return None
+    else:
+        text = content
     try:
-        root = yaml.compose(content, Loader=_Loader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else f"{name}:1:1"
