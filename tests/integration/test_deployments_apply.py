@@ -411,3 +411,14 @@ def test_export_selection_and_relative_paths(
         files, _ = render_export(s, settings, base_dir=example_dir, names=["example-orders"])
     # Exported into the directory it came from, the CSV's path is relative again.
     assert "      path: data\n" in files["example-orders.yaml"]
+
+
+def test_padded_values_apply_once(settings: Settings, example_dir: Path) -> None:
+    path = example_dir / "example-connector-deployment.yaml"
+    path.write_text(
+        path.read_text()
+        .replace("description: Example scheduled pipeline", 'description: "  padded  "')
+        .replace("name: example-orders\n", 'name: "example-orders "\n')
+    )
+    assert apply(example_dir, settings).created == ["example-orders"]
+    assert not plan(example_dir, settings).has_changes

@@ -48,7 +48,8 @@ def secret_fields(kind: str, type_name: str) -> frozenset[str]:
 
 class _Strict(BaseModel):
     # strict: YAML already gives typed values, so "1" for an integer is a mistake to report.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Whitespace is stripped as the API strips it, so a padded value compares equal.
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
 
 class Parameters(_Strict):
@@ -122,6 +123,7 @@ class DeploymentFile(_Strict):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
+        str_strip_whitespace=True,
         title="Conveyor deployment file",
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )

@@ -205,7 +205,7 @@ def _check_file(
     except ValidationError as exc:
         problems.extend(pydantic_problems(doc, exc))
     # The checks below read the plain data, so a type error elsewhere hides nothing.
-    name = _get(data, "name", str)
+    name = _text(data, "name")
     params = _get(data, "parameters", dict) or {}
     cid = _get(params, "connector_id", int)
     cid = None if isinstance(cid, bool) else cid
@@ -229,7 +229,7 @@ def _check_file(
         doc,
         name,
         cid,
-        _get(block or {}, "name", str),
+        _text(block or {}, "name"),
         [ep for ep in (connector.source, connector.destination) if ep.type] if connector else [],
     )
     if model is None or (model.connector is not None and connector is None):
@@ -256,6 +256,12 @@ def _get(data: dict[str, Any], key: str, kind: type) -> Any:
     return value if isinstance(value, kind) else None
 
 
+def _text(data: dict[str, Any], key: str) -> str | None:
+    """A string field as the format model reads it (whitespace stripped)."""
+    value = data.get(key)
+    return value.strip() if isinstance(value, str) else None
+
+
 def _check_tags(
     doc: Doc, loc: Loc, tags: Any, cid: int | None, problems: list[FieldProblem]
 ) -> None:
@@ -274,7 +280,7 @@ def _resolve_connector(
     check_env: bool,
     problems: list[FieldProblem],
 ) -> ConnectorSpec | None:
-    name = _get(block, "name", str) or "connector"
+    name = _text(block, "name") or "connector"
     endpoints: dict[str, EndpointSpec] = {}
     overrides: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
@@ -309,7 +315,7 @@ def _resolve_endpoint(
     if not isinstance(ep, dict):
         return None  # the format check reports it
     loc: Loc = ("connector", kind)
-    name = _get(ep, "name", str) or f"{connector_name}-{kind}"
+    name = _text(ep, "name") or f"{connector_name}-{kind}"
     override = _get(block, f"{kind}_config_override", dict) or {}
     type_name = ep.get("type")
     if type_name is None:
