@@ -211,6 +211,7 @@ def audit_page(
                 "action": r.action,
                 "entity_type": r.entity_type,
                 "entity_id": r.entity_id,
+                "label": _label(r.before, r.after),
                 "changes": _changes(r.before, r.after),
             }
             for r in rows[:AUDIT_PAGE]
@@ -242,6 +243,16 @@ def _changes(
         if old != new:
             out.append((k, _short(old), _short(new)))
     return out
+
+
+def _label(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str | None:
+    """The changed thing's name, as its snapshot recorded it."""
+    for snap in (after, before):
+        if snap:
+            for key in ("name", "username"):
+                if isinstance(snap.get(key), str):
+                    return str(snap[key])
+    return None
 
 
 def _short(value: Any) -> str:

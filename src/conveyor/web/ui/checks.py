@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.errors import ConveyorError
-from conveyor.pipelines.registry import Kind
+from conveyor.pipelines.registry import Kind, get_type
 from conveyor.secrets import mask_text
 from conveyor.settings import Settings
 
@@ -29,8 +29,13 @@ class Discovery:
     what: str = "tables"
 
 
-def _secrets_of(config: dict[str, Any]) -> list[str]:
-    return [v for v in config.values() if isinstance(v, str) and len(v) >= 4]
+def _secrets_of(kind: Kind, type_name: str, config: dict[str, Any]) -> list[str]:
+    """The values of the type's secret fields: what must never reach the page."""
+    try:
+        fields = get_type(kind, type_name).secret_fields
+    except ConveyorError:
+        return []
+    return [str(config[f]) for f in fields if isinstance(config.get(f), str) and config[f]]
 
 
 def check(
@@ -44,12 +49,14 @@ def check(
     try:
         result = run_check(kind, type_name, config, settings=settings)
     except ConveyorError as exc:
-        return CheckResult(False, mask_text(str(exc), _secrets_of(config)))
+        return CheckResult(False, mask_text(str(exc), _secrets_of(kind, type_name, config)))
     except Exception as exc:  # a driver's own error: show it, never the secrets in it
         log.info("connection check failed: %s", type(exc).__name__)
-        return CheckResult(False, mask_text(f"{type(exc).__name__}: {exc}", _secrets_of(config)))
+        return CheckResult(
+            False, mask_text(f"{type(exc).__name__}: {exc}", _secrets_of(kind, type_name, config))
+        )
     message = str(getattr(result, "message", "") or ("Connected" if result.ok else "Failed"))
-    return CheckResult(bool(result.ok), mask_text(message, _secrets_of(config)))
+    return CheckResult(bool(result.ok), mask_text(message, _secrets_of(kind, type_name, config)))
 
 
 def _names_from(items: Any) -> list[str]:
@@ -73,9 +80,13 @@ def discover(type_name: str, config: dict[str, Any]) -> Discovery:
     try:
         found = run_discover(type_name, config)
     except ConveyorError as exc:
-        return Discovery(error=mask_text(str(exc), _secrets_of(config)))
+        return Discovery(error=mask_text(str(exc), _secrets_of("source", type_name, config)))
     except Exception as exc:  # a driver's own error
-        return Discovery(error=mask_text(f"{type(exc).__name__}: {exc}", _secrets_of(config)))
+        return Discovery(
+            error=mask_text(
+                f"{type(exc).__name__}: {exc}", _secrets_of("source", type_name, config)
+            )
+        )
     if isinstance(found, dict):
         for key in ("tables", "files", "resources"):
             if key in found:

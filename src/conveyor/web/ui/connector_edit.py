@@ -56,6 +56,9 @@ def _source_type(values: Mapping[str, Any], sources: list[Any]) -> str | None:
 
 def preview(s: cf.Schedule) -> dict[str, Any]:
     """The schedule in words and its next 5 runs, or the reason it is invalid."""
+    if s.preset == "cron" and not s.cron:
+        # Just chose "custom": a hint, not an error, until something is typed.
+        return {"words": "Type a cron expression to see when it runs.", "cron": None}
     try:
         cron = cf.cron_for(s)
         sched.validate_timezone(s.timezone, loc="timezone")
