@@ -130,3 +130,9 @@ def test_login_rotates_the_csrf_token(users: Settings) -> None:
     )
     after = csrf_of(http.get("/connectors").text)
     assert after != before
+
+
+def test_pages_refuse_framing(users: Settings) -> None:
+    resp = TestClient(create_app(users)).get("/login")
+    assert resp.headers["x-frame-options"] == "DENY"
+    assert resp.headers["x-content-type-options"] == "nosniff"

@@ -31,6 +31,12 @@ log = logging.getLogger("conveyor.web.ui")
 WEB_DIR = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
 FLASH_KEY = "flash"
+# No framing (clickjacking), no MIME sniffing, no full URLs leaking to other sites.
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 # --- formatting filters --------------------------------------------------------------
@@ -159,7 +165,10 @@ def render(
         "settings": get_settings(request),
     }
     ctx.update(context or {})
-    return templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)
+    all_headers = {**PAGE_HEADERS, **(headers or {})}
+    return templates.TemplateResponse(
+        request, name, ctx, status_code=status_code, headers=all_headers
+    )
 
 
 def redirect(request: Request, url: str) -> Response:
