@@ -12,6 +12,7 @@ rendering HTML adds on top of the shared queries. Target: every page p90 < 100 m
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -154,17 +155,6 @@ def seed(url: str, connectors: int, runs: int) -> dict[str, Any]:
     return {"run_id": runs // 2}
 
 
-def measure(client: Any, timed: Timed, url: str, samples: int) -> list[float]:
-    for _ in range(3):  # warm caches (templates, plans, pool)
-        client.get(url)
-    out = []
-    for _ in range(samples):
-        resp = client.get(url)
-        assert resp.status_code == 200, (url, resp.status_code, resp.text[:300])
-        out.append(timed.last)
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connectors", type=int, default=1000)
@@ -237,22 +227,31 @@ def main() -> int:
             ("API: GET /api/v1/connectors/{id}", f"/api/v1/connectors/{mid}"),
             ("API: GET /api/v1/connectors/{id}/runs (50)", f"/api/v1/connectors/{mid}/runs"),
         ]
-        rows = []
-        worst = 0.0
-        for label, path in pages + baseline:
-            headers = {"HX-Request": "true", "HX-Target": "rows"} if "poll" in label else {}
-            client.headers.update(headers)
-            samples = measure(client, timed, path, args.samples)
-            for k in headers:
-                client.headers.pop(k)
-            p = percentiles(samples)
-            if not label.startswith("API"):
-                worst = max(worst, p["p90"])
-            rows.append((label, p))
+        targets = pages + baseline
+        poll = {"HX-Request": "true", "HX-Target": "rows"}
+
+        def get(label: str, path: str) -> float:
+            resp = client.get(path, headers=poll if label == "Connectors list, htmx poll" else {})
+            assert resp.status_code == 200, (path, resp.status_code, resp.text[:300])
+            return timed.last
+
+        for label, path in targets:  # warm caches (templates, query plans, the pool)
+            for _ in range(3):
+                get(label, path)
+        # Round-robin, so a burst of load from elsewhere hits every page alike.
+        samples: dict[str, list[float]] = {label: [] for label, _ in targets}
+        load_before = os.getloadavg()[0]
+        for _ in range(args.samples):
+            for label, path in targets:
+                samples[label].append(get(label, path))
+        load_after = os.getloadavg()[0]
+        rows = [(label, percentiles(samples[label])) for label, _ in targets]
+        worst = max(p["p90"] for label, p in rows if not label.startswith("API"))
         print(f"Machine: {machine()}")
         print(
             f"Data: {args.connectors} connectors, {args.runs} runs, 5,000 audit entries; "
-            f"{args.samples} samples per page after 3 warm-up requests; server time (ms).\n"
+            f"{args.samples} samples per page, round-robin, after 3 warm-up requests; "
+            f"load average {load_before:.1f} -> {load_after:.1f}; server time (ms).\n"
         )
         print("| page | p50 | p90 | p99 |")
         print("|---|---:|---:|---:|")
