@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,7 @@ class RunStats:
     schema_changes: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     files: int | None = None
+    steps: dict[str, float] = field(default_factory=dict)  # dlt step -> seconds
 
     @property
     def total_rows(self) -> int:
@@ -166,23 +170,41 @@ def run_dlt(connector: ResolvedConnector, settings: Settings) -> RunStats:
             pipelines_dir=str(pipelines_dir),
         )
         started = time.monotonic()
-        if pipeline.has_pending_data:
-            # The last run extracted data it could not deliver: deliver that first (dlt
-            # would otherwise skip this run's extract), then read what is new.
-            pending = pipeline.run()
-            _collect(pipeline, pending, stats)
-            stats.notes.append(
-                f"delivered {len(pending.loads_ids)} load package(s) left pending by the last run"
-            )
-        info = pipeline.run(source, loader_file_format=target.loader_file_format)
+        with _environment(target.dlt_env):
+            _run_pipeline(pipeline, source, target, stats)
         log.info(
             "connector %s: pipeline finished in %.1fs", connector.id, time.monotonic() - started
         )
-        _collect(pipeline, info, stats)
         return stats
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """dlt reads some settings only from config providers: set them for this run only,
+    unless the operator set them already."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _run_pipeline(pipeline: Any, source: Any, target: Any, stats: RunStats) -> None:
+    if pipeline.has_pending_data:
+        # The last run extracted data it could not deliver: deliver that first (dlt
+        # would otherwise skip this run's extract), then read what is new.
+        pending = pipeline.run()
+        _collect(pipeline, pending, stats)
+        stats.notes.append(
+            f"delivered {len(pending.loads_ids)} load package(s) left pending by the last run"
+        )
+    info = pipeline.run(source, loader_file_format=target.loader_file_format)
+    _collect(pipeline, info, stats)
 
 
 def _resources(source: Any) -> list[Any]:
@@ -193,6 +215,10 @@ def _resources(source: Any) -> list[Any]:
 
 def _collect(pipeline: Any, info: Any, stats: RunStats) -> None:
     trace = pipeline.last_trace
+    for step in getattr(trace, "steps", None) or []:
+        if step.step in ("extract", "normalize", "load") and step.started_at and step.finished_at:
+            seconds = (step.finished_at - step.started_at).total_seconds()
+            stats.steps[step.step] = stats.steps.get(step.step, 0.0) + seconds
     normalize = trace.last_normalize_info if trace else None
     if normalize is not None:
         for table, count in normalize.row_counts.items():
@@ -227,6 +253,8 @@ def summary(stats: RunStats, seconds: float) -> str:
             f"{c['table']} (+{len(c['columns'])} columns)" for c in stats.schema_changes
         )
         text += f" Schema changes: {changed}."
+    if stats.steps:
+        text += " Steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in stats.steps.items()) + "."
     for note in stats.notes:
         text += f" Note: {note}."
     return text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -19,6 +19,8 @@ class DltTarget:
     # Files (filesystem/S3/SFTP) cannot update rows in place: merge lands as append.
     supports_merge: bool = True
     description: str = ""
+    # dlt settings for this run (environment-style keys), e.g. load-file rotation.
+    dlt_env: dict[str, str] = field(default_factory=dict)
 
 
 def default_dataset(connector_id: int) -> str:

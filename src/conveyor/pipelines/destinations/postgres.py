@@ -50,11 +50,16 @@ def build(cfg: PostgresDestinationConfig, *, settings: Settings, connector_id: i
     import dlt
 
     return DltTarget(
-        destination=dlt.destinations.postgres(connection_url(cfg, for_dlt=True)),
+        # Two load files at a time: ADBC holds a file's row groups in memory while copying.
+        destination=dlt.destinations.postgres(
+            connection_url(cfg, for_dlt=True), max_parallel_load_jobs=2
+        ),
         dataset_name=dataset(cfg, connector_id),
         # Parquet loaded through ADBC (binary COPY): skips dlt's slow row-by-row normalize.
         loader_file_format="parquet",
         description="PostgreSQL",
+        # Files of at most 500k rows keep that memory bounded (one 6M-row file: ~2 GB).
+        dlt_env={"DATA_WRITER__FILE_MAX_ITEMS": "500000"},
     )
 
 
