@@ -104,3 +104,18 @@ def test_summary_lines() -> None:
     assert text.startswith("Loaded 1,002 rows into 2 table(s) (a: 1,000, b: 2), 2.0 KiB, in 1.2 s.")
     assert "a (+2 columns)" in text
     assert summary(RunStats(), 0.5) == "No new rows (in 0.5 s)."
+
+
+def test_guarded_step_hides_the_original_error() -> None:
+    import traceback
+
+    from conveyor.pipelines.flow import StepFailed, guarded
+
+    def boom() -> None:
+        raise RuntimeError("connect postgresql://u:topsecret9@h/db failed; key k-SECRET-77")
+
+    with pytest.raises(StepFailed) as info:
+        guarded(boom, secrets=("k-SECRET-77",))
+    shown = "".join(traceback.format_exception(info.value))
+    assert "topsecret9" not in shown and "k-SECRET-77" not in shown
+    assert info.value.why.detail.startswith("RuntimeError: connect postgresql://u:********@h")

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, ValidationFailed
 from conveyor.secrets import mask_text
 
 _MAX = 600
@@ -74,6 +74,8 @@ def _known(exc: BaseException) -> tuple[str, bool] | None:
     text = str(exc)
     low = text.lower()
 
+    if isinstance(exc, ValidationFailed):
+        return f"The connector's configuration is invalid: {exc}", False
     if isinstance(exc, ConveyorError):
         return str(exc), exc.transient
 

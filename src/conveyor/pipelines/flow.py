@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -23,11 +24,12 @@ from conveyor.db.models import Connector, ConnectorRun
 from conveyor.db.session import session_scope
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.pipelines import runner
-from conveyor.pipelines.explain import explain
+from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.pipelines.flow")
+T = TypeVar("T")
 
 MANUAL_TAG = "trigger:manual"
 OPEN_STATUSES = ("scheduled", "running")
@@ -182,6 +184,34 @@ def _install_masking() -> None:
                 handler.addFilter(MASKING_FILTER)
 
 
+class StepFailed(RunFailed):
+    """A step failed; carries the explanation. Raised ``from None`` so neither Prefect's
+    task logging nor a traceback shows the original (possibly secret-bearing) error."""
+
+    def __init__(self, why: Explanation) -> None:
+        super().__init__(why.message)
+        self.why = why
+
+
+def guarded(fn: Callable[..., T], *args: Any, secrets: tuple[str, ...] = (), **kw: Any) -> T:
+    """Run a step; turn any error into a masked, explained StepFailed."""
+    try:
+        return fn(*args, **kw)
+    except Exception as exc:
+        why = explain(exc, secrets)
+        _logger().error("%s", why.detail)
+        raise StepFailed(why) from None
+
+
+def _logger() -> Any:
+    """Prefect's run logger inside a flow run (shown in its UI), else the module logger."""
+    if FlowRunContext.get() is not None:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    return log
+
+
 def execute(
     connector_id: int,
     *,
@@ -190,29 +220,35 @@ def execute(
     steps: Any = None,
 ) -> dict[str, Any]:
     """Load, move, close: the body shared by the flow and direct calls."""
-    load = steps.load if steps else load_connector
-    move = steps.move if steps else runner.run
+    steps = steps or _PlainSteps
     started = time.monotonic()
-    secrets: tuple[str, ...] = ()
     with Heartbeat(run_id, settings):
         try:
-            resolved = load(connector_id, settings=settings)
-            secrets = resolved.secrets
-            stats = move(resolved, settings)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise  # crash/cancel: the state hooks or the watchdog close the record
-            why = explain(exc, secrets)
-            log.error("connector %s failed: %s", connector_id, why.detail)
-            log.debug("connector %s failure", connector_id, exc_info=exc)
+            resolved = steps.load(connector_id, settings=settings)
+            stats = steps.move(resolved, settings)
+        except StepFailed as exc:
             close_run(
-                run_id, settings=settings, status="failed", summary=why.detail, error=why.message
+                run_id,
+                settings=settings,
+                status="failed",
+                summary=exc.why.detail,
+                error=exc.why.message,
             )
-            raise RunFailed(why.message) from None
+            raise RunFailed(exc.why.message) from None
+        except BaseException:
+            if steps is _PlainSteps:  # no Prefect hooks to close it (e.g. Ctrl-C)
+                close_run(
+                    run_id,
+                    settings=settings,
+                    status="cancelled",
+                    error="The run was interrupted.",
+                    only_if_open=True,
+                )
+            raise
     seconds = time.monotonic() - started
     text = runner.summary(stats, seconds)
     close_run(run_id, settings=settings, status="succeeded", stats=stats, summary=text)
-    log.info("connector %s: %s", connector_id, text)
+    _logger().info("connector %s: %s", connector_id, text)
     return {
         "run_id": run_id,
         "status": "succeeded",
@@ -220,6 +256,16 @@ def execute(
         "bytes_loaded": stats.bytes,
         "tables": dict(stats.rows),
     }
+
+
+class _PlainSteps:
+    @staticmethod
+    def load(connector_id: int, *, settings: Settings) -> runner.ResolvedConnector:
+        return guarded(load_connector, connector_id, settings=settings)
+
+    @staticmethod
+    def move(connector: runner.ResolvedConnector, settings: Settings) -> runner.RunStats:
+        return guarded(runner.run, connector, settings, secrets=connector.secrets)
 
 
 def run_connector(
@@ -245,12 +291,12 @@ def open_run_task(connector_id: int, flow_run_id: str, tags: list[str]) -> int:
 
 @task(name="read-connector", cache_policy=NO_CACHE, persist_result=False)
 def load_connector_task(connector_id: int) -> runner.ResolvedConnector:
-    return load_connector(connector_id, settings=Settings())
+    return _PlainSteps.load(connector_id, settings=Settings())
 
 
 @task(name="move-data", cache_policy=NO_CACHE, persist_result=False)
 def move_data_task(connector: runner.ResolvedConnector) -> runner.RunStats:
-    return runner.run(connector, Settings())
+    return _PlainSteps.move(connector, Settings())
 
 
 class _TaskSteps:
