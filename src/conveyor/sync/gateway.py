@@ -205,6 +205,40 @@ def observe(data: dict[str, Any], flow_id: str | None) -> ObservedDeployment:
 # --- the real gateway -------------------------------------------------------------
 
 
+class AdaptiveLimit:
+    """Requests in flight: halved when the server says it is busy, grown by one after a
+    run of answers without complaint (additive increase, multiplicative decrease).
+
+    A SQLite-backed Prefect server serialises writes and answers 503 when they pile up,
+    so there one request at a time is fastest; a PostgreSQL-backed one takes several.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = max(1, maximum)
+        self.limit = self.maximum
+        self._in_flight = 0
+        self._ok = 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._in_flight < self.limit)
+            self._in_flight += 1
+
+    async def release(self, *, busy: bool) -> None:
+        async with self._cond:
+            self._in_flight -= 1
+            if busy:
+                self.limit = max(1, self.limit // 2)
+                self._ok = 0
+            elif self.limit < self.maximum:
+                self._ok += 1
+                if self._ok >= 4 * self.limit:
+                    self.limit += 1
+                    self._ok = 0
+            self._cond.notify_all()
+
+
 class PrefectGateway:
     """``Gateway`` over ``PrefectClient``; use as ``async with PrefectGateway(url) as gw``.
 
@@ -222,6 +256,7 @@ class PrefectGateway:
         retries: int = 3,
         retry_delay: float = 0.25,
         pool_concurrency: int = DEFAULT_POOL_CONCURRENCY,
+        max_in_flight: int = 8,
     ) -> None:
         self.api_url = api_url
         self.timeout = timeout
@@ -233,6 +268,7 @@ class PrefectGateway:
         self._flow_id: str | None = None
         self._pools: set[str] = set()
         self._setup_lock = asyncio.Lock()
+        self.in_flight = AdaptiveLimit(max_in_flight)
         self.calls: dict[str, int] = {}  # HTTP calls per kind (benchmarks, tests)
 
     async def __aenter__(self) -> PrefectGateway:
@@ -275,6 +311,8 @@ class PrefectGateway:
         attempt = 0
         while True:
             self.calls[kind] = self.calls.get(kind, 0) + 1
+            busy = False
+            await self.in_flight.acquire()
             try:
                 with prefect_errors(doing):
                     return await call()
@@ -282,6 +320,8 @@ class PrefectGateway:
                 busy = exc.transient and _status(exc) is not None
                 if not busy or attempt >= self.retries:
                     raise
+            finally:
+                await self.in_flight.release(busy=busy)
             attempt += 1
             await asyncio.sleep(self.retry_delay * 2**attempt * random.uniform(0.5, 1.0))
 

@@ -25,7 +25,9 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         raise ConfigurationError(
             "PREFECT_API_URL is not set", hint="point it at the Prefect server's /api URL"
         )
-    async with PrefectGateway(settings.prefect_api_url) as gateway:
+    async with PrefectGateway(
+        settings.prefect_api_url, max_in_flight=settings.reconcile_concurrency
+    ) as gateway:
         yield gateway
 
 

@@ -1,0 +1,470 @@
+"""Connectors to Prefect deployments: Conveyor's reconciler beside raw Prefect client loops.
+
+    .venv/bin/python bench/sync.py [--n 1000] [--backends sqlite,postgres] [--concurrency 4,8,16]
+
+For each Prefect server backend (SQLite, PostgreSQL), in one run:
+(a) N connectors created through the REST API (`conveyor web`, 8 concurrent clients) until
+    `conveyor reconcile` has every deployment in Prefect and each matches its spec hash,
+    beside (i) a plain sequential loop of `PrefectClient.create_deployment` for the same N
+    deployments and (ii) raw concurrent loops with 4, 8 and 16 requests in flight;
+(b) a full reconcile pass over the N synced connectors with nothing to change (target < 2 s,
+    no write calls);
+(c) N schedule changes through the API until applied, beside the same N schedule updates
+    sent by raw loops (sequential and the best concurrency of (a)).
+Every create measurement gets a fresh Prefect server (same backend), so none pays for
+another's deployments or flow runs. The Conveyor database is SQLite (the embedded default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.fernet import Fernet
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import free_port, machine, scratch_postgres
+
+POOL = "bench-pool"
+CRON_A, CRON_B, CRON_C = "0 */6 * * *", "30 2 * * *", "45 3 * * *"
+
+
+# --- a Prefect server per measurement ---------------------------------------------------
+
+
+@contextmanager
+def prefect_server(backend: str, workdir: Path) -> Iterator[str]:
+    """A fresh `prefect server start` on a free port; yields its API URL."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    home = Path(tempfile.mkdtemp(prefix="prefect-", dir=workdir))
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=api,
+        PREFECT_UI_API_URL=api,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    with _maybe_postgres(backend) as db_url:
+        if db_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = db_url
+        log = open(home / "server.log", "wb")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_healthy(api + "/health", proc, home / "server.log")
+            yield api
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            log.close()
+
+
+@contextmanager
+def _maybe_postgres(backend: str) -> Iterator[str | None]:
+    if backend != "postgres":
+        yield None
+        return
+    with scratch_postgres() as url:
+        yield url.replace("postgresql+psycopg://", "postgresql+asyncpg://")
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"not healthy after {timeout}s: {url}")
+
+
+# --- raw loops: the Prefect client and nothing else -------------------------------------
+
+
+@dataclass
+class FakeConnector:
+    id: int
+    name: str
+    schedule: str
+    timezone: str = "UTC"
+    is_active: bool = True
+    tags: list[str] = field(default_factory=list)
+    work_pool_name: str | None = None
+    work_queue_name: str | None = None
+    deployment_name: str | None = None
+
+
+def _create_kwargs(flow_id: Any, i: int, cron: str) -> dict[str, Any]:
+    """The same deployment Conveyor would create, as plain client arguments."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from conveyor.sync.spec import PARAMETER_SCHEMA, build
+
+    spec = build(
+        FakeConnector(i, f"raw-{i}", cron), default_work_pool=POOL, default_work_queue="default"
+    )
+    return dict(
+        flow_id=flow_id,
+        name=spec.name,
+        version=spec.version,
+        description=spec.description,
+        work_pool_name=spec.work_pool_name,
+        work_queue_name=spec.work_queue_name,
+        parameters=spec.parameters,
+        tags=list(spec.tags),
+        schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron=cron), active=True)],
+        paused=False,
+        concurrency_limit=1,
+        concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        entrypoint=spec.entrypoint,
+        parameter_openapi_schema=PARAMETER_SCHEMA,
+        enforce_parameter_schema=True,
+    )
+
+
+async def raw_loop(api: str, ids: list[int], cron: str, in_flight: int) -> float:
+    """Seconds to create (or re-apply) deployments for ``ids``; 1 in flight = plain loop."""
+    from prefect.client.orchestration import PrefectClient
+
+    from conveyor.sync.gateway import PrefectGateway
+
+    async with PrefectGateway(api) as gw:  # set-up only, outside the timing
+        await gw.ensure_work_pool(POOL)
+    async with PrefectClient(api=api) as client:
+        flow_id = await client.create_flow_from_name("run_connector_pipeline")
+        t0 = time.perf_counter()
+        if in_flight == 1:
+            for i in ids:
+                await client.create_deployment(**_create_kwargs(flow_id, i, cron))
+        else:
+            sem = asyncio.Semaphore(in_flight)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    await client.create_deployment(**_create_kwargs(flow_id, i, cron))
+
+            await asyncio.gather(*(one(i) for i in ids))
+        return time.perf_counter() - t0
+
+
+# --- Conveyor: the API, the outbox, the reconciler --------------------------------------
+
+
+class Conveyor:
+    """`conveyor web` and `conveyor reconcile` on one SQLite database, against ``api``."""
+
+    def __init__(self, api: str, workdir: Path) -> None:
+        self.api = api
+        self.dir = Path(tempfile.mkdtemp(prefix="conveyor-", dir=workdir))
+        self.env = dict(os.environ)
+        self.env.update(
+            CONVEYOR_HOME=str(self.dir),
+            CONVEYOR_DATABASE_URL=f"sqlite:///{self.dir / 'conveyor.db'}",
+            CONVEYOR_SECRET_KEY=Fernet.generate_key().decode(),
+            CONVEYOR_DEFAULT_WORK_POOL=POOL,
+            CONVEYOR_LOG_LEVEL="WARNING",
+            PREFECT_API_URL=api,
+        )
+        self.port = free_port()
+        self.web: subprocess.Popen[bytes] | None = None
+        self.reconciler: subprocess.Popen[bytes] | None = None
+        self.token = ""
+
+    def settings(self) -> Any:
+        from conveyor.settings import Settings
+
+        return Settings(
+            home=self.dir,
+            database_url=self.env["CONVEYOR_DATABASE_URL"],
+            secret_key=self.env["CONVEYOR_SECRET_KEY"],
+            prefect_api_url=self.api,
+            default_work_pool=POOL,
+        )
+
+    def start(self) -> None:
+        from conveyor.db.migrations import upgrade
+        from conveyor.db.session import session_scope
+        from conveyor.domain.models import UserCreate
+        from conveyor.services import users
+        from conveyor.services.authz import SYSTEM
+
+        url = self.env["CONVEYOR_DATABASE_URL"]
+        upgrade(url)
+        with session_scope(url) as s:
+            users.create_user(
+                UserCreate(username="bench", password="a-long-password", role="admin"),
+                session=s,
+                actor=SYSTEM,
+            )
+            _row, self.token = users.create_token("bench", "bench", session=s, actor=SYSTEM)
+        conveyor = str(Path(sys.executable).parent / "conveyor")
+        with open(self.dir / "web.log", "ab") as log:
+            self.web = subprocess.Popen(
+                [conveyor, "web", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
+            )
+        self.start_reconciler()
+        _wait_healthy(f"http://127.0.0.1:{self.port}/api/v1/health", self.web, self.dir / "web.log")
+
+    def start_reconciler(self) -> None:
+        conveyor = str(Path(sys.executable).parent / "conveyor")
+        with open(self.dir / "reconciler.log", "ab") as log:
+            self.reconciler = subprocess.Popen(
+                [conveyor, "reconcile", "--poll", "0.2"], env=self.env, stdout=log, stderr=log
+            )
+
+    def stop_reconciler(self) -> None:
+        if self.reconciler and self.reconciler.poll() is None:
+            self.reconciler.terminate()
+            self.reconciler.wait(timeout=60)
+        self.reconciler = None
+
+    def stop(self) -> None:
+        self.stop_reconciler()
+        if self.web and self.web.poll() is None:
+            self.web.terminate()
+            self.web.wait(timeout=30)
+
+    def sync_counts(self) -> tuple[int, int]:
+        from sqlalchemy import func, select
+
+        from conveyor.db.models import Connector, OutboxEntry
+        from conveyor.db.session import session_scope
+
+        with session_scope(self.env["CONVEYOR_DATABASE_URL"]) as s:
+            synced = s.scalar(select(func.count()).where(Connector.sync_status == "synced"))
+            queued = s.scalar(select(func.count()).select_from(OutboxEntry))
+        return int(synced or 0), int(queued or 0)
+
+    def wait_converged(self, n: int, timeout: float = 3600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            synced, queued = self.sync_counts()
+            if synced == n and queued == 0:
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"not converged after {timeout}s: {self.sync_counts()}")
+
+    async def api_calls(
+        self, calls: list[tuple[str, str, dict[str, Any]]], clients: int = 8
+    ) -> list[Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        sem = asyncio.Semaphore(clients)
+        base = f"http://127.0.0.1:{self.port}/api/v1"
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+
+            async def one(method: str, path: str, body: dict[str, Any]) -> Any:
+                async with sem:
+                    resp = await client.request(method, path, json=body)
+                    if resp.status_code >= 300:
+                        raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text}")
+                    return resp.json()
+
+            return await asyncio.gather(*(one(*c) for c in calls))
+
+    async def verify(self, n: int) -> None:
+        """Every connector's deployment exists once and hashes like its spec."""
+        from sqlalchemy import select
+
+        from conveyor.db.models import Connector
+        from conveyor.db.session import session_scope
+        from conveyor.sync.gateway import PrefectGateway
+        from conveyor.sync.spec import build
+
+        with session_scope(self.env["CONVEYOR_DATABASE_URL"]) as s:
+            want = {
+                c.id: build(c, default_work_pool=POOL, default_work_queue="default").hash
+                for c in s.scalars(select(Connector))
+            }
+        async with PrefectGateway(self.api) as gw:
+            seen = await gw.list_deployments()
+        got: dict[int | None, list[str]] = {}
+        for d in seen:
+            got.setdefault(d.connector_id, []).append(d.hash)
+        assert len(want) == n and len(seen) == n, (len(want), len(seen))
+        bad = [cid for cid, h in want.items() if got.get(cid) != [h]]
+        assert not bad, f"{len(bad)} deployments do not match, e.g. {bad[:5]}"
+
+    async def noop_pass(self) -> tuple[float, int, int]:
+        """One in-process full pass: seconds, write calls, connectors found unchanged."""
+        from conveyor.sync.gateway import PrefectGateway
+        from conveyor.sync.reconciler import Reconciler
+
+        async with PrefectGateway(self.api) as gw:
+            await gw.ensure_work_pool(POOL)  # as a running reconciler has already done
+            await gw._flow()
+            gw.calls.clear()
+            t0 = time.perf_counter()
+            report = await Reconciler(self.settings(), gw).full_pass()
+            return time.perf_counter() - t0, gw.write_calls, report.unchanged
+
+
+# --- one backend -----------------------------------------------------------------------
+
+
+def bench_backend(backend: str, n: int, concurrency: list[int], workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"backend": backend, "n": n}
+    ids = list(range(1, n + 1))
+    raw: dict[int, float] = {}
+    for k in [1, *concurrency]:
+        with prefect_server(backend, workdir) as api:
+            raw[k] = asyncio.run(raw_loop(api, ids, CRON_A, k))
+        print(f"[{backend}] raw create, {k} in flight: {raw[k]:.1f} s", flush=True)
+    out["raw_create"] = raw
+    best_k = min(concurrency, key=lambda k: raw[k])
+
+    with prefect_server(backend, workdir) as api:
+        conv = Conveyor(api, workdir)
+        try:
+            conv.start()
+            src, dst = asyncio.run(
+                conv.api_calls(
+                    [
+                        (
+                            "POST",
+                            "/sources",
+                            {
+                                "name": "warehouse",
+                                "type": "sql_database",
+                                "config": {
+                                    "host": "db",
+                                    "port": 5432,
+                                    "database": "d",
+                                    "username": "u",
+                                },
+                            },
+                        ),
+                        ("POST", "/destinations", {"name": "lake", "type": "duckdb", "config": {}}),
+                    ]
+                )
+            )
+            body = {
+                "source_id": src["id"],
+                "destination_id": dst["id"],
+                "schedule": CRON_A,
+                "source_config_override": {"tables": ["orders"]},
+            }
+            t0 = time.perf_counter()
+            made = asyncio.run(
+                conv.api_calls([("POST", "/connectors", {**body, "name": f"c-{i}"}) for i in ids])
+            )
+            api_done = time.perf_counter() - t0
+            conv.wait_converged(n)
+            out["conveyor_create"] = time.perf_counter() - t0
+            out["conveyor_create_api_part"] = api_done
+            asyncio.run(conv.verify(n))
+            print(f"[{backend}] conveyor create: {out['conveyor_create']:.1f} s", flush=True)
+
+            conv.stop_reconciler()
+            passes = [asyncio.run(conv.noop_pass()) for _ in range(3)]
+            assert all(p[1] == 0 and p[2] == n for p in passes), passes
+            out["noop_pass"] = [round(p[0], 3) for p in passes]
+            print(f"[{backend}] no-op pass: {out['noop_pass']} s, 0 write calls", flush=True)
+
+            conv.start_reconciler()
+            cids = [c["id"] for c in made]
+            t0 = time.perf_counter()
+            asyncio.run(
+                conv.api_calls([("PATCH", f"/connectors/{c}", {"schedule": CRON_B}) for c in cids])
+            )
+            conv.wait_converged(n)
+            out["conveyor_reschedule"] = time.perf_counter() - t0
+            asyncio.run(conv.verify(n))
+            print(
+                f"[{backend}] conveyor reschedule: {out['conveyor_reschedule']:.1f} s", flush=True
+            )
+            conv.stop_reconciler()
+            # Raw schedule updates of the same deployments (upserts by name: in place).
+            out["raw_reschedule"] = {
+                k: asyncio.run(raw_loop(api, cids, CRON_C if k == 1 else CRON_A, k))
+                for k in (1, best_k)
+            }
+            print(f"[{backend}] raw reschedule: {out['raw_reschedule']}", flush=True)
+        finally:
+            conv.stop()
+    out["best_k"] = best_k
+    return out
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| Prefect DB | N | measurement | Conveyor | raw sequential | raw 4 / 8 / 16 in flight "
+        "| best raw ÷ Conveyor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        raw = r["raw_create"]
+        best = min(raw[k] for k in raw if k != 1)
+        conc = " / ".join(f"{raw[k]:.1f} s" for k in sorted(raw) if k != 1)
+        lines.append(
+            f"| {r['backend']} | {r['n']} | (a) create until converged | "
+            f"{r['conveyor_create']:.1f} s ({r['n'] / r['conveyor_create']:.1f}/s) | "
+            f"{raw[1]:.1f} s ({r['n'] / raw[1]:.1f}/s) | {conc} | "
+            f"{best / r['conveyor_create']:.2f} |"
+        )
+        lines.append(
+            f"| {r['backend']} | {r['n']} | (b) no-op full pass | "
+            f"{statistics.median(r['noop_pass']):.2f} s (0 writes) | - | - | - |"
+        )
+        rr = r["raw_reschedule"]
+        best_r = min(v for k, v in rr.items() if k != 1)
+        lines.append(
+            f"| {r['backend']} | {r['n']} | (c) schedule changes until applied | "
+            f"{r['conveyor_reschedule']:.1f} s | {rr[1]:.1f} s | {r['best_k']} in flight: "
+            f"{best_r:.1f} s | {best_r / r['conveyor_reschedule']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--concurrency", default="4,8,16")
+    args = ap.parse_args()
+    concurrency = [int(x) for x in args.concurrency.split(",")]
+    import prefect
+
+    print(f"machine: {machine()}; Prefect {prefect.__version__}", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-bench-sync-"))
+    results = [
+        bench_backend(b, args.n, concurrency, workdir) for b in args.backends.split(",") if b
+    ]
+    print(json.dumps(results, indent=1, default=str))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
