@@ -105,3 +105,13 @@ def test_missing_source_is_404(admin: ApiUser) -> None:
     resp = admin.get("/api/v1/sources/999")
     assert resp.status_code == 404
     assert resp.json()["detail"] == "source 999 does not exist"
+
+
+def test_patch_merges_config_and_null_removes_a_key(admin: ApiUser) -> None:
+    src = admin.make_source(config={"host": "h", "database": "d", "port": 5432, "password": "pw1"})
+    resp = admin.patch(
+        f"/api/v1/sources/{src['id']}", json={"config": {"port": None, "username": "u2"}}
+    )
+    assert resp.status_code == 200, resp.text
+    config = resp.json()["config"]
+    assert config == {"host": "h", "database": "d", "username": "u2", "password": "********"}

@@ -58,3 +58,9 @@ def test_next_runs_follow_daylight_saving() -> None:
 def test_unknown_timezone_is_rejected() -> None:
     with pytest.raises(ValidationFailed, match="'Mars/Olympus' is not an IANA timezone"):
         schedule.validate_timezone("Mars/Olympus")
+
+
+def test_a_cron_that_never_fires_is_rejected() -> None:
+    with pytest.raises(ValidationFailed, match="never fires"):
+        schedule.validate_cron("0 0 31 2 *")
+    assert schedule.validate_cron("0 0 29 2 *") == "0 0 29 2 *"  # leap years exist

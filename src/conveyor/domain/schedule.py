@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import CroniterBadCronError, croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from conveyor.errors import ValidationFailed
 
@@ -31,7 +31,19 @@ def validate_cron(expr: str, *, loc: str = "schedule") -> str:
         raise ValidationFailed.field(
             loc, f"'{expr}' is not a valid cron expression: {exc}"
         ) from exc
+    if not _ever_fires(text):
+        raise ValidationFailed.field(loc, f"'{expr}' never fires (there is no such date)")
     return text
+
+
+@lru_cache(maxsize=1024)
+def _ever_fires(text: str) -> bool:
+    """False for expressions that parse but match no date at all (31 February)."""
+    try:
+        croniter(text, datetime(2000, 1, 1), max_years_between_matches=8).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def validate_timezone(name: str, *, loc: str = "timezone") -> str:

@@ -119,7 +119,9 @@ def update(
     before = _snapshot(kind, obj)
     info = get_type(kind, obj.type)
     if data.config is not None:
-        merged = keep_unchanged_secrets(data.config, obj.config, info.secret_fields)
+        # JSON merge patch: keys sent replace, keys sent as null are removed, the rest stay.
+        patched = {**obj.config, **data.config}
+        merged = keep_unchanged_secrets(patched, obj.config, info.secret_fields)
         plain = box.decrypt_config(merged, info.secret_fields)
         validate_config(kind, obj.type, plain)
         obj.config = box.encrypt_config(_without_nulls(plain), info.secret_fields)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
 from conveyor.pipelines.registry import Kind, list_types
 from conveyor.services import catalog
-from conveyor.web.deps import BoxDep, CurrentActor, SessionDep
+from conveyor.web.deps import BoxDep, CurrentActor, SessionDep, SettingsDep
 
 
 def _router(kind: Kind) -> APIRouter:
@@ -52,12 +52,18 @@ def _router(kind: Kind) -> APIRouter:
 
     @router.post("/{endpoint_id}/check", summary=f"Try the {kind}'s connection")
     def check(
-        endpoint_id: int, session: SessionDep, actor: CurrentActor, box: BoxDep
+        endpoint_id: int,
+        session: SessionDep,
+        settings: SettingsDep,
+        actor: CurrentActor,
+        box: BoxDep,
     ) -> dict[str, Any]:
         from conveyor.pipelines.check import check as run_check
 
         obj = catalog.get(kind, endpoint_id, session=session)
-        result = run_check(kind, obj.type, catalog.decrypted_config(kind, obj, box))
+        result = run_check(
+            kind, obj.type, catalog.decrypted_config(kind, obj, box), settings=settings
+        )
         return {"ok": result.ok, "message": result.message}
 
     if kind == "source":
