@@ -302,11 +302,11 @@ def move_data_task(connector: runner.ResolvedConnector) -> runner.RunStats:
 class _TaskSteps:
     @staticmethod
     def load(connector_id: int, *, settings: Settings) -> runner.ResolvedConnector:
-        return load_connector_task(connector_id)  # type: ignore[no-any-return]
+        return load_connector_task(connector_id)
 
     @staticmethod
     def move(connector: runner.ResolvedConnector, settings: Settings) -> runner.RunStats:
-        return move_data_task(connector)  # type: ignore[no-any-return]
+        return move_data_task(connector)
 
 
 def _close_from_hook(flow_run: Any, status: str, state: Any) -> None:

@@ -47,7 +47,7 @@ class Location:
 
         config = FilesystemConfiguration(bucket_url=self.url, credentials=self.credentials)
         config.resolve()
-        return fsspec_from_config(config)  # type: ignore[no-any-return]
+        return fsspec_from_config(config)
 
 
 def s3_credentials(opts: S3Options) -> Any:
@@ -94,9 +94,9 @@ def sftp_location(
     creds = SFTPCredentials()
     creds.sftp_port = port
     creds.sftp_username = username
-    creds.sftp_password = password  # type: ignore[assignment]
+    creds.sftp_password = password
     creds.sftp_key_filename = os.path.expanduser(pkey_path) if pkey_path else None
-    creds.sftp_key_passphrase = pkey_passphrase  # type: ignore[assignment]
+    creds.sftp_key_passphrase = pkey_passphrase
     creds.sftp_timeout = timeout
     creds.sftp_banner_timeout = timeout
     creds.sftp_auth_timeout = timeout

@@ -87,7 +87,9 @@ def build(cfg: FilesystemSourceConfig) -> list[Any]:
     loc = location(cfg)
     disposition = cfg.effective_write_disposition()
     # Only new or changed files on append/merge; replace re-reads every file.
-    incremental = dlt.sources.incremental("modification_date") if disposition != "replace" else None
+    incremental: Any = (
+        dlt.sources.incremental("modification_date") if disposition != "replace" else None
+    )
     kwargs: dict[str, Any] = {"credentials": loc.credentials} if loc.credentials else {}
     files = filesystem(
         bucket_url=loc.file_url, file_glob=cfg.file_pattern, incremental=incremental, **kwargs
@@ -98,7 +100,7 @@ def build(cfg: FilesystemSourceConfig) -> list[Any]:
     resource.apply_hints(
         table_name=name,
         write_disposition=disposition,
-        primary_key=cfg.primary_key or (),  # type: ignore[arg-type]
+        primary_key=cfg.primary_key or (),
     )
     if cfg.cursor_column:
         resource.apply_hints(

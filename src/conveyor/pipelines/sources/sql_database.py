@@ -144,12 +144,12 @@ def build(cfg: SqlDatabaseConfig) -> list[Any]:
                     metadata=metadata,
                     incremental=incremental,
                     chunk_size=cfg.batch_size,
-                    backend=backend,
+                    backend=backend,  # type: ignore[arg-type]
                     backend_kwargs=_backend_kwargs(backend, cfg.batch_size),
                     reflection_level="full_with_precision",
                     included_columns=spec.columns,
                     write_disposition=opts.effective_write_disposition(),
-                    primary_key=opts.primary_key,
+                    primary_key=opts.primary_key,  # type: ignore[arg-type]
                 )
             )
         return resources
