@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ from conveyor.deployments_io.format import (
     CONNECTOR_TAG_PREFIX,
     ENTRYPOINT,
     FLOW_NAME,
+    MAX_FILE_BYTES,
     secret_fields,
 )
 from conveyor.deployments_io.loader import IGNORED_FILES
@@ -98,15 +99,20 @@ def render_export(
     base_dir: Path | None = None,
     names: Iterable[str] = (),
     tags: Iterable[str] = (),
+    file_names: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
-    """(file name → YAML text, the environment variables the files reference)."""
+    """(file name → YAML text, the environment variables the files reference).
+
+    ``file_names`` (connector name → file name) keeps the names of files that already
+    hold a connector; the others are named after the connector."""
     connectors = select_connectors(session, names=names, tags=tags)
     namer = _EnvNamer()
     files: dict[str, str] = {}
-    used: set[str] = set()
+    keep = dict(file_names or {})
+    used: set[str] = set(keep.values())
     for c in connectors:
-        file_name = f"{slug(c.name)}.yaml"
-        if file_name in used or file_name in IGNORED_FILES:
+        file_name = keep.get(c.name) or f"{slug(c.name)}.yaml"
+        if (file_name in used and keep.get(c.name) != file_name) or file_name in IGNORED_FILES:
             file_name = f"{slug(c.name)}-{c.id}.yaml"
         used.add(file_name)
         doc = _document(c, settings, namer, base_dir)
@@ -134,7 +140,9 @@ def export_directory(
     remove other deployment files there."""
     base = Path(path).absolute()
     base.mkdir(parents=True, exist_ok=True)
-    files, env_vars = render_export(session, settings, base_dir=base, names=names, tags=tags)
+    files, env_vars = render_export(
+        session, settings, base_dir=base, names=names, tags=tags, file_names=_existing(base)
+    )
     result = ExportResult(env_vars=env_vars)
     for name, text in files.items():
         target = base / name
@@ -155,6 +163,26 @@ def export_directory(
                 p.unlink()
                 result.removed.append(p.name)
     return result
+
+
+def _existing(base: Path) -> dict[str, str]:
+    """Connector name → file name for the files already in ``base`` (a file keeps its
+    name when exported again, so version control shows a change, not a rename)."""
+    from conveyor.deployments_io.loader import discover
+
+    out: dict[str, str] = {}
+    for p in discover(base):
+        try:
+            if p.stat().st_size > MAX_FILE_BYTES:
+                continue
+            data = yaml.load(p.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except (OSError, yaml.YAMLError):
+            continue
+        block = data.get("connector") if isinstance(data, dict) else None
+        name = block.get("name") if isinstance(block, dict) else None
+        if isinstance(name, str):
+            out.setdefault(name.strip(), p.name)
+    return out
 
 
 class _EnvNamer:

@@ -27,6 +27,7 @@ from conveyor.deployments_io.state import (
     endpoint_state,
     hash_keys,
     is_drifted,
+    with_defaults,
 )
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind
@@ -258,7 +259,8 @@ class _Planner:
         else:
             name = spec.connector.name
             existing = self.by_name.get(name)
-        current = self._current(existing) if existing is not None else None
+        raw = db_state(existing, self.box) if existing is not None else None
+        current = self._current(raw) if raw is not None else None
         if existing is not None:
             db_id: int | None = existing.id
         elif spec.connector_id not in self.by_id:
@@ -285,7 +287,7 @@ class _Planner:
             return change
         change.managed_by = existing.managed_by
         change.changes = diff(current, desired_state)
-        change.drifted = bool(change.changes) and is_drifted(existing, self.box, self.keys)
+        change.drifted = bool(change.changes) and is_drifted(existing, self.box, self.keys, raw)
         if change.drifted and not self.force:
             change.action = "drift"
         elif change.changes:
@@ -296,13 +298,8 @@ class _Planner:
             change.action = "unchanged"
         return change
 
-    def _current(self, c: Connector) -> State:
-        return db_state(
-            c,
-            self.box,
-            default_pool=self.settings.default_work_pool,
-            default_queue=self.settings.default_work_queue,
-        )
+    def _current(self, raw: State) -> State:
+        return with_defaults(raw, self.settings.default_work_pool, self.settings.default_work_queue)
 
     def _desired(
         self, spec: FileSpec, current: State | None

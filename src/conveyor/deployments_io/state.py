@@ -48,15 +48,8 @@ def default_deployment_name(deployment_name: str | None, connector_id: int) -> s
     return None if deployment_name == f"connector-{connector_id}" else deployment_name
 
 
-def db_state(
-    c: Connector,
-    box: SecretBox,
-    *,
-    default_pool: str | None = None,
-    default_queue: str | None = None,
-) -> State:
-    """The connector as stored, secrets decrypted; pool/queue equal to the defaults given
-    read as "follow the default" (None)."""
+def db_state(c: Connector, box: SecretBox) -> State:
+    """The connector as stored, secrets decrypted (``with_defaults`` for comparisons)."""
     src_type, dst_type = c.source.type, c.destination.type
     src_secrets = secret_fields("source", src_type)
     dst_secrets = secret_fields("destination", dst_type)
@@ -85,8 +78,18 @@ def db_state(
         "timezone": c.timezone,
         "is_active": bool(c.is_active),
         "tags": list(c.tags or []),
-        "work_pool_name": None if c.work_pool_name == default_pool else c.work_pool_name,
-        "work_queue_name": None if c.work_queue_name == default_queue else c.work_queue_name,
+        "work_pool_name": c.work_pool_name,
+        "work_queue_name": c.work_queue_name,
+    }
+
+
+def with_defaults(state: State, default_pool: str, default_queue: str) -> State:
+    """A raw state with pool/queue equal to the defaults read as "follow the default"."""
+    pool, queue = state["work_pool_name"], state["work_queue_name"]
+    return {
+        **state,
+        "work_pool_name": None if pool == default_pool else pool,
+        "work_queue_name": None if queue == default_queue else queue,
     }
 
 
@@ -114,11 +117,12 @@ def connector_hash(c: Connector, box: SecretBox, key: bytes) -> str:
     return state_hash(db_state(c, box), key)
 
 
-def is_drifted(c: Connector, box: SecretBox, keys: list[bytes]) -> bool:
-    """Changed (UI, API, SQL) since the last apply? False when never applied."""
+def is_drifted(c: Connector, box: SecretBox, keys: list[bytes], state: State | None = None) -> bool:
+    """Changed (UI, API, SQL) since the last apply? False when never applied.
+    ``state``: ``db_state(c, box)`` if the caller has it already."""
     if not c.applied_file_hash:
         return False
-    state = db_state(c, box)
+    state = state if state is not None else db_state(c, box)
     return not any(hmac.compare_digest(state_hash(state, k), c.applied_file_hash) for k in keys)
 
 

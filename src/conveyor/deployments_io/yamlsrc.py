@@ -72,29 +72,35 @@ def _child(node: Node | None, part: str | int) -> tuple[Node, Node] | None:
     return None
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """The C parser with YAML 1.2 core-schema resolution."""
-
-
-_Loader.yaml_implicit_resolvers = {}
-for _tag, _pattern, _first in (
-    ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
-    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
-    (
-        "float",
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-        "-+.0123456789",
-    ),
-):
-    _Loader.add_implicit_resolver(
-        f"tag:yaml.org,2002:{_tag}",
-        re.compile(_pattern),
-        [*_first] + ([""] if _tag == "null" else []),
-    )
-
 _TAG = "tag:yaml.org,2002:"
+# YAML 1.2 core schema, in the order they are tried.
+_IMPLICIT = [
+    (_TAG + "null", re.compile(r"^(?:~|null|Null|NULL|)$")),
+    (_TAG + "bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")),
+    (_TAG + "int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")),
+    (
+        _TAG + "float",
+        re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
+    ),
+]
+_MAYBE_TYPED = frozenset("~nNtTfF-+.0123456789")
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The C parser with YAML 1.2 core-schema resolution (no path resolvers: this is
+    called for every scalar, and PyYAML's general resolver dominated load time)."""
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            if implicit[0] and (not value or value[0] in _MAYBE_TYPED):
+                for tag, pattern in _IMPLICIT:
+                    if pattern.match(value):
+                        return tag
+            return _TAG + "str"
+        return _TAG + ("seq" if kind is SequenceNode else "map")
 
 
 class _Problem(Exception):
