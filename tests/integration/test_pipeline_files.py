@@ -210,3 +210,32 @@ def test_transfer_to_rest_upload_failed_file_retried_next_run(
     assert sorted(paths) == ["a.csv", "b.bin", "sub/c.json"]  # b.bin once, nothing twice
     sent = next(u for u in rest_server.state.uploads if u["fields"]["path"] == "b.bin")
     assert sent["files"]["file"]["content"] == (outbox / "b.bin").read_bytes()
+
+
+def test_parsed_files_into_rest_endpoint_and_sftp(
+    factory: Any, tmp_path: Path, rest_server: Any, sftp_server: Any
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "e.jsonl").write_text("\n".join(json.dumps({"id": i, "v": i}) for i in range(12)) + "\n")
+    to_rest = factory(
+        ("filesystem", {"path": str(src), "file_pattern": "*.jsonl", "table_name": "events"}),
+        (
+            "rest_api",
+            {
+                "url": rest_server.base_url + "/ingest",
+                "auth_type": "bearer_token",
+                "token": rest_server.state.token,
+                "batch_size": 5,
+            },
+        ),
+    )
+    assert run_connector(to_rest, settings=factory.settings)["rows_loaded"] == 12
+    assert sorted(r["id"] for r in rest_server.state.rows()) == list(range(12))
+    to_sftp = factory(
+        ("filesystem", {"path": str(src), "file_pattern": "*.jsonl", "table_name": "events"}),
+        ("sftp", {**sftp_server.config(f"/files-{to_rest}"), "format": "csv"}),
+    )
+    assert run_connector(to_sftp, settings=factory.settings)["rows_loaded"] == 12
+    landed = list((sftp_server.root / f"files-{to_rest}").rglob("*.csv*"))
+    assert landed

@@ -73,3 +73,36 @@ def test_rest_to_postgres(factory: Any, rest_server: Any, pg_database: Any) -> N
     assert pg_rows(target, f"SELECT count(*), sum(price) FROM connector_{cid}.items") == [
         (12, 117.0)
     ]
+
+
+def test_rest_to_s3_jsonl_and_sftp_parquet(
+    factory: Any, rest_server: Any, s3_server: Any, sftp_server: Any
+) -> None:
+    import gzip
+    import io
+    import json
+
+    import pyarrow.parquet as pq
+
+    rest_server.state.items = items(7)
+    bucket = s3_server.new_bucket()
+    to_s3 = factory(
+        rest_source(rest_server),
+        ("filesystem", {"bucket": bucket, "format": "jsonl", **s3_server.config()}),
+    )
+    assert run_connector(to_s3, settings=factory.settings)["rows_loaded"] == 7
+    s3 = s3_server.client()
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"connector_{to_s3}/items/")["Contents"]
+    ]
+    body = s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read()
+    lines = (gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body).decode().splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines) == list(range(1, 8))
+
+    to_sftp = factory(rest_source(rest_server), ("sftp", sftp_server.config(f"/rest-{bucket}")))
+    assert run_connector(to_sftp, settings=factory.settings)["rows_loaded"] == 7
+    files = list(
+        (sftp_server.root / f"rest-{bucket}" / f"connector_{to_sftp}" / "items").glob("*.parquet")
+    )
+    assert sum(pq.read_table(io.BytesIO(f.read_bytes())).num_rows for f in files) == 7
