@@ -108,5 +108,6 @@ def test_files_and_rest_sources(s3_server: Any, rest_server: Any) -> None:
         "resources": ["items"],
     }
     assert check("source", "rest_api", rest).ok
+    assert discover("rest_api", rest)["resources"] == [{"name": "items", "endpoint": "items"}]
     denied = check("source", "rest_api", {**rest, "token": "bad-token-1"})
     assert not denied.ok and "401" in denied.message

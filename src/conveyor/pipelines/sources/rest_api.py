@@ -114,3 +114,16 @@ def basic_auth(auth: HttpAuth) -> tuple[str, str] | None:
     if auth.auth_type == "basic":
         return (auth.username or "", auth.password or "")
     return None
+
+
+def discover(cfg: RestApiSourceConfig) -> dict[str, Any]:
+    """The configured resources and their endpoints (an API has no catalog to list)."""
+    resources = []
+    for resource in cfg.resources:
+        if isinstance(resource, str):
+            resources.append({"name": resource, "endpoint": resource})
+        else:
+            resources.append(
+                {"name": str(resource.get("name", "")), "endpoint": _endpoint_path(resource)}
+            )
+    return {"base_url": str(cfg.base_url), "resources": resources}
