@@ -243,6 +243,7 @@ def main() -> int:
         print(f"dlt-defaults ({SLICE:,} rows): {r['seconds']:.1f} s", flush=True)
 
     drain = statistics.median(r["seconds"] for r in results["drain"])
+    rows = results["conveyor-duckdb"][0]["rows"]  # exact, as loaded
     print(f"\nlineitem: {rows:,} rows; medians of {args.repeat}\n")
     print("| variant | rows | wall time | rows/s | x drain | peak RSS |")
     print("|---|---:|---:|---:|---:|---:|")
