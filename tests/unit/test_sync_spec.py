@@ -201,3 +201,20 @@ def test_unreachable_and_timeouts_are_transient() -> None:
 
 def test_other_exceptions_are_not_swallowed() -> None:
     assert translate(KeyError("x"), "anything") is None
+
+
+def test_the_reconciler_imports_neither_the_web_app_nor_the_flow() -> None:
+    """Design rule: web app, reconciler and flow share only domain/db/services."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import conveyor.sync.loop, conveyor.sync.runs, conveyor.sync.status\n"
+        "import conveyor.cli.reconcile\n"
+        "forbidden = ('conveyor.web', 'conveyor.pipelines.flow')\n"
+        "bad = [m for m in sys.modules if m.startswith(forbidden)]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
