@@ -39,9 +39,17 @@ SECRET = st.text(
     min_size=1,
     max_size=12,
 )
-TEXT = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x00"), max_size=40
-) | st.just("two\nlines")
+# Strings some YAML reader would take for a number, bool, null or date if left unquoted.
+TRICKY = st.sampled_from(
+    ["0E0", "0o7", "0x1F", "yes", "on", "~", "null", "2024-01-01", "1:30", ".inf", "1_000", "+1"]
+)
+TEXT = (
+    TRICKY
+    | st.text(
+        st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x00"), max_size=40
+    )
+    | st.just("two\nlines")
+)
 CRON = st.sampled_from([None, "0 */6 * * *", "*/15 * * * *", "30 2 * * 1-5", "0 0 1 * *"])
 TZ = st.sampled_from(["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"])
 TAG = st.sampled_from(["finance", "eu", "nightly", "team:data", "v1.2"])

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from yaml.nodes import ScalarNode
 
 from conveyor.db.models import Connector
 from conveyor.deployments_io.configs import PATH_FIELDS
@@ -30,10 +31,12 @@ from conveyor.deployments_io.format import (
     secret_fields,
 )
 from conveyor.deployments_io.loader import IGNORED_FILES
+from conveyor.deployments_io.yamlsrc import implicit_tag
 from conveyor.pipelines.registry import Kind
 from conveyor.settings import Settings
 
 _KINDS: tuple[Kind, ...] = ("source", "destination")
+_STR = "tag:yaml.org,2002:str"
 HEADER = (
     "# Conveyor deployment file: one connector and its Prefect deployment.\n"
     "# Apply with `conveyor deployments apply DIR`; ${VARS} are read from the environment.\n"
@@ -45,7 +48,14 @@ class _Quoted(str):
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    pass
+    """Quotes a string that YAML 1.1 *or* 1.2 would read as something else ("0E0", "0o7",
+    "yes"), so Conveyor's loader and any other YAML reader get the same string back."""
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        tag: str = super().resolve(kind, value, implicit)
+        if kind is ScalarNode and implicit[0] and tag == _STR:
+            return implicit_tag(value)
+        return tag
 
 
 _Dumper.add_representer(

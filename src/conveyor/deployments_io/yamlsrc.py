@@ -89,17 +89,22 @@ _IMPLICIT = [
 _MAYBE_TYPED = frozenset("~nNtTfF-+.0123456789")
 
 
+def implicit_tag(value: str) -> str:
+    """The tag a plain (unquoted) scalar gets under YAML 1.2's core schema."""
+    if not value or value[0] in _MAYBE_TYPED:
+        for tag, pattern in _IMPLICIT:
+            if pattern.match(value):
+                return tag
+    return _TAG + "str"
+
+
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """The C parser with YAML 1.2 core-schema resolution (no path resolvers: this is
     called for every scalar, and PyYAML's general resolver dominated load time)."""
 
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
-            if implicit[0] and (not value or value[0] in _MAYBE_TYPED):
-                for tag, pattern in _IMPLICIT:
-                    if pattern.match(value):
-                        return tag
-            return _TAG + "str"
+            return implicit_tag(value) if implicit[0] else _TAG + "str"
         return _TAG + ("seq" if kind is SequenceNode else "map")
 
 
