@@ -9,6 +9,7 @@ import typer
 
 from conveyor.cli import (
     db,
+    deployments,
     doctor,
     prefect_server,
     reconcile,
@@ -36,6 +37,7 @@ app.command("web")(web.web)
 # Command groups of other parts register here, one line each.
 app.command("reconcile")(reconcile.reconcile)
 app.add_typer(sync.app, name="sync")
+app.add_typer(deployments.app, name="deployments")
 app.command("up")(up.up)
 app.command("worker")(worker.worker)
 app.command("prefect-server")(prefect_server.prefect_server)
