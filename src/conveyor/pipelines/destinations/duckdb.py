@@ -30,8 +30,16 @@ def build(cfg: DuckdbConfig, *, settings: Settings, connector_id: int) -> DltTar
 
     path = database_path(cfg, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+    credentials = DuckDbCredentials(
+        str(path),
+        # Rows of a copied table have no order to keep; letting DuckDB insert out of order
+        # roughly halves the load of a large Parquet file (measured on 6M rows).
+        global_config={"preserve_insertion_order": False},
+    )
     return DltTarget(
-        destination=dlt.destinations.duckdb(str(path)),
+        destination=dlt.destinations.duckdb(credentials),
         dataset_name=cfg.dataset_name or default_dataset(connector_id),
         # Arrow batches go to Parquet and DuckDB reads those natively (no normalize step).
         loader_file_format="parquet",
