@@ -209,7 +209,9 @@ def full_platform(tmp_path: Path, prefect_api_url: str) -> Iterator[Platform]:
         platform.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: a live sync_playwright() keeps an event loop running in this thread, which
+# would break asyncio.run() in every test collected after the browser tests.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
