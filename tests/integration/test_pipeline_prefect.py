@@ -153,3 +153,37 @@ def test_worker_killed_mid_run_then_next_run_completes(
     wait_for(lambda: run_status(s, second) not in ("scheduled", "running"), 120, "the next run")
     assert run_status(s, second) == "succeeded"
     assert duckdb_rows(s, f"SELECT count(*) FROM connector_{cid}.query_result") == [(10,)]
+
+
+def test_cancelled_run_is_recorded_as_cancelled(
+    e2e_settings: Settings, process_worker: Any, pg_database: Any
+) -> None:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    s = e2e_settings
+    db = pg_database()
+    pg_exec(db, "CREATE TABLE t (id int)", "INSERT INTO t VALUES (1)")
+    slow = "SELECT t.id FROM t, (SELECT pg_sleep(60)) AS wait"
+    cid = ConnectorFactory(s)(
+        ("sql_database", {"connection_string": db, "query": slow}), ("duckdb", {})
+    )
+    reconcile(s)
+    process_worker(s.default_work_pool, worker_env(s))
+    run_id = trigger(s, cid)
+    wait_for(lambda: run_status(s, run_id) == "running", 120, "the run to start")
+    with session_scope(s.effective_database_url) as session:
+        flow_run_id = session.get(ConnectorRun, run_id).prefect_flow_run_id  # type: ignore[union-attr]
+
+    async def cancel() -> None:
+        async with get_client() as client:
+            await client.set_flow_run_state(UUID(flow_run_id), Cancelling(), force=True)
+
+    asyncio.run(cancel())
+    wait_for(lambda: run_status(s, run_id) != "running", 90, "the record to close")
+    with session_scope(s.effective_database_url) as session:
+        run = session.get(ConnectorRun, run_id)
+        assert run is not None
+        assert (run.status, run.error) == ("cancelled", "The run was cancelled.")
