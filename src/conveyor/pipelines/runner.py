@@ -120,13 +120,36 @@ def _secret_values(config: dict[str, Any], fields: frozenset[str]) -> list[str]:
     return values
 
 
+# A DuckDB file takes one writing process at a time, and connectors share the default file:
+# a run that finds it locked waits for the other run instead of failing.
+LOCK_ATTEMPTS = 6
+LOCK_BACKOFF = 5.0
+
+
 def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
     """Move the data; raises on failure (the caller explains and records it)."""
     if connector.is_transfer:
         from conveyor.pipelines import transfer
 
         return transfer.run(connector, settings)
-    return run_dlt(connector, settings)
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return run_dlt(connector, settings)
+        except Exception as exc:
+            if attempt == LOCK_ATTEMPTS or not _file_locked(exc):
+                raise
+            wait = LOCK_BACKOFF * attempt
+            log.warning(
+                "connector %s: destination file locked; retrying in %.0fs", connector.id, wait
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _file_locked(exc: BaseException) -> bool:
+    from conveyor.pipelines.explain import causes
+
+    return any("could not set lock on file" in str(e).lower() for e in causes(exc))
 
 
 def _module(kind: str, type_name: str) -> Any:
