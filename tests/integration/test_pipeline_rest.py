@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from conveyor.pipelines.flow import run_connector
 from tests.fixtures.pipelines import duckdb_rows, pg_rows
 
@@ -106,3 +108,23 @@ def test_rest_to_s3_jsonl_and_sftp_parquet(
         (sftp_server.root / f"rest-{bucket}" / f"connector_{to_sftp}" / "items").glob("*.parquet")
     )
     assert sum(pq.read_table(io.BytesIO(f.read_bytes())).num_rows for f in files) == 7
+
+
+def _auth(kind: str, token: str) -> dict[str, Any]:
+    if kind == "api_key":
+        return {"auth_type": "api_key", "api_key": token, "api_key_name": "X-API-Key"}
+    if kind == "basic":
+        return {"auth_type": "basic", "username": "conveyor", "password": token}
+    return {"auth_type": "bearer_token", "token": token}
+
+
+@pytest.mark.parametrize("kind", ["api_key", "basic"])
+def test_other_auth_types_both_ways(factory: Any, rest_server: Any, kind: str) -> None:
+    rest_server.state.items = items(4)
+    source = rest_source(rest_server)
+    source[1].pop("token")
+    source[1].update(_auth(kind, rest_server.state.token))
+    sink = {"url": rest_server.base_url + "/ingest", **_auth(kind, rest_server.state.token)}
+    cid = factory(source, ("rest_api", sink))
+    assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 4
+    assert sorted(r["id"] for r in rest_server.state.rows()) == [1, 2, 3, 4]
