@@ -187,3 +187,48 @@ def test_cancelled_run_is_recorded_as_cancelled(
         run = session.get(ConnectorRun, run_id)
         assert run is not None
         assert (run.status, run.error) == ("cancelled", "The run was cancelled.")
+
+
+def test_failed_run_logs_reason_without_secrets(
+    e2e_settings: Settings, process_worker: Any
+) -> None:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from tests.fixtures.servers import free_port
+
+    s = e2e_settings
+    secret = "pw-e2e-Secret-4711"
+    cid = ConnectorFactory(s)(
+        (
+            "sql_database",
+            {
+                "connection_string": f"postgresql://app:{secret}@127.0.0.1:{free_port()}/db",
+                "tables": ["t"],
+            },
+        ),
+        ("duckdb", {}),
+    )
+    reconcile(s)
+    process_worker(s.default_work_pool, worker_env(s))
+    run_id = trigger(s, cid)
+    wait_for(lambda: run_status(s, run_id) not in ("scheduled", "running"), 120, "the run")
+    with session_scope(s.effective_database_url) as session:
+        run = session.get(ConnectorRun, run_id)
+        assert run is not None and run.status == "failed"
+        assert run.error and "Cannot reach the server" in run.error
+        flow_run_id = run.prefect_flow_run_id
+
+    async def logs() -> list[str]:
+        async with get_client() as client:
+            found = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
+            )
+            return [entry.message for entry in found]
+
+    messages = wait_for(lambda: asyncio.run(logs()), 30, "the flow run's logs")
+    text = "\n".join(messages)  # type: ignore[arg-type]
+    assert "Cannot reach the server" in text
+    assert secret not in text
