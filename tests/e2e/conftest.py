@@ -2,7 +2,8 @@
 
 The web app (and, for the sync tests, the reconciler and a Prefect process worker) run as
 child processes on free loopback ports, configured only by CONVEYOR_* variables, as in
-production. Screenshots of the main pages go to docs/screenshots/.
+production. Screenshots of the main pages go to docs/screenshots/ when
+CONVEYOR_UPDATE_SCREENSHOTS=1 is set (to a temporary directory otherwise).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,7 +37,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are refreshed with CONVEYOR_UPDATE_SCREENSHOTS=1; ordinary runs
+# write them to a temporary directory so a test run leaves the working tree clean.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("CONVEYOR_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "conveyor-screenshots"
+)
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
