@@ -10,7 +10,9 @@ For each Prefect server backend (SQLite, PostgreSQL), in one run:
 (b) a full reconcile pass over the N synced connectors with nothing to change (target < 2 s,
     no write calls);
 (c) N schedule changes through the API until applied, beside the same N schedule updates
-    sent by raw loops (sequential and the best concurrency of (a)).
+    sent by raw loops (sequential and the best concurrency of (a));
+(a'), (c') the same work queued straight in the database and applied by one in-process
+    outbox pass: the sync layer's own cost, without the HTTP API sharing the CPU.
 Every create measurement gets a fresh Prefect server (same backend), so none pays for
 another's deployments or flow runs. The Conveyor database is SQLite (the embedded default).
 """
@@ -231,15 +233,19 @@ class Conveyor:
             default_work_pool=POOL,
         )
 
-    def start(self) -> None:
+    def start_db(self) -> None:
         from conveyor.db.migrations import upgrade
+
+        upgrade(self.env["CONVEYOR_DATABASE_URL"])
+
+    def start(self) -> None:
         from conveyor.db.session import session_scope
         from conveyor.domain.models import UserCreate
         from conveyor.services import users
         from conveyor.services.authz import SYSTEM
 
         url = self.env["CONVEYOR_DATABASE_URL"]
-        upgrade(url)
+        self.start_db()
         with session_scope(url) as s:
             users.create_user(
                 UserCreate(username="bench", password="a-long-password", role="admin"),
@@ -333,6 +339,77 @@ class Conveyor:
         assert len(want) == n and len(seen) == n, (len(want), len(seen))
         bad = [cid for cid, h in want.items() if got.get(cid) != [h]]
         assert not bad, f"{len(bad)} deployments do not match, e.g. {bad[:5]}"
+
+    def fill(self, n: int, cron: str) -> list[int]:
+        """N connectors written straight through the services (no HTTP), queued for sync."""
+        from conveyor.db.session import session_scope
+        from conveyor.domain.models import ConnectorCreate, EndpointCreate
+        from conveyor.secrets import SecretBox
+        from conveyor.services import catalog, connectors
+        from conveyor.services.authz import SYSTEM
+
+        box = SecretBox(self.settings().secret_keys())
+        with session_scope(self.env["CONVEYOR_DATABASE_URL"]) as s:
+            config = {"host": "db", "database": "d", "username": "u"}
+            src = catalog.create(
+                "source",
+                EndpointCreate(name="warehouse", type="sql_database", config=config),
+                session=s,
+                actor=SYSTEM,
+                box=box,
+            )
+            dst = catalog.create(
+                "destination",
+                EndpointCreate(name="lake", type="duckdb", config={}),
+                session=s,
+                actor=SYSTEM,
+                box=box,
+            )
+            made = [
+                connectors.create(
+                    ConnectorCreate(
+                        name=f"c-{i}",
+                        source_id=src.id,
+                        destination_id=dst.id,
+                        schedule=cron,
+                        source_config_override={"tables": ["orders"]},
+                    ),
+                    session=s,
+                    actor=SYSTEM,
+                    box=box,
+                ).id
+                for i in range(n)
+            ]
+        return made
+
+    def reschedule(self, ids: list[int], cron: str) -> None:
+        from conveyor.db.session import session_scope
+        from conveyor.domain.models import ConnectorPatch
+        from conveyor.secrets import SecretBox
+        from conveyor.services import connectors
+        from conveyor.services.authz import SYSTEM
+
+        box = SecretBox(self.settings().secret_keys())
+        with session_scope(self.env["CONVEYOR_DATABASE_URL"]) as s:
+            for cid in ids:
+                connectors.update(
+                    cid, ConnectorPatch(schedule=cron), session=s, actor=SYSTEM, box=box
+                )
+
+    async def outbox_pass(self) -> float:
+        """Seconds for one in-process outbox pass over everything queued."""
+        from conveyor.sync.gateway import PrefectGateway
+        from conveyor.sync.reconciler import Reconciler
+
+        settings = self.settings()
+        async with PrefectGateway(self.api, max_in_flight=settings.reconcile_concurrency) as gw:
+            await gw.ensure_work_pool(POOL)  # as a running reconciler has already done
+            await gw._flow()
+            t0 = time.perf_counter()
+            report = await Reconciler(settings, gw).outbox_pass()
+            took = time.perf_counter() - t0
+        assert report.failed == 0, report.errors[:3]
+        return took
 
     async def noop_pass(self) -> tuple[float, int, int]:
         """One in-process full pass: seconds, write calls, connectors found unchanged."""
@@ -432,6 +509,23 @@ def bench_backend(backend: str, n: int, concurrency: list[int], workdir: Path) -
         finally:
             conv.stop()
     out["best_k"] = best_k
+
+    # The sync layer alone: the same work queued straight in the database (no HTTP API
+    # sharing the two cores), applied by one in-process outbox pass.
+    with prefect_server(backend, workdir) as api:
+        conv = Conveyor(api, workdir)
+        conv.start_db()
+        cids = conv.fill(n, CRON_A)
+        out["layer_create"] = asyncio.run(conv.outbox_pass())
+        asyncio.run(conv.verify(n))
+        conv.reschedule(cids, CRON_B)
+        out["layer_reschedule"] = asyncio.run(conv.outbox_pass())
+        asyncio.run(conv.verify(n))
+    print(
+        f"[{backend}] sync layer alone: create {out['layer_create']:.1f} s, "
+        f"reschedule {out['layer_reschedule']:.1f} s",
+        flush=True,
+    )
     return out
 
 
@@ -455,12 +549,22 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {r['backend']} | {r['n']} | (b) no-op full pass | "
             f"{statistics.median(r['noop_pass']):.2f} s (0 writes) | - | - | - |"
         )
+        lines.append(
+            f"| {r['backend']} | {r['n']} | (a') same, queued in the DB, sync layer only | "
+            f"{r['layer_create']:.1f} s | {raw[1]:.1f} s | {conc} | "
+            f"{best / r['layer_create']:.2f} |"
+        )
         rr = r["raw_reschedule"]
         best_r = min(v for k, v in rr.items() if k != 1)
         lines.append(
             f"| {r['backend']} | {r['n']} | (c) schedule changes until applied | "
             f"{r['conveyor_reschedule']:.1f} s | {rr[1]:.1f} s | {r['best_k']} in flight: "
             f"{best_r:.1f} s | {best_r / r['conveyor_reschedule']:.2f} |"
+        )
+        lines.append(
+            f"| {r['backend']} | {r['n']} | (c') same, sync layer only | "
+            f"{r['layer_reschedule']:.1f} s | {rr[1]:.1f} s | {r['best_k']} in flight: "
+            f"{best_r:.1f} s | {best_r / r['layer_reschedule']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ import pytest
 
 from conveyor.errors import ExternalError
 from conveyor.sync import spec as S
-from conveyor.sync.gateway import PrefectUnavailable, observe, translate
+from conveyor.sync.gateway import PrefectUnavailable, ServerBusy, observe, translate
 
 
 @dataclass
@@ -194,9 +194,11 @@ def test_validation_details_are_readable() -> None:
 
 def test_unreachable_and_timeouts_are_transient() -> None:
     request = httpx.Request("GET", "http://prefect/api")
-    for exc in (httpx.ConnectError("refused", request=request), httpx.ReadTimeout("slow")):
+    for exc in (httpx.ConnectError("refused", request=request), httpx.ConnectTimeout("x")):
         err = translate(exc, "list deployments")
         assert isinstance(err, PrefectUnavailable) and err.transient
+    err = translate(httpx.ReadTimeout("slow"), "list deployments")
+    assert isinstance(err, ServerBusy) and err.transient  # there, but overloaded
 
 
 def test_other_exceptions_are_not_swallowed() -> None:

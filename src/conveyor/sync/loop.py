@@ -146,7 +146,9 @@ async def _lead(
     poll_interval: float,
     backoff: Backoff,
 ) -> None:
-    reconciler = Reconciler(settings, gateway, is_leader=leadership, backoff=backoff)
+    reconciler = Reconciler(
+        settings, gateway, is_leader=leadership, backoff=backoff, poll_interval=poll_interval
+    )
     next_full = 0.0
     failures = 0
     while not stop.is_set() and leadership.held:

@@ -2,13 +2,15 @@
 
 Two kinds of pass, both idempotent:
 - an *outbox pass* applies queued connector changes, coalesced per connector: one
-  Prefect write per changed connector, no reads;
+  Prefect write per changed connector, no reads. Changes queued while it runs join it;
 - a *full pass* lists every Conveyor-tagged deployment once, compares each with its
   connector by spec hash and repairs what differs (deleted, edited or paused in Prefect,
   changed directly in the database, orphaned). Nothing to change means no write calls.
 
 Applying is an upsert on the deployment's (flow, name), so repeating work that was done
 but not recorded (a crash between Prefect's answer and our commit) creates nothing new.
+Results are written in small batches off the event loop, so database writes never hold
+up the requests in flight.
 """
 
 from __future__ import annotations
@@ -20,90 +22,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from time import monotonic
-from typing import Any
+
+from sqlalchemy.orm import Session
 
 from conveyor.db.base import utcnow
 from conveyor.db.session import session_scope
 from conveyor.errors import ExternalError
 from conveyor.settings import Settings
 from conveyor.sync import runs, store
+from conveyor.sync.backoff import Backoff
 from conveyor.sync.gateway import Gateway, ObservedDeployment, PrefectUnavailable
+from conveyor.sync.report import PassReport
 from conveyor.sync.spec import DeploymentSpec, build
-from conveyor.sync.store import ConnectorState
+from conveyor.sync.store import ConnectorState, OutboxGroup
 
 log = logging.getLogger("conveyor.sync.reconciler")
 
-MAX_LISTED = 100  # repairs and errors kept in a pass report
+__all__ = ["Backoff", "LeadershipLost", "PassReport", "Reconciler"]
 
 
 class LeadershipLost(Exception):
     """Another reconciler holds the lock now: stop acting."""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: half the delay fixed, half random."""
-
-    base: float = 2.0
-    cap: float = 300.0
-    # Prefect rejected the spec itself: retried slowly, in case the cause was elsewhere.
-    terminal_base: float = 60.0
-    terminal_cap: float = 3600.0
-    # Prefect unreachable: the whole server, not the connector, is at fault, and a failed
-    # probe costs one refused connection; retry soon so it converges soon after return.
-    unavailable_cap: float = 30.0
-
-    def delay(
-        self,
-        attempts: int,
-        rng: random.Random,
-        *,
-        transient: bool = True,
-        unavailable: bool = False,
-    ) -> float:
-        base, cap = (self.base, self.cap) if transient else (self.terminal_base, self.terminal_cap)
-        if unavailable:
-            cap = min(cap, self.unavailable_cap)
-        full = min(cap, base * 2.0 ** max(0, attempts - 1))
-        return full / 2 + rng.uniform(0, full / 2)
-
-
-@dataclass
-class PassReport:
-    """What one pass did; the last full one is shown by ``GET /api/v1/sync``."""
-
-    kind: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    seconds: float = 0.0
-    connectors: int = 0
-    deployments: int | None = None
-    unchanged: int = 0
-    recorded: int = 0  # database brought up to date without a Prefect call
-    created: int = 0
-    updated: int = 0
-    paused: int = 0
-    resumed: int = 0
-    deleted: int = 0
-    failed: int = 0
-    stale_runs_closed: int = 0
-    repairs: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None  # the pass itself could not run (Prefect down, ...)
-
-    @property
-    def changed(self) -> int:
-        return self.created + self.updated + self.paused + self.resumed + self.deleted
-
-    def note(self, bucket: list[dict[str, Any]], **entry: Any) -> None:
-        if len(bucket) < MAX_LISTED:
-            bucket.append(entry)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.__dict__)
-        out["started_at"] = self.started_at.isoformat()
-        out["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
-        return out
 
 
 @dataclass
@@ -121,6 +60,41 @@ class _Item:
     attempts: int = 0  # outbox attempts so far (deleted connectors have no row)
 
 
+Write = Callable[[Session], None]
+
+
+class _Writer:
+    """Commits results in batches in a worker thread, in the order they came."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._pending: list[Write] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, write: Write) -> None:
+        self._pending.append(write)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            await asyncio.to_thread(self._commit, batch)
+
+    def _commit(self, batch: list[Write]) -> None:
+        with session_scope(self.url) as session:
+            for write in batch:
+                write(session)
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            await self._task
+        if self._task is not None:
+            self._task.result()  # a write that failed fails the pass
+        if self._pending:
+            await self._drain()
+
+
 class Reconciler:
     """One reconciler; ``outbox_pass`` and ``full_pass`` are each safe to call at any time."""
 
@@ -133,6 +107,7 @@ class Reconciler:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         is_leader: Callable[[], bool] = lambda: True,
+        poll_interval: float = 0.5,
         batch_size: int = 5000,
     ) -> None:
         self.settings = settings
@@ -142,6 +117,7 @@ class Reconciler:
         self.backoff = backoff or Backoff()
         self.rng = rng or random.Random()
         self.is_leader = is_leader
+        self.poll_interval = poll_interval
         self.batch_size = batch_size
         self._sem = asyncio.Semaphore(settings.reconcile_concurrency)
         self._unavailable: ExternalError | None = None
@@ -156,54 +132,78 @@ class Reconciler:
     # --- outbox ---------------------------------------------------------------
 
     async def outbox_pass(self) -> PassReport:
-        """Apply the queued changes that are due."""
+        """Apply the queued changes that are due, and those queued while it runs."""
         report = PassReport(kind="outbox", started_at=self.clock())
         t0 = monotonic()
-        now = self.clock()
+        self._unavailable = None
+        writer = _Writer(self.url)
+        running: dict[int, asyncio.Task[None]] = {}
+        taken: dict[int, int] = {}  # connector → newest outbox id taken in this pass
+        try:
+            while True:
+                groups, states = await asyncio.to_thread(self._due, self.clock())
+                for g in groups:
+                    cid = g.connector_id
+                    if cid in running or taken.get(cid, 0) >= g.max_id:
+                        continue  # in flight, or done and its result not written yet
+                    taken[cid] = g.max_id
+                    item = self._outbox_item(g, states.get(cid))
+                    running[cid] = asyncio.create_task(self._run(item, report, writer))
+                if not running:
+                    break
+                await asyncio.wait(running.values(), timeout=self.poll_interval)
+                for cid, task in list(running.items()):
+                    if task.done():
+                        del running[cid]
+                        task.result()  # LeadershipLost and kills propagate
+        except BaseException as exc:
+            for task in running.values():
+                task.cancel()
+            if isinstance(exc, Exception):  # record what Prefect already has, then stop
+                await writer.flush()
+            raise
+        await writer.flush()
+        report.connectors = len(taken)
+        return self._finish(report, t0)
+
+    def _due(self, now: datetime) -> tuple[list[OutboxGroup], dict[int, ConnectorState]]:
         with session_scope(self.url) as session:
             groups = [g for g in store.outbox_groups(session, now).values() if g.due]
             groups = groups[: self.batch_size]
             states = store.load_connectors(session, [g.connector_id for g in groups])
-        items: list[_Item] = []
-        for g in groups:
-            state = states.get(g.connector_id)
-            if state is None:
-                items.append(
-                    _Item(
-                        g.connector_id,
-                        "delete",
-                        "connector deleted",
-                        stale_ids=set(g.deployment_ids),
-                        outbox_max_id=g.max_id,
-                        attempts=g.attempts,
-                    )
-                )
-                continue
-            spec = self._spec(state)
-            stale = set(g.deployment_ids)
-            if state.prefect_deployment_id:
-                stale.add(state.prefect_deployment_id)
-            in_step = (
-                state.synced_spec_hash == spec.hash
-                and state.prefect_deployment_id is not None
-                and stale == {state.prefect_deployment_id}
+        return groups, states
+
+    def _outbox_item(self, g: OutboxGroup, state: ConnectorState | None) -> _Item:
+        if state is None:
+            return _Item(
+                g.connector_id,
+                "delete",
+                "connector deleted",
+                stale_ids=set(g.deployment_ids),
+                outbox_max_id=g.max_id,
+                attempts=g.attempts,
             )
-            items.append(
-                _Item(
-                    g.connector_id,
-                    "record" if in_step else "upsert",
-                    "no change for Prefect" if in_step else "connector changed",
-                    state=state,
-                    spec=spec,
-                    deployment_id=state.prefect_deployment_id if in_step else None,
-                    stale_ids=stale,
-                    outbox_max_id=g.max_id,
-                    attempts=g.attempts,
-                )
-            )
-        report.connectors = len(items)
-        await self._apply_all(items, report)
-        return self._finish(report, t0)
+        spec = self._spec(state)
+        stale = set(g.deployment_ids)
+        if state.prefect_deployment_id:
+            stale.add(state.prefect_deployment_id)
+        # Prefect already has this spec (e.g. only the source config changed).
+        in_step = (
+            state.synced_spec_hash == spec.hash
+            and state.prefect_deployment_id is not None
+            and stale == {state.prefect_deployment_id}
+        )
+        return _Item(
+            g.connector_id,
+            "record" if in_step else "upsert",
+            "no change for Prefect" if in_step else "connector changed",
+            state=state,
+            spec=spec,
+            deployment_id=state.prefect_deployment_id if in_step else None,
+            stale_ids=stale,
+            outbox_max_id=g.max_id,
+            attempts=g.attempts,
+        )
 
     # --- full pass ------------------------------------------------------------
 
@@ -211,8 +211,7 @@ class Reconciler:
         """Queued changes first, then compare everything with Prefect and repair drift."""
         t0 = monotonic()
         report = PassReport(kind="full", started_at=self.clock())
-        queued = await self.outbox_pass()
-        _merge(report, queued)
+        report.merge(await self.outbox_pass())
         try:
             await self.gateway.ensure_work_pool(self.settings.default_work_pool)
             observed = await self.gateway.list_deployments()
@@ -224,13 +223,40 @@ class Reconciler:
         with session_scope(self.url) as session:
             states = store.load_connectors(session)
             groups = store.outbox_groups(session, now)
-        waiting = {cid for cid, g in groups.items() if not g.due}  # in backoff
         report.connectors = len(states)
         report.deployments = len(observed)
+        items = self._repairs(states, groups, observed, now, report)
+        self._unavailable = None
+        writer = _Writer(self.url)
+        try:
+            # A TaskGroup, not gather: losing the lock must stop the whole batch.
+            async with asyncio.TaskGroup() as tg:
+                for item in items:
+                    tg.create_task(self._run(item, report, writer, repairs=True))
+        except BaseExceptionGroup as group:
+            await writer.flush()
+            raise group.exceptions[0] from None
+        await writer.flush()
+        try:
+            report.stale_runs_closed = await runs.close_stale_runs(
+                settings=self.settings, gateway=self.gateway, now=self.clock()
+            )
+        except ExternalError as exc:
+            report.note(report.errors, connector_id=None, error=f"stale runs: {exc}")
+        return self._save(self._finish(report, t0), "last_full_pass")
+
+    def _repairs(
+        self,
+        states: dict[int, ConnectorState],
+        groups: dict[int, OutboxGroup],
+        observed: list[ObservedDeployment],
+        now: datetime,
+        report: PassReport,
+    ) -> list[_Item]:
+        waiting = {cid for cid, g in groups.items() if not g.due}  # in backoff
         by_connector: dict[int | None, list[ObservedDeployment]] = {}
         for obs in observed:
             by_connector.setdefault(obs.connector_id, []).append(obs)
-
         items: list[_Item] = []
         for cid, state in states.items():
             found = by_connector.pop(cid, [])
@@ -260,14 +286,7 @@ class Reconciler:
                         outbox_max_id=g.max_id if g else None,
                     )
                 )
-        await self._apply_all(items, report, repairs=True)
-        try:
-            report.stale_runs_closed = await runs.close_stale_runs(
-                settings=self.settings, gateway=self.gateway, now=self.clock()
-            )
-        except ExternalError as exc:
-            report.note(report.errors, connector_id=None, error=f"stale runs: {exc}")
-        return self._save(self._finish(report, t0), "last_full_pass")
+        return items
 
     def _resting(self, state: ConnectorState, now: datetime) -> bool:
         """In backoff after a failure: left alone until its retry time."""
@@ -316,21 +335,9 @@ class Reconciler:
 
     # --- applying -------------------------------------------------------------
 
-    async def _apply_all(
-        self, items: list[_Item], report: PassReport, *, repairs: bool = False
+    async def _run(
+        self, item: _Item, report: PassReport, writer: _Writer, *, repairs: bool = False
     ) -> None:
-        self._unavailable = None
-        if not items:
-            return
-        try:
-            # A TaskGroup, not gather: losing the lock must stop the whole batch.
-            async with asyncio.TaskGroup() as tg:
-                for item in items:
-                    tg.create_task(self._run(item, report, repairs))
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-
-    async def _run(self, item: _Item, report: PassReport, repairs: bool) -> None:
         try:
             deployment_id = await self._apply(item)
         except LeadershipLost:
@@ -341,9 +348,10 @@ class Reconciler:
             else:
                 log.exception("unexpected error syncing connector %s", item.connector_id)
                 err = ExternalError(f"unexpected error: {exc!r}", transient=True)
-            if isinstance(err, PrefectUnavailable):
-                self._unavailable = err  # don't send the rest of the batch to a dead server
-            self._record_failure(item, err)
+            if isinstance(err, PrefectUnavailable) and self._unavailable is None:
+                # Don't send the rest of the batch to a server that is not there.
+                self._unavailable = PrefectUnavailable(f"not sent: {err.reason}")
+            writer.add(self._failure(item, err))
             report.failed += 1
             report.note(
                 report.errors,
@@ -352,7 +360,7 @@ class Reconciler:
                 transient=err.transient,
             )
             return
-        self._record_success(item, deployment_id)
+        writer.add(self._success(item, deployment_id))
         counter = {
             "upsert": "updated" if (item.state and item.state.prefect_deployment_id) else "created",
             "pause": "paused",
@@ -362,7 +370,7 @@ class Reconciler:
         }[item.action]
         if item.action == "upsert" and item.why == "deleted in Prefect":
             counter = "created"
-        setattr(report, counter, getattr(report, counter) + 1)
+        report.count(counter)
         if repairs and item.action != "record":
             report.note(
                 report.repairs,
@@ -403,9 +411,10 @@ class Reconciler:
                 await gw.delete(old)
             return new_id
 
-    def _record_success(self, item: _Item, deployment_id: str | None) -> None:
+    def _success(self, item: _Item, deployment_id: str | None) -> Write:
         now = self.clock()
-        with session_scope(self.url) as session:
+
+        def write(session: Session) -> None:
             if item.state is not None and item.spec is not None and deployment_id:
                 store.record_synced(
                     session,
@@ -417,7 +426,9 @@ class Reconciler:
             if item.outbox_max_id is not None:
                 store.settle_outbox(session, item.connector_id, item.outbox_max_id)
 
-    def _record_failure(self, item: _Item, err: ExternalError) -> None:
+        return write
+
+    def _failure(self, item: _Item, err: ExternalError) -> Write:
         now = self.clock()
         prior = item.state.sync_attempts if item.state else item.attempts
         attempts = prior + 1
@@ -436,7 +447,8 @@ class Reconciler:
             "transient" if err.transient else "rejected",
             delay,
         )
-        with session_scope(self.url) as session:
+
+        def write(session: Session) -> None:
             if item.state is not None:
                 store.record_failed(
                     session,
@@ -465,6 +477,8 @@ class Reconciler:
                 deployment_ids=item.stale_ids if item.state is None else set(),
             )
 
+        return write
+
     # --- reports --------------------------------------------------------------
 
     def _finish(self, report: PassReport, t0: float) -> PassReport:
@@ -481,12 +495,3 @@ class Reconciler:
         except Exception:  # a report is not worth failing a pass for
             log.exception("could not store the %s report", report.kind)
         return report
-
-
-def _merge(into: PassReport, other: PassReport) -> None:
-    for name in ("recorded", "created", "updated", "paused", "resumed", "deleted", "failed"):
-        setattr(into, name, getattr(into, name) + getattr(other, name))
-    for entry in other.errors:
-        into.note(into.errors, **entry)
-    for entry in other.repairs:
-        into.note(into.repairs, **entry)
