@@ -121,3 +121,13 @@ def test_guarded_step_hides_the_original_error() -> None:
     shown = "".join(traceback.format_exception_only(info.value))
     assert "topsecret9" not in shown and "k-SECRET-77" not in shown
     assert info.value.why.detail.startswith("RuntimeError: connect postgresql://u:********@h")
+
+
+def test_check_of_a_missing_local_folder_fails_naming_it(tmp_path) -> None:
+    from conveyor.pipelines.check import check
+
+    missing = tmp_path / "nope"
+    result = check("source", "filesystem", {"path": str(missing), "file_pattern": "*.csv"})
+    assert not result.ok
+    assert f"{missing} does not exist" in result.message
+    assert check("source", "filesystem", {"path": str(tmp_path), "file_pattern": "*.csv"}).ok

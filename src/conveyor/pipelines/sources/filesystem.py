@@ -204,6 +204,9 @@ def discover(cfg: FilesystemSourceConfig) -> dict[str, Any]:
 
 
 def check(cfg: FilesystemSourceConfig) -> str:
-    """List the location; say how many files match."""
+    """List the location; say how many files match. A missing local folder is an error."""
+    where = location(cfg)
+    if where.protocol == "file" and not os.path.isdir(where.url):
+        raise ValueError(f"the folder {where.display()} does not exist or is not a folder")
     files = list_files(cfg, limit=10_000)
     return f"{len(files)} file(s) match {cfg.file_pattern} at {location(cfg).display()}"
