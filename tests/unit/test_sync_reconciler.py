@@ -551,3 +551,24 @@ def test_lost_lock_stops_the_batch(world: World) -> None:
     with pytest.raises(LeadershipLost):
         run(rec.outbox_pass())
     assert "upsert" not in gw.calls
+
+
+def test_changes_made_while_a_pass_runs_join_it(world: World) -> None:
+    world.reset()
+    gw, clock = FakeGateway(), Clock()
+    first = world.create("0 * * * *")
+    made: list[int] = []
+    original = gw.upsert
+
+    async def upsert_and_meanwhile(spec: DeploymentSpec) -> str:
+        if not made:  # while the first upsert is in flight, users keep working
+            world.patch(first, schedule="5 * * * *")
+            made.append(world.create("10 * * * *"))
+        return await original(spec)
+
+    gw.upsert = upsert_and_meanwhile  # type: ignore[method-assign]
+    rec = Reconciler(world.settings, gw, clock=clock, poll_interval=0.01)
+    report = run(rec.outbox_pass())
+    assert report.connectors == 2
+    assert gw.calls.count("upsert") == 3  # first twice (changed in flight), the new one once
+    assert_converged(world, gw, {})

@@ -139,19 +139,33 @@ class Reconciler:
         writer = _Writer(self.url)
         running: dict[int, asyncio.Task[None]] = {}
         taken: dict[int, int] = {}  # connector → newest outbox id taken in this pass
+        # After the first look, only at what is new, and at connectors that changed again
+        # while in flight.
+        newest: int | None = None
+        recheck: set[int] = set()
         try:
             while True:
-                groups, states = await asyncio.to_thread(self._due, self.clock())
+                look_again = recheck - running.keys()
+                recheck -= look_again
+                groups, states = await asyncio.to_thread(
+                    self._due, self.clock(), newest, look_again
+                )
                 for g in groups:
+                    newest = max(newest or 0, g.max_id)
                     cid = g.connector_id
-                    if cid in running or taken.get(cid, 0) >= g.max_id:
-                        continue  # in flight, or done and its result not written yet
+                    if cid in running:
+                        if g.max_id > taken.get(cid, 0):
+                            recheck.add(cid)
+                        continue
+                    if taken.get(cid, 0) >= g.max_id:
+                        continue  # done; its result is not written yet
                     taken[cid] = g.max_id
                     item = self._outbox_item(g, states.get(cid))
                     running[cid] = asyncio.create_task(self._run(item, report, writer))
-                if not running:
+                if not running and not recheck:
                     break
-                await asyncio.wait(running.values(), timeout=self.poll_interval)
+                if running:
+                    await asyncio.wait(running.values(), timeout=self.poll_interval)
                 for cid, task in list(running.items()):
                     if task.done():
                         del running[cid]
@@ -166,9 +180,12 @@ class Reconciler:
         report.connectors = len(taken)
         return self._finish(report, t0)
 
-    def _due(self, now: datetime) -> tuple[list[OutboxGroup], dict[int, ConnectorState]]:
+    def _due(
+        self, now: datetime, newer_than: int | None, also: set[int]
+    ) -> tuple[list[OutboxGroup], dict[int, ConnectorState]]:
         with session_scope(self.url) as session:
-            groups = [g for g in store.outbox_groups(session, now).values() if g.due]
+            found = store.outbox_groups(session, now, newer_than=newer_than, also=also)
+            groups = [g for g in found.values() if g.due]
             groups = groups[: self.batch_size]
             states = store.load_connectors(session, [g.connector_id for g in groups])
         return groups, states

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, Lease, OutboxEntry
@@ -70,19 +70,33 @@ class OutboxGroup:
     created_at: datetime | None = None
 
 
-def outbox_groups(session: Session, now: datetime) -> dict[int, OutboxGroup]:
-    """Every queued change, coalesced per connector, oldest first."""
+def outbox_groups(
+    session: Session,
+    now: datetime,
+    *,
+    newer_than: int | None = None,
+    also: set[int] | frozenset[int] = frozenset(),
+) -> dict[int, OutboxGroup]:
+    """Queued changes coalesced per connector, oldest first: every connector's, or with
+    ``newer_than`` those of the connectors that got an entry after that id (and of the
+    connectors in ``also``)."""
     groups: dict[int, OutboxGroup] = {}
-    rows = session.execute(
-        select(
-            OutboxEntry.id,
-            OutboxEntry.connector_id,
-            OutboxEntry.prefect_deployment_id,
-            OutboxEntry.attempts,
-            OutboxEntry.next_attempt_at,
-            OutboxEntry.created_at,
-        ).order_by(OutboxEntry.id)
-    )
+    stmt = select(
+        OutboxEntry.id,
+        OutboxEntry.connector_id,
+        OutboxEntry.prefect_deployment_id,
+        OutboxEntry.attempts,
+        OutboxEntry.next_attempt_at,
+        OutboxEntry.created_at,
+    ).order_by(OutboxEntry.id)
+    if newer_than is not None:
+        touched = select(OutboxEntry.connector_id).where(OutboxEntry.id > newer_than)
+        stmt = stmt.where(
+            or_(OutboxEntry.connector_id.in_(touched), OutboxEntry.connector_id.in_(sorted(also)))
+            if also
+            else OutboxEntry.connector_id.in_(touched)
+        )
+    rows = session.execute(stmt)
     for entry_id, cid, dep_id, attempts, next_at, created in rows:
         g = groups.get(cid)
         if g is None:
