@@ -134,7 +134,7 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
         return transfer.run(connector, settings)
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
-            return run_dlt(connector, settings)
+            return _run_tables(connector, settings)
         except Exception as exc:
             if attempt == LOCK_ATTEMPTS or not _file_locked(exc):
                 raise
@@ -144,6 +144,30 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
             )
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def _run_tables(connector: ResolvedConnector, settings: Settings) -> RunStats:
+    """Whole tables database to database where that is possible, everything else with dlt."""
+    from conveyor.pipelines import direct
+
+    plan = direct.plan(connector)
+    if plan is None:
+        return run_dlt(connector, settings)
+    stats = RunStats()
+    started = time.monotonic()
+    direct.run(connector, plan.tables, settings, stats)
+    stats.steps["copy"] = time.monotonic() - started
+    rest = plan.rest
+    if rest is not None:
+        from dataclasses import replace
+
+        more = run_dlt(replace(connector, source=rest), settings)
+        stats.rows.update(more.rows)
+        stats.bytes += more.bytes
+        stats.schema_changes += more.schema_changes
+        stats.notes += more.notes
+        stats.steps.update(more.steps)
+    return stats
 
 
 def _file_locked(exc: BaseException) -> bool:

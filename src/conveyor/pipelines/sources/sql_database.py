@@ -134,7 +134,10 @@ def build(cfg: SqlDatabaseConfig) -> list[Any]:
                 import dlt
 
                 incremental = dlt.sources.incremental(
-                    opts.cursor_column, initial_value=opts.initial_value
+                    opts.cursor_column,
+                    initial_value=_typed_initial_value(
+                        table, opts.cursor_column, opts.initial_value
+                    ),
                 )
             resources.append(
                 sql_table(
@@ -155,6 +158,36 @@ def build(cfg: SqlDatabaseConfig) -> list[Any]:
         return resources
     finally:
         engine.dispose()
+
+
+def _typed_initial_value(table: Any, cursor: str, value: Any) -> Any:
+    """A connector's config is JSON, so a start value arrives as text: give it the cursor
+    column's type (comparing "2024-01-01" with a timestamp fails inside dlt)."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    if not isinstance(value, str) or cursor not in table.columns:
+        return value
+    column_type = table.columns[cursor].type
+    try:
+        if isinstance(column_type, sa.DateTime):
+            parsed = dt.datetime.fromisoformat(value)
+            if not getattr(column_type, "timezone", False):  # timestamp without time zone
+                return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        if isinstance(column_type, sa.Date):
+            return dt.date.fromisoformat(value)
+        if isinstance(column_type, sa.Integer):
+            return int(value)
+        if isinstance(column_type, sa.Numeric):
+            return Decimal(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"initial_value {value!r} does not fit cursor column {cursor} ({column_type}): {exc}"
+        ) from None
+    return value
 
 
 def _backend_kwargs(backend: str, batch_size: int) -> dict[str, Any]:
