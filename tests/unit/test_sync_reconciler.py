@@ -34,6 +34,7 @@ from conveyor.secrets import SecretBox
 from conveyor.services import catalog, connectors
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
+from conveyor.sync import store
 from conveyor.sync.gateway import FlowRunState, ObservedDeployment, PrefectUnavailable
 from conveyor.sync.reconciler import Backoff, Reconciler
 from conveyor.sync.spec import OWNER_TAG, DeploymentSpec, build
@@ -572,3 +573,42 @@ def test_changes_made_while_a_pass_runs_join_it(world: World) -> None:
     assert report.connectors == 2
     assert gw.calls.count("upsert") == 3  # first twice (changed in flight), the new one once
     assert_converged(world, gw, {})
+
+
+def test_recording_many_syncs_keeps_version_and_updated_at_and_skips_rows_changed_meanwhile(
+    world: World,
+) -> None:
+    """Results are written in batches (executemany): the same guarded update as one by one."""
+    world.reset()
+    ids = [world.create("0 * * * *") for _ in range(5)]
+    with session_scope(world.url) as s:
+        before = {c.id: (c.version, c.updated_at) for c in s.scalars(select(Connector))}
+        states = store.load_connectors(s)
+    gw, clock = FakeGateway(), Clock()
+    report = asyncio.run(reconciler(world, gw, clock).outbox_pass())
+    assert report.failed == 0 and report.connectors == 5
+    assert_converged(world, gw, {})
+    with session_scope(world.url) as s:
+        rows = {c.id: c for c in s.scalars(select(Connector))}
+        assert {cid: (r.version, r.updated_at) for cid, r in rows.items()} == before
+    # A result for a snapshot older than the row (edited meanwhile) changes nothing.
+    world.patch(ids[2], schedule="5 * * * *")
+    with session_scope(world.url) as s:
+        edited = s.get(Connector, ids[2])
+        assert edited is not None
+        newer = (edited.sync_status, edited.synced_spec_hash, edited.version, edited.updated_at)
+        store.record_synced_many(
+            s, [(states[cid], "dep-stale", "stale-hash", clock()) for cid in (ids[2], ids[3])]
+        )
+    with session_scope(world.url) as s:
+        edited, other = s.get(Connector, ids[2]), s.get(Connector, ids[3])
+        assert edited is not None and other is not None
+        assert newer[0] == "pending"
+        assert (
+            edited.sync_status,
+            edited.synced_spec_hash,
+            edited.version,
+            edited.updated_at,
+        ) == newer
+        assert other.prefect_deployment_id == "dep-stale"  # same version: recorded
+        assert (other.version, other.updated_at) == before[ids[3]]

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, Lease, OutboxEntry
 
 LEASE_NAME = "reconciler"
+_CONNECTORS = cast(Table, Connector.__table__)
+_OUTBOX = cast(Table, OutboxEntry.__table__)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,24 @@ def settle_outbox(session: Session, connector_id: int, max_id: int) -> None:
     )
 
 
+_SETTLE_MANY = (
+    delete(_OUTBOX)
+    .where(
+        and_(
+            _OUTBOX.c.connector_id == bindparam("cid"),
+            _OUTBOX.c.id <= bindparam("max_id"),
+        )
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
+def settle_outbox_many(session: Session, settled: list[tuple[int, int]]) -> None:
+    """``settle_outbox`` for many (connector id, max id) pairs in one executemany."""
+    if settled:
+        session.execute(_SETTLE_MANY, [{"cid": cid, "max_id": m} for cid, m in settled])
+
+
 def defer_outbox(
     session: Session,
     connector_id: int,
@@ -192,6 +212,45 @@ def record_synced(
         sync_next_retry_at=None,
         sync_failed_spec_hash=None,
     )
+
+
+_C = _CONNECTORS.c
+_SYNCED_MANY = (
+    update(_CONNECTORS)
+    .where(
+        and_(
+            _C.id == bindparam("cid"),
+            _C.version == bindparam("ver"),
+        )
+    )
+    .values(
+        updated_at=_C.updated_at,
+        prefect_deployment_id=bindparam("dep_id", type_=_C.prefect_deployment_id.type),
+        sync_status="synced",
+        sync_error=None,
+        synced_spec_hash=bindparam("spec_hash", type_=_C.synced_spec_hash.type),
+        synced_at=bindparam("now", type_=_C.synced_at.type),
+        sync_attempts=0,
+        sync_next_retry_at=None,
+        sync_failed_spec_hash=None,
+    )
+)
+
+
+def record_synced_many(
+    session: Session, synced: list[tuple[ConnectorState, str, str, datetime]]
+) -> None:
+    """``record_synced`` for many (state, deployment id, spec hash, now), in order, in one
+    executemany: the same guarded UPDATE (a row changed meanwhile is left alone) without
+    the per-row overhead. Like ``record_synced`` it leaves ``version`` and ``updated_at``."""
+    if synced:
+        session.execute(
+            _SYNCED_MANY,
+            [
+                {"cid": st.id, "ver": st.version, "dep_id": dep, "spec_hash": h, "now": now}
+                for st, dep, h, now in synced
+            ],
+        )
 
 
 def record_failed(
