@@ -114,6 +114,24 @@ def test_postgres_to_postgres_with_columns_and_append(
     ]
 
 
+def test_incremental_from_a_text_start_value_with_chosen_columns(
+    factory: Any, source_db: str
+) -> None:
+    # The start value arrives as JSON text; the chosen columns leave out the key.
+    cid = factory(
+        sql_source(source_db, tables=[{"name": "orders", "columns": ["amount", "updated_at"]}]),
+        ("duckdb", {}),
+        source_override={"cursor_column": "updated_at", "initial_value": "2024-01-01T08:00:00Z"},
+    )
+    # minute 480 (08:00) to minute 500
+    assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 21
+    # the boundary row is not loaded twice: the key is read too, to tell rows apart
+    assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 0
+    ds = f"connector_{cid}"
+    cols = duckdb_rows(factory.settings, f"SELECT column_name FROM (DESCRIBE {ds}.orders)")
+    assert sorted(c[0] for c in cols) == ["amount", "id", "updated_at"]
+
+
 def test_query_source_read_only_incremental(factory: Any, source_db: str) -> None:
     cid = factory(
         sql_source(

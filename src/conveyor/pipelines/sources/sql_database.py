@@ -139,6 +139,12 @@ def build(cfg: SqlDatabaseConfig) -> list[Any]:
                         table, opts.cursor_column, opts.initial_value
                     ),
                 )
+            columns = spec.columns
+            reflected = [c.name for c in table.primary_key.columns]
+            if columns and opts.primary_key is None and opts.cursor_column:
+                # Incremental reads dedupe the rows at the cursor boundary by the table's key:
+                # read the key columns too, even when the chosen columns leave them out.
+                columns = columns + [k for k in reflected if k not in columns]
             resources.append(
                 sql_table(
                     credentials=url,
@@ -150,7 +156,7 @@ def build(cfg: SqlDatabaseConfig) -> list[Any]:
                     backend=backend,  # type: ignore[arg-type]
                     backend_kwargs=_backend_kwargs(backend, cfg.batch_size),
                     reflection_level="full_with_precision",
-                    included_columns=spec.columns,
+                    included_columns=columns,
                     write_disposition=opts.effective_write_disposition(),
                     primary_key=opts.primary_key,  # type: ignore[arg-type]
                 )
