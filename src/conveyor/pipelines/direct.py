@@ -382,34 +382,26 @@ def _to_duckdb(
 
 @contextlib.contextmanager
 def _duckdb(path: str, source_url: str) -> Iterator[Any]:
+    """The DuckDB file, with the source attached read-only as ``conveyor_source``."""
     import duckdb
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    params = conninfo_to_dict(conninfo(source_url))
+    password = params.pop("password", None)
     con = duckdb.connect(path, config={"preserve_insertion_order": False})
     try:
         con.execute(f"LOAD {_literal(postgres_extension() or '')}")
-        # The password goes into a temporary (in-memory) secret, not into the ATTACH string
-        # that errors repeat.
+        # The password goes into a temporary (in-memory) secret: DuckDB's errors repeat the
+        # ATTACH string, which holds everything else (host, TLS options, ...).
+        secret = f", PASSWORD {_literal(str(password))}" if password else ""
+        con.execute(f"CREATE TEMPORARY SECRET {_ALIAS} (TYPE postgres{secret})")
         con.execute(
-            f"CREATE TEMPORARY SECRET {_ALIAS} (TYPE postgres, {_secret_fields(source_url)})"
+            f"ATTACH {_literal(make_conninfo('', **params))} AS {_ALIAS} "
+            f"(TYPE postgres, SECRET {_ALIAS}, READ_ONLY)"
         )
-        con.execute(f"ATTACH '' AS {_ALIAS} (TYPE postgres, SECRET {_ALIAS}, READ_ONLY)")
         yield con
     finally:
         con.close()
-
-
-def _secret_fields(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    fields = {
-        "HOST": u.host,
-        "PORT": str(u.port) if u.port else None,
-        "DATABASE": u.database,
-        "USER": u.username,
-        "PASSWORD": u.password,
-    }
-    return ", ".join(f"{k} {_literal(v)}" for k, v in fields.items() if v is not None)
 
 
 def _literal(value: str) -> str:
