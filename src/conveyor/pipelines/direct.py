@@ -12,8 +12,8 @@ becomes Python objects:
   ``COPY ... FROM STDIN`` (binary when the column types match, text otherwise).
 
 Everything else — incremental cursors, merge on keys, custom queries, other databases, types
-outside PostgreSQL's built-ins, a destination table with required columns the source does not
-fill — goes through dlt as before (``plan`` says which). A table lands where dlt would put
+outside PostgreSQL's built-ins, an explicitly chosen dlt backend — goes through dlt
+(``plan`` says which). A table lands where dlt would put
 it: the same dataset (schema), table and column names (dlt's snake_case naming), so a
 connector can move between the two paths from one run to the next. Each table is written in
 one destination transaction: readers see the old rows or the new ones, never half a copy.
@@ -133,7 +133,8 @@ def plan(connector: ResolvedConnector) -> Plan | None:
 
     max_length = 63 if connector.destination_type == "postgres" else None
     with psycopg.connect(conninfo(url), connect_timeout=30) as conn:
-        schema = cfg.source_schema or str(conn.execute("SELECT current_schema()").fetchone()[0])  # type: ignore[index]
+        current = conn.execute("SELECT current_schema()").fetchone()
+        schema = cfg.source_schema or str(current[0] if current else "public")
         specs = [TableSpec(name=t) if isinstance(t, str) else t for t in cfg.tables or []]
         if not cfg.tables:
             rows = conn.execute(
