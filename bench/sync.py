@@ -14,7 +14,8 @@ For each Prefect server backend (SQLite, PostgreSQL), in one run:
 (a'), (c') the same work queued straight in the database and applied by one in-process
     outbox pass: the sync layer's own cost, without the HTTP API sharing the CPU.
 Every create measurement gets a fresh Prefect server (same backend), so none pays for
-another's deployments or flow runs. The Conveyor database is SQLite (the embedded default).
+another's deployments or flow runs. (a) and (c) time a running reconciler: each start of
+`conveyor reconcile` is followed by its first full pass before the clock starts. The Conveyor database is SQLite (the embedded default).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -263,10 +265,34 @@ class Conveyor:
 
     def start_reconciler(self) -> None:
         conveyor = str(Path(sys.executable).parent / "conveyor")
+        started = datetime.now(UTC)
         with open(self.dir / "reconciler.log", "ab") as log:
             self.reconciler = subprocess.Popen(
                 [conveyor, "reconcile", "--poll", "0.2"], env=self.env, stdout=log, stderr=log
             )
+        self._wait_first_full_pass(started)
+
+    def _wait_first_full_pass(self, since: datetime, timeout: float = 120) -> None:
+        """Until the new reconciler has finished its first full pass (it starts with one):
+        timings are of a running reconciler, not of its start-up."""
+        from conveyor.db.models import Lease
+        from conveyor.db.session import session_scope
+        from conveyor.sync.store import LEASE_NAME
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.reconciler is not None
+            if self.reconciler.poll() is not None:
+                log = (self.dir / "reconciler.log").read_text()
+                raise RuntimeError(f"reconciler exited: {log[-2000:]}")
+            with session_scope(self.env["CONVEYOR_DATABASE_URL"]) as s:
+                lease = s.get(Lease, LEASE_NAME)
+                last = ((lease.info or {}) if lease else {}).get("last_full_pass") or {}
+            finished = last.get("finished_at")
+            if finished and datetime.fromisoformat(last["started_at"]) >= since:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"reconciler made no full pass in {timeout}s")
 
     def stop_reconciler(self) -> None:
         if self.reconciler and self.reconciler.poll() is None:
