@@ -21,12 +21,18 @@ from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
 from tests.fixtures.pipelines import ConnectorFactory, duckdb_rows, pg_exec
 from tests.fixtures.worker import wait_for
+from tests.integration.test_sync_support import delete_all_conveyor_deployments
 
 pytestmark = [pytest.mark.prefect, pytest.mark.timeout(420)]
 
 
 @pytest.fixture
 def e2e_settings(tmp_path: Path, prefect_api_url: str) -> Settings:
+    # Every test starts its own Conveyor database, so connector ids (and the deployment
+    # names connector-<id>) repeat across tests on the session's Prefect server: without
+    # this, a test's connector-1 would inherit the last test's deployment, with its
+    # concurrency slot still held by a run the stopped worker never finished cancelling.
+    delete_all_conveyor_deployments()
     home = tmp_path / "home"
     home.mkdir()
     url = f"sqlite:///{tmp_path / 'conveyor.db'}"
