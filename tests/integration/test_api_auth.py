@@ -149,10 +149,23 @@ def test_session_cookie_login_is_accepted(role: str, client: TestClient, app_set
 
     signer = TimestampSigner(_session_secret(app_settings.secret_keys()))
     with session_scope(app_settings.effective_database_url) as session:
-        uid = users.get_by_username("kim", session=session).id  # type: ignore[union-attr]
-    cookie = signer.sign(base64.b64encode(json.dumps({"uid": uid}).encode())).decode()
-    client.cookies.set("conveyor_session", cookie)
+        kim = users.get_by_username("kim", session=session)
+        assert kim is not None
+        uid, token = kim.id, users.start_ui_session(kim, session=session)
+
+    def cookie(payload: dict[str, object]) -> str:
+        return signer.sign(base64.b64encode(json.dumps(payload).encode())).decode()
+
+    client.cookies.set("conveyor_session", cookie({"uid": uid, "sid": token}))
     assert client.get("/api/v1/me").json() == {"username": "kim", "role": role, "id": uid}
+    # A signed cookie is not enough by itself: it must name a login that has not ended.
+    for forged in ({"uid": uid}, {"uid": uid, "sid": "made-up"}, {"uid": uid + 1, "sid": token}):
+        client.cookies.set("conveyor_session", cookie(forged))
+        assert client.get("/api/v1/me").status_code == 401, forged
+    with session_scope(app_settings.effective_database_url) as session:
+        users.end_ui_session(token, session=session)
+    client.cookies.set("conveyor_session", cookie({"uid": uid, "sid": token}))
+    assert client.get("/api/v1/me").status_code == 401
 
 
 def test_liveness_answers_without_database_or_auth(client: TestClient) -> None:

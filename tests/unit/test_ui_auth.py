@@ -108,6 +108,33 @@ def test_logout_ends_the_session(users: Settings) -> None:
     assert ui.http.cookies.get("conveyor_session") != old_cookie
 
 
+def test_a_copied_cookie_stops_working_at_logout(users: Settings) -> None:
+    ui = UIClient(users).login("alice")
+    thief = TestClient(create_app(users))
+    thief.cookies.set("conveyor_session", str(ui.http.cookies.get("conveyor_session")))
+    assert thief.get("/connectors", follow_redirects=False).status_code == 200
+    assert thief.get("/api/v1/me").status_code == 200
+    ui.post("/logout")
+    assert thief.get("/connectors", follow_redirects=False).headers["location"].startswith("/login")
+    assert thief.get("/api/v1/me").status_code == 401
+    # another login of the same user is not affected by this one's logout
+    other = UIClient(users).login("alice")
+    second = UIClient(users).login("alice")
+    second.post("/logout")
+    assert other.get("/connectors", follow_redirects=False).status_code == 200
+
+
+def test_a_deactivated_user_is_logged_out_everywhere(users: Settings) -> None:
+    from conveyor.db.models import User
+    from conveyor.db.session import session_scope
+
+    ui = UIClient(users).login("alice")
+    with session_scope(users.effective_database_url) as s:
+        user = s.query(User).filter_by(username="alice").one()
+        user.is_active = False
+    assert ui.get("/connectors", follow_redirects=False).status_code == 303
+
+
 def test_session_cookie_flags(settings: Settings) -> None:
     make_user(settings, "alice", "admin")
     for secure in (False, True):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conveyor.db.models import ApiToken, User
+from conveyor.db.models import ApiToken, UiSession, User
 from conveyor.domain.models import UserCreate
 from conveyor.errors import Conflict, NotFound, ValidationFailed
 from conveyor.services import audit
@@ -150,6 +150,47 @@ def user_for_token(token: str, *, session: Session) -> User | None:
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
         row.last_used_at = now
     return row.user
+
+
+# A browser login lasts as long as its cookie (SessionMiddleware's max_age).
+UI_SESSION_HOURS = 12
+
+
+def start_ui_session(user: User, *, session: Session) -> str:
+    """A new browser login for ``user``; returns the token the signed cookie carries.
+    Expired logins of any user are cleared on the way."""
+    now = datetime.now(UTC)
+    session.execute(delete(UiSession).where(UiSession.expires_at < now))
+    token = secrets.token_urlsafe(32)
+    session.add(
+        UiSession(
+            user_id=user.id,
+            token_hash=_token_hash(token),
+            created_at=now,
+            expires_at=now + timedelta(hours=UI_SESSION_HOURS),
+        )
+    )
+    return token
+
+
+def user_for_ui_session(user_id: int, token: str, *, session: Session) -> User | None:
+    """The active user of an unexpired browser login, else None."""
+    row = session.scalars(
+        select(UiSession).where(
+            UiSession.token_hash == _token_hash(token),
+            UiSession.user_id == user_id,
+            UiSession.expires_at > datetime.now(UTC),
+        )
+    ).first()
+    if row is None:
+        return None
+    user = session.get(User, user_id)
+    return user if user is not None and user.is_active else None
+
+
+def end_ui_session(token: str, *, session: Session) -> None:
+    """Log a browser out: its cookie no longer opens anything, even if copied."""
+    session.execute(delete(UiSession).where(UiSession.token_hash == _token_hash(token)))
 
 
 def list_users(*, session: Session) -> list[User]:

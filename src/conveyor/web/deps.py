@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from conveyor.db.models import User
 from conveyor.db.session import session_scope
 from conveyor.errors import NotAuthenticated
 from conveyor.secrets import SecretBox
@@ -16,6 +17,7 @@ from conveyor.services.authz import Actor
 from conveyor.settings import Settings
 
 SESSION_USER_KEY = "uid"
+SESSION_TOKEN_KEY = "sid"  # names the login's ui_sessions row
 
 
 def get_settings(request: Request) -> Settings:
@@ -54,16 +56,23 @@ def _actor(request: Request, session: Session) -> Actor:
         if user is None:
             raise NotAuthenticated("the API token is invalid or revoked")
         return users_service.actor_for(user)
-    uid = request.session.get(SESSION_USER_KEY) if "session" in request.scope else None
-    if uid is not None:
-        from conveyor.db.models import User
-
-        user = session.get(User, uid)
-        if user is not None and user.is_active:
-            return users_service.actor_for(user)
+    user = session_user(request, session)
+    if user is not None:
+        return users_service.actor_for(user)
     raise NotAuthenticated(
         "authentication required", hint="send 'Authorization: Bearer <token>' or log in"
     )
+
+
+def session_user(request: Request, session: Session) -> User | None:
+    """The user of the browser login the session cookie names (None if logged out)."""
+    if "session" not in request.scope:
+        return None
+    uid = request.session.get(SESSION_USER_KEY)
+    token = request.session.get(SESSION_TOKEN_KEY)
+    if not isinstance(uid, int) or not isinstance(token, str):
+        return None
+    return users_service.user_for_ui_session(uid, token, session=session)
 
 
 CurrentActor = Annotated[Actor, Depends(current_actor)]

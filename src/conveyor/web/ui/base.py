@@ -16,13 +16,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from conveyor.db.models import User
 from conveyor.db.session import session_scope
 from conveyor.errors import ConveyorError, NotAuthenticated, ValidationFailed
 from conveyor.services import users as users_service
 from conveyor.services.authz import ROLES, Actor
 from conveyor.settings import Settings
-from conveyor.web.deps import SESSION_USER_KEY
+from conveyor.web.deps import SESSION_TOKEN_KEY, SESSION_USER_KEY, session_user
 from conveyor.web.errors import status_for
 from conveyor.web.ui import csrf
 
@@ -104,15 +103,15 @@ def get_settings(request: Request) -> Settings:
 
 def ui_actor(request: Request) -> Actor:
     """The logged-in user (from the session cookie), else a redirect to the login page."""
-    uid = request.session.get(SESSION_USER_KEY)
-    if uid is not None:
+    if request.session.get(SESSION_USER_KEY) is not None:
         with session_scope(get_settings(request).effective_database_url) as session:
-            user = session.get(User, uid)
-            if user is not None and user.is_active:
+            user = session_user(request, session)
+            if user is not None:
                 actor = users_service.actor_for(user)
                 request.state.actor = actor
                 return actor
         request.session.pop(SESSION_USER_KEY, None)
+        request.session.pop(SESSION_TOKEN_KEY, None)
     raise LoginRequired("please log in")
 
 
