@@ -4,8 +4,9 @@ Conveyor's connector (default settings) beside three baselines measured in the s
 draining ``COPY lineitem TO STDOUT`` (how fast PostgreSQL hands the data out at all), the
 best dlt configuration (connectorx Arrow stream and Parquet loader files, through the same
 connector with ``backend: connectorx``) and dlt's ``sql_table`` with its default settings (on
-a 500k-row slice: at ~3k rows/s the full table would take half an hour). Every step runs in its own process; peak memory is the RSS
-of that process tree, sampled every 100 ms. Prints a Markdown table of medians.
+a 500k-row slice: at ~3k rows/s the full table would take half an hour). Every step runs
+in its own process; peak memory is the RSS of that process tree, sampled every 100 ms.
+Prints a Markdown table of medians.
 
     .venv/bin/python bench/pipeline.py [--repeat 3] [--scale 1] [--skip-defaults]
 

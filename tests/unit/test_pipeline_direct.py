@@ -1,4 +1,5 @@
-"""The DuckDB half of pipelines/direct.py keeps the source password out of what it says."""
+"""pipelines/direct.py without a database: what DuckDB says on a failed connection, the
+connection strings and the names it gives tables and columns."""
 
 from __future__ import annotations
 
@@ -19,9 +20,8 @@ def _closed_port() -> int:
 def test_duckdb_attach_error_names_the_server_not_the_password(tmp_path: Path) -> None:
     assert direct.postgres_extension(), "the PostgreSQL scanner for DuckDB is installed"
     url = f"postgresql://reader:s3cr3t-'pw@127.0.0.1:{_closed_port()}/sales?sslmode=disable"
-    with pytest.raises(Exception) as caught:
-        with direct._duckdb(str(tmp_path / "d.duckdb"), url):
-            pass
+    with pytest.raises(Exception) as caught, direct._duckdb(str(tmp_path / "d.duckdb"), url):
+        pass
     text = str(caught.value)
     assert "127.0.0.1" in text and "sales" in text  # says where it tried to connect
     assert "s3cr3t" not in text
@@ -39,3 +39,17 @@ def test_conninfo_carries_every_part_of_the_url() -> None:
         "dbname": "d",
         "sslmode": "require",
     }
+
+
+@pytest.mark.parametrize("max_length", [None, 63, 10])
+def test_names_are_the_ones_dlt_gives(max_length: int | None) -> None:
+    from dlt.common.normalizers.naming.snake_case import NamingConvention
+
+    naming = NamingConvention(max_length) if max_length else NamingConvention()
+    names = [
+        "lineitem", "l_orderkey", "_hidden", "OrderLines", "OrderID", "a__b", "trailing_",
+        "9lives", "with space", "Ünïcode", "x-y+z", "averyveryverylongcolumnname_of_more_than_63_"
+        "characters_in_all_to_be_shortened", "_", "a1", "camelCaseName", "UPPER",
+    ]  # fmt: skip
+    for name in names:
+        assert direct.dlt_name(name, max_length) == naming.normalize_identifier(name), name
