@@ -15,7 +15,8 @@ For each Prefect server backend (SQLite, PostgreSQL), in one run:
     outbox pass: the sync layer's own cost, without the HTTP API sharing the CPU.
 Every create measurement gets a fresh Prefect server (same backend), so none pays for
 another's deployments or flow runs. (a) and (c) time a running reconciler: each start of
-`conveyor reconcile` is followed by its first full pass before the clock starts. The Conveyor database is SQLite (the embedded default).
+`conveyor reconcile` is followed by its first full pass before the clock starts. The
+Conveyor database is SQLite (the embedded default).
 """
 
 from __future__ import annotations
