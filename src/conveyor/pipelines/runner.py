@@ -9,10 +9,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from conveyor.db.models import Connector
 from conveyor.pipelines.config import TypeConfig
@@ -21,6 +21,7 @@ from conveyor.secrets import SecretBox
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.pipelines")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, repr=False)
@@ -127,14 +128,42 @@ LOCK_BACKOFF = 5.0
 
 
 def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
-    """Move the data; raises on failure (the caller explains and records it)."""
+    """Move the data; raises on failure (the caller explains and records it).
+
+    Whole tables go database to database where that is possible, everything else with dlt.
+    """
     if connector.is_transfer:
         from conveyor.pipelines import transfer
 
         return transfer.run(connector, settings)
+    from conveyor.pipelines import direct
+
+    plan = direct.plan(connector)
+    if plan is None:
+        return _when_unlocked(connector, lambda: run_dlt(connector, settings))
+    stats = RunStats()
+    started = time.monotonic()
+    # Each part waits for the file on its own: tables already copied are not copied again.
+    _when_unlocked(connector, lambda: direct.run(connector, plan.tables, settings, stats))
+    stats.steps["copy"] = time.monotonic() - started
+    rest = plan.rest
+    if rest is not None:
+        from dataclasses import replace
+
+        more = _when_unlocked(connector, lambda: run_dlt(replace(connector, source=rest), settings))
+        stats.rows.update(more.rows)
+        stats.bytes += more.bytes
+        stats.schema_changes += more.schema_changes
+        stats.notes += more.notes
+        stats.steps.update(more.steps)
+    return stats
+
+
+def _when_unlocked(connector: ResolvedConnector, step: Callable[[], T]) -> T:
+    """Run ``step``, waiting and trying again while another run holds the DuckDB file."""
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
-            return _run_tables(connector, settings)
+            return step()
         except Exception as exc:
             if attempt == LOCK_ATTEMPTS or not _file_locked(exc):
                 raise
@@ -144,30 +173,6 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
             )
             time.sleep(wait)
     raise AssertionError("unreachable")
-
-
-def _run_tables(connector: ResolvedConnector, settings: Settings) -> RunStats:
-    """Whole tables database to database where that is possible, everything else with dlt."""
-    from conveyor.pipelines import direct
-
-    plan = direct.plan(connector)
-    if plan is None:
-        return run_dlt(connector, settings)
-    stats = RunStats()
-    started = time.monotonic()
-    direct.run(connector, plan.tables, settings, stats)
-    stats.steps["copy"] = time.monotonic() - started
-    rest = plan.rest
-    if rest is not None:
-        from dataclasses import replace
-
-        more = run_dlt(replace(connector, source=rest), settings)
-        stats.rows.update(more.rows)
-        stats.bytes += more.bytes
-        stats.schema_changes += more.schema_changes
-        stats.notes += more.notes
-        stats.steps.update(more.steps)
-    return stats
 
 
 def _file_locked(exc: BaseException) -> bool:
