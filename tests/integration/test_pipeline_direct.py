@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.pipelines import direct
 from conveyor.pipelines.flow import load_connector, run_connector
-from tests.fixtures.pipelines import duckdb_rows, last_run, pg_exec, pg_rows
+from tests.fixtures.pipelines import duckdb_file_held, duckdb_rows, last_run, pg_exec, pg_rows
 
 SOURCE = """
 CREATE TYPE mood AS ENUM ('ok', 'meh');
@@ -205,30 +205,12 @@ def test_what_goes_database_to_database(factory: Any, source_db: str, pg_databas
 def test_direct_copy_waits_for_a_locked_duckdb_file(
     factory: Any, source_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import subprocess
-    import sys
-
     from conveyor.pipelines import runner
 
     monkeypatch.setattr(runner, "LOCK_BACKOFF", 1.0)
     cid = factory(sql_source(source_db, tables=["OrderLines"]), ("duckdb", {}))
-    db = factory.settings.data_dir / "conveyor.duckdb"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    # another process holds the file for ~3 s, as a concurrent run would
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('locked', flush=True); "
-            "time.sleep(3); c.close()",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
-    try:
+    with duckdb_file_held(factory.settings):
         assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 1000
-    finally:
-        holder.wait(10)
     assert copied_directly(last_run(factory.settings, cid).log_summary)
     assert duckdb_rows(factory.settings, f"SELECT count(*) FROM connector_{cid}.order_lines") == [
         (1000,)

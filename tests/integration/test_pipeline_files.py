@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conveyor.pipelines.flow import RunFailed, run_connector
-from tests.fixtures.pipelines import duckdb_rows, last_run, pg_rows
+from tests.fixtures.pipelines import duckdb_file_held, duckdb_rows, last_run, pg_rows
 
 
 def write_csv(path: Path, start: int, n: int) -> None:
@@ -244,9 +244,6 @@ def test_parsed_files_into_rest_endpoint_and_sftp(
 def test_locked_duckdb_file_waits_for_the_other_writer(
     factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import subprocess
-    import sys
-
     from conveyor.pipelines import runner
 
     monkeypatch.setattr(runner, "LOCK_BACKOFF", 1.0)
@@ -254,20 +251,5 @@ def test_locked_duckdb_file_waits_for_the_other_writer(
     src.mkdir()
     write_csv(src / "a.csv", 1, 5)
     cid = factory(("filesystem", {"path": str(src), "file_pattern": "*.csv"}), ("duckdb", {}))
-    db = factory.settings.data_dir / "conveyor.duckdb"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    # another process holds the file for ~3 s, as a concurrent run would
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('locked', flush=True); "
-            "time.sleep(3); c.close()",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
-    try:
+    with duckdb_file_held(factory.settings):
         assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 5
-    finally:
-        holder.wait(10)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     from conveyor.pipelines.sources.sql_database import SqlDatabaseConfig, TableSpec
     from conveyor.settings import Settings
 
-log = logging.getLogger("conveyor.pipelines")
 
 Disposition = Literal["replace", "append"]
 _ALIAS = "conveyor_source"
