@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.sync.gateway import READ_CALLS
 from conveyor.sync.spec import ENTRYPOINT
 from tests.integration.test_sync_support import (
     WORK_POOL,
@@ -47,36 +48,88 @@ def test_create_update_pause_resume_delete_round_trips(sync_env: SyncEnv) -> Non
     assert dep.work_pool_name == WORK_POOL
     assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1
 
+    def one_patch() -> None:
+        """The change went to Prefect as one PATCH of the deployment: no other write (a
+        change of work pool or queue first reads the pool, to create it if missing)."""
+        report, calls = env.outbox_pass_calls()
+        writes = {k: n for k, n in calls.items() if k not in READ_CALLS}
+        assert report.updated == 1 and writes == {"update": 1}, calls
+
     env.patch(cid, schedule="15 3 * * 1-5")
-    env.outbox_pass()
+    one_patch()
     dep = env.deployment_of(cid)
     assert schedule_of(dep) == ("15 3 * * 1-5", "Europe/Paris", True)
     assert str(dep.id) == env.row(cid).prefect_deployment_id  # updated in place
 
     env.patch(cid, timezone="America/New_York")
-    env.outbox_pass()
+    one_patch()
     assert schedule_of(env.deployment_of(cid))[1] == "America/New_York"
 
     env.patch(cid, is_active=False)
-    env.outbox_pass()
+    one_patch()
     dep = env.deployment_of(cid)
     assert dep.paused is True and schedule_of(dep)[2] is False
 
     env.patch(cid, is_active=True)
-    env.outbox_pass()
+    one_patch()
     dep = env.deployment_of(cid)
     assert dep.paused is False and schedule_of(dep)[2] is True
 
+    env.patch(cid, tags=["sales", "eu"], work_queue_name="bulk")
+    one_patch()
+    dep = env.deployment_of(cid)
+    assert set(dep.tags) == {"conveyor", f"connector-{cid}", "scheduled", "sales", "eu"}
+    assert (dep.work_pool_name, dep.work_queue_name) == (WORK_POOL, "bulk")
+
     env.patch(cid, schedule=None)
-    env.outbox_pass()
+    one_patch()
     dep = env.deployment_of(cid)
     assert dep.schedules == [] and "scheduled" not in dep.tags
+    # Each PATCH left the deployment exactly as a fresh upsert of the spec would have.
+    report, _calls = env.full_pass()
+    assert report.changed == 0 and report.unchanged >= 1, report.repairs
 
     env.delete(cid)
     report = env.outbox_pass()
     assert report.deleted == 1
     assert deployments_tagged("conveyor", f"connector-{cid}") == []
     assert env.queued() == 0
+
+
+def test_a_change_to_a_deployment_gone_from_prefect_creates_it_again(sync_env: SyncEnv) -> None:
+    env = sync_env
+    cid = env.create("0 */6 * * *")
+    env.outbox_pass()
+    gone = env.row(cid).prefect_deployment_id
+    prefect(lambda c: c.delete_deployment(gone))
+    env.patch(cid, schedule="5 4 * * *")
+    report, calls = env.outbox_pass_calls()
+    assert report.failed == 0 and calls["update"] == 1 and calls["upsert"] == 1, calls
+    dep = env.deployment_of(cid)
+    assert schedule_of(dep) == ("5 4 * * *", "UTC", True)
+    assert env.row(cid).prefect_deployment_id == str(dep.id) != gone
+
+
+def test_schedules_replaced_in_prefect_by_named_ones_are_set_back_by_an_upsert(
+    sync_env: SyncEnv,
+) -> None:
+    """Prefect refuses a PATCH of schedules without slugs once every schedule there has
+    one (a deployment someone rebuilt from a prefect.yaml, say): the gateway upserts."""
+    from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
+    from prefect.client.schemas.schedules import CronSchedule
+
+    env = sync_env
+    cid = env.create("0 */6 * * *")
+    env.outbox_pass()
+    dep_id = env.row(cid).prefect_deployment_id
+    named = DeploymentScheduleUpdate(schedule=CronSchedule(cron="1 1 * * *"), slug="nightly")
+    prefect(lambda c: c.update_deployment(dep_id, DeploymentUpdate(schedules=[named])))
+    assert schedule_of(env.deployment_of(cid))[0] == "1 1 * * *"
+    env.patch(cid, schedule="7 7 * * *")
+    report, calls = env.outbox_pass_calls()
+    assert report.failed == 0 and calls["update"] == 1 and calls["upsert"] == 1, calls
+    dep = env.deployment_of(cid)
+    assert schedule_of(dep) == ("7 7 * * *", "UTC", True) and str(dep.id) == dep_id
 
 
 def test_deleting_a_connector_whose_deployment_is_gone_succeeds(sync_env: SyncEnv) -> None:

@@ -160,6 +160,12 @@ class SyncEnv:
     def outbox_pass(self) -> PassReport:
         return self._run("outbox_pass")
 
+    def outbox_pass_calls(self) -> tuple[PassReport, dict[str, int]]:
+        """An outbox pass and the Prefect calls it made, by kind."""
+        calls: dict[str, int] = {}
+        report = self._run("outbox_pass", calls)
+        return report, calls
+
     def full_pass(self) -> tuple[PassReport, dict[str, int]]:
         calls: dict[str, int] = {}
         report = self._run("full_pass", calls)

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 from pydantic import ValidationError
 
-from conveyor.sync.gateway import create_payload, translate
+from conveyor.sync.gateway import create_payload, translate, update_payload
 from conveyor.sync.spec import DeploymentSpec, build
 
 
@@ -118,3 +118,37 @@ def test_a_schedule_the_client_rejects_is_rejected_before_sending() -> None:
     err = translate(info.value, "apply deployment 'x'")
     assert err is not None and not err.transient
     assert "Invalid cron string" in err.reason
+
+
+def test_an_update_sends_only_the_fields_that_differ() -> None:
+    base = _spec(timezone="Europe/Paris", tags=("team-a",))
+    assert update_payload(base, base) == {}
+
+    moved = _spec(timezone="Europe/Paris", tags=("team-a",), schedule="15 3 * * 1-5")
+    assert update_payload(base, moved) == {"schedules": create_payload("f", moved)["schedules"]}
+
+    paused = _spec(timezone="Europe/Paris", tags=("team-a",), is_active=False)
+    body = update_payload(base, paused)
+    assert body is not None and set(body) == {"paused", "schedules"}
+    assert body["paused"] is True and body["schedules"][0]["active"] is False
+
+    retagged = _spec(timezone="Europe/Paris", tags=("team-a", "eu"))
+    assert update_payload(base, retagged) == {"tags": list(retagged.tags)}
+
+    queued = _spec(timezone="Europe/Paris", tags=("team-a",), work_queue_name="bulk")
+    assert update_payload(base, queued) == {"work_pool_name": "pool", "work_queue_name": "bulk"}
+
+    unscheduled = _spec(timezone="Europe/Paris", tags=("team-a",), schedule=None)
+    body = update_payload(base, unscheduled)
+    assert body == {"schedules": [], "tags": list(unscheduled.tags)}
+
+
+def test_an_update_to_another_name_is_not_a_patch() -> None:
+    base = _spec()
+    assert update_payload(base, _spec(deployment_name="orders-nightly")) is None
+    assert update_payload(base, replace(base, flow_name="another-flow")) is None
+
+
+def test_an_update_to_a_schedule_the_client_rejects_is_rejected_before_sending() -> None:
+    with pytest.raises(ValidationError):
+        update_payload(_spec(), _spec(schedule="61 * * * *"))

@@ -119,6 +119,28 @@ class FakeGateway:
         self._leave()
         return dep_id
 
+    async def update(self, deployment_id: str, old: DeploymentSpec, new: DeploymentSpec) -> str:
+        """A PATCH of the fields that differ between ``old`` and ``new`` onto whatever the
+        deployment is now; an upsert when it is gone or renamed (as the real gateway does)."""
+        if old.name != new.name or old.flow_name != new.flow_name:
+            return await self.upsert(new)
+        self._enter("update")
+        if any(s.cron == REJECTED_CRON for s in new.schedules):
+            raise ExternalError("Prefect answered 422: invalid schedule", transient=False)
+        d = self.deployments.get(deployment_id)
+        if d is None:
+            return await self.upsert(new)
+        changed = set(new.differences(old))
+        for together in (
+            {"work_pool_name", "work_queue_name"},
+            {"concurrency_limit", "collision_strategy"},
+        ):
+            if changed & together:
+                changed |= together
+        d.spec = replace(d.spec, **{f: getattr(new, f) for f in changed})
+        self._leave()
+        return deployment_id
+
     async def set_paused(self, deployment_id: str, paused: bool) -> None:
         self._enter("pause")
         d = self.deployments.get(deployment_id)
@@ -598,7 +620,7 @@ def test_recording_many_syncs_keeps_version_and_updated_at_and_skips_rows_change
         assert edited is not None
         newer = (edited.sync_status, edited.synced_spec_hash, edited.version, edited.updated_at)
         store.record_synced_many(
-            s, [(states[cid], "dep-stale", "stale-hash", clock()) for cid in (ids[2], ids[3])]
+            s, [(states[cid], "dep-stale", _SOME_SPEC, clock()) for cid in (ids[2], ids[3])]
         )
     with session_scope(world.url) as s:
         edited, other = s.get(Connector, ids[2]), s.get(Connector, ids[3])
@@ -612,3 +634,50 @@ def test_recording_many_syncs_keeps_version_and_updated_at_and_skips_rows_change
         ) == newer
         assert other.prefect_deployment_id == "dep-stale"  # same version: recorded
         assert (other.version, other.updated_at) == before[ids[3]]
+
+
+def test_a_change_to_a_synced_connector_is_one_patch_of_what_differs(world: World) -> None:
+    world.reset()
+    cid = world.create("0 * * * *")
+    gw, clock = FakeGateway(), Clock()
+    rec = reconciler(world, gw, clock)
+    run(rec.outbox_pass())
+    assert gw.calls == ["upsert"]
+    want = desired(world)[cid]
+    with session_scope(world.url) as s:
+        row = s.get(Connector, cid)
+        assert row is not None and row.synced_spec is not None
+        assert DeploymentSpec.from_content(row.synced_spec) == want
+
+    gw.calls.clear()
+    world.patch(cid, schedule="5 * * * *", tags=["eu"])
+    run(rec.outbox_pass())
+    assert gw.calls == ["update"]
+    assert_converged(world, gw, {})
+
+    # Changed straight in the database: the full pass patches what Prefect has.
+    world.sql_set_schedule(cid, "7 * * * *")
+    gw.calls.clear()
+    report = run(rec.full_pass())
+    assert [r["reason"] for r in report.repairs] == ["changed in the database"]
+    assert "update" in gw.calls and "upsert" not in gw.calls
+    assert_converged(world, gw, {})
+
+
+def test_without_the_synced_spec_on_record_a_change_is_an_upsert(world: World) -> None:
+    """A spec on record that does not hash to synced_spec_hash (written by another
+    version of the mapping, or edited by hand) is not trusted to diff against."""
+    world.reset()
+    cid = world.create("0 * * * *")
+    gw, clock = FakeGateway(), Clock()
+    rec = reconciler(world, gw, clock)
+    run(rec.outbox_pass())
+    with session_scope(world.url) as s:
+        row = s.get(Connector, cid)
+        assert row is not None and row.synced_spec is not None
+        row.synced_spec = {**row.synced_spec, "paused": True}
+    gw.calls.clear()
+    world.patch(cid, schedule="5 * * * *")
+    run(rec.outbox_pass())
+    assert gw.calls == ["upsert"]
+    assert_converged(world, gw, {})

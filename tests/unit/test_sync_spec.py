@@ -89,6 +89,17 @@ def test_every_field_that_reaches_prefect_changes_the_hash(change: dict[str, Any
     assert build(Conn()).hash != build(replace(Conn(), **change)).hash
 
 
+def test_a_spec_on_record_reads_back_as_the_same_spec() -> None:
+    import json
+
+    for spec in (build(Conn()), build(Conn(schedule=None, is_active=False))):
+        stored = json.loads(json.dumps(spec.content()))  # as a JSON column gives it back
+        again = S.DeploymentSpec.from_content(stored)
+        assert again == spec and again.hash == spec.hash
+    assert S.DeploymentSpec.from_content({"name": "x"}) is None
+    assert S.DeploymentSpec.from_content({**build(Conn()).content(), "extra": 1}) is None
+
+
 def test_connector_id_from_tags() -> None:
     assert S.connector_id_from_tags(["conveyor", "connector-12"]) == 12
     assert S.connector_id_from_tags(["conveyor", "connector-x"]) is None

@@ -112,6 +112,8 @@ class Connector(Base):
     sync_status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|synced|error
     sync_error: Mapped[str | None] = mapped_column(Text)
     synced_spec_hash: Mapped[str | None] = mapped_column(String(64))
+    # The spec behind synced_spec_hash: a later change is sent as a PATCH of what differs.
+    synced_spec: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sync_attempts: Mapped[int] = mapped_column(Integer, default=0)
     sync_next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -2,7 +2,9 @@
 
 Two kinds of pass, both idempotent:
 - an *outbox pass* applies queued connector changes, coalesced per connector: one
-  Prefect write per changed connector, no reads. Changes queued while it runs join it;
+  Prefect write per changed connector, no reads. A connector whose deployment exists gets
+  a PATCH of the fields that differ from the spec it last synced; others an upsert.
+  Changes queued while it runs join it;
 - a *full pass* lists every Conveyor-tagged deployment once, compares each with its
   connector by spec hash and repairs what differs (deleted, edited or paused in Prefect,
   changed directly in the database, orphaned). Nothing to change means no write calls.
@@ -50,11 +52,12 @@ class _Item:
     """One connector's work in a pass."""
 
     connector_id: int
-    action: str  # upsert | pause | resume | delete | record
+    action: str  # upsert | update | pause | resume | delete | record
     why: str
     state: ConnectorState | None = None
     spec: DeploymentSpec | None = None
-    deployment_id: str | None = None  # pause/resume/record: the deployment concerned
+    deployment_id: str | None = None  # update/pause/resume/record: the deployment concerned
+    old_spec: DeploymentSpec | None = None  # update: what that deployment matches now
     stale_ids: set[str] = field(default_factory=set)  # to delete once the spec is applied
     outbox_max_id: int | None = None
     attempts: int = 0  # outbox attempts so far (deleted connectors have no row)
@@ -70,7 +73,7 @@ class _Synced:
     connector_id: int
     state: ConnectorState | None
     deployment_id: str | None
-    spec_hash: str | None
+    spec: DeploymentSpec | None
     outbox_max_id: int | None
     now: datetime
 
@@ -84,9 +87,9 @@ def _record_synced(session: Session, done: list[_Synced]) -> None:
     store.record_synced_many(
         session,
         [
-            (d.state, d.deployment_id, d.spec_hash, d.now)
+            (d.state, d.deployment_id, d.spec, d.now)
             for d in done
-            if d.state is not None and d.spec_hash is not None and d.deployment_id
+            if d.state is not None and d.spec is not None and d.deployment_id
         ],
     )
     store.settle_outbox_many(
@@ -133,6 +136,14 @@ class _Writer:
             self._task.result()  # a write that failed fails the pass
         if self._pending:
             await self._drain()
+
+
+def synced_spec(state: ConnectorState) -> DeploymentSpec | None:
+    """The spec the connector's deployment was last synced to, if it is on record."""
+    if state.synced_spec is None or state.prefect_deployment_id is None:
+        return None
+    spec = DeploymentSpec.from_content(state.synced_spec)
+    return spec if spec is not None and spec.hash == state.synced_spec_hash else None
 
 
 class Reconciler:
@@ -244,19 +255,20 @@ class Reconciler:
         stale = set(g.deployment_ids)
         if state.prefect_deployment_id:
             stale.add(state.prefect_deployment_id)
+        only_ours = state.prefect_deployment_id is not None and stale == {
+            state.prefect_deployment_id
+        }
         # Prefect already has this spec (e.g. only the source config changed).
-        in_step = (
-            state.synced_spec_hash == spec.hash
-            and state.prefect_deployment_id is not None
-            and stale == {state.prefect_deployment_id}
-        )
+        in_step = only_ours and state.synced_spec_hash == spec.hash
+        old = None if in_step or not only_ours else synced_spec(state)
         return _Item(
             g.connector_id,
-            "record" if in_step else "upsert",
+            "record" if in_step else "update" if old else "upsert",
             "no change for Prefect" if in_step else "connector changed",
             state=state,
             spec=spec,
-            deployment_id=state.prefect_deployment_id if in_step else None,
+            deployment_id=state.prefect_deployment_id if in_step or old else None,
+            old_spec=old,
             stale_ids=stale,
             outbox_max_id=g.max_id,
             attempts=g.attempts,
@@ -388,6 +400,19 @@ class Reconciler:
         else:
             diff = ", ".join(spec.differences(found[0].spec))
             why = f"edited in Prefect ({diff})"
+        if len(found) == 1 and same_name:
+            # What Prefect has now is known: a PATCH of what differs sets it right.
+            obs = same_name[0]
+            return _Item(
+                state.id,
+                "update",
+                why,
+                state,
+                spec,
+                deployment_id=obs.id,
+                old_spec=obs.spec,
+                stale_ids=stale,
+            )
         return _Item(state.id, "upsert", why, state, spec, stale_ids=stale)
 
     # --- applying -------------------------------------------------------------
@@ -420,6 +445,7 @@ class Reconciler:
         writer.add(self._success(item, deployment_id))
         counter = {
             "upsert": "updated" if (item.state and item.state.prefect_deployment_id) else "created",
+            "update": "updated",
             "pause": "paused",
             "resume": "resumed",
             "delete": "deleted",
@@ -462,7 +488,11 @@ class Reconciler:
                 await gw.set_paused(item.deployment_id, item.action == "pause")
                 return item.deployment_id
             assert item.spec is not None
-            new_id = await gw.upsert(item.spec)
+            if item.action == "update":
+                assert item.deployment_id is not None and item.old_spec is not None
+                new_id = await gw.update(item.deployment_id, item.old_spec, item.spec)
+            else:
+                new_id = await gw.upsert(item.spec)
             for old in sorted(item.stale_ids - {new_id}):
                 self._check_leader()
                 await gw.delete(old)
@@ -473,7 +503,7 @@ class Reconciler:
             connector_id=item.connector_id,
             state=item.state if item.spec is not None else None,
             deployment_id=deployment_id,
-            spec_hash=item.spec.hash if item.spec is not None else None,
+            spec=item.spec,
             outbox_max_id=item.outbox_max_id,
             now=self.clock(),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -87,6 +88,17 @@ class DeploymentSpec:
     def content(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (what the hash covers)."""
         return asdict(self)
+
+    @classmethod
+    def from_content(cls, content: Mapping[str, Any]) -> DeploymentSpec | None:
+        """The spec ``content()`` was made from; None if it is not one (another format)."""
+        try:
+            data = dict(content)
+            data["tags"] = tuple(data["tags"])
+            data["schedules"] = tuple(CronSpec(**s) for s in data["schedules"])
+            return cls(**data)
+        except (KeyError, TypeError, ValueError):
+            return None
 
     @property
     def hash(self) -> str:

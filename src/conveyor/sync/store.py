@@ -15,6 +15,7 @@ from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, Lease, OutboxEntry
+from conveyor.sync.spec import DeploymentSpec
 
 LEASE_NAME = "reconciler"
 _CONNECTORS = cast(Table, Connector.__table__)
@@ -37,6 +38,7 @@ class ConnectorState:
     prefect_deployment_id: str | None
     sync_status: str
     synced_spec_hash: str | None
+    synced_spec: dict[str, Any] | None
     sync_failed_spec_hash: str | None
     sync_attempts: int
     sync_next_retry_at: datetime | None
@@ -196,24 +198,6 @@ def _update_connector(session: Session, state: ConnectorState, **values: Any) ->
     return rowcount(result) > 0
 
 
-def record_synced(
-    session: Session, state: ConnectorState, *, deployment_id: str, spec_hash: str, now: datetime
-) -> bool:
-    """The connector's deployment matches ``spec_hash``; False if the row changed meanwhile."""
-    return _update_connector(
-        session,
-        state,
-        prefect_deployment_id=deployment_id,
-        sync_status="synced",
-        sync_error=None,
-        synced_spec_hash=spec_hash,
-        synced_at=now,
-        sync_attempts=0,
-        sync_next_retry_at=None,
-        sync_failed_spec_hash=None,
-    )
-
-
 _C = _CONNECTORS.c
 _SYNCED_MANY = (
     update(_CONNECTORS)
@@ -229,6 +213,7 @@ _SYNCED_MANY = (
         sync_status="synced",
         sync_error=None,
         synced_spec_hash=bindparam("spec_hash", type_=_C.synced_spec_hash.type),
+        synced_spec=bindparam("spec", type_=_C.synced_spec.type),
         synced_at=bindparam("now", type_=_C.synced_at.type),
         sync_attempts=0,
         sync_next_retry_at=None,
@@ -238,17 +223,24 @@ _SYNCED_MANY = (
 
 
 def record_synced_many(
-    session: Session, synced: list[tuple[ConnectorState, str, str, datetime]]
+    session: Session, synced: list[tuple[ConnectorState, str, DeploymentSpec, datetime]]
 ) -> None:
-    """``record_synced`` for many (state, deployment id, spec hash, now), in order, in one
-    executemany: the same guarded UPDATE (a row changed meanwhile is left alone) without
-    the per-row overhead. Like ``record_synced`` it leaves ``version`` and ``updated_at``."""
+    """Each (state, deployment id, spec, now): the connector's deployment matches the spec.
+    One executemany of an UPDATE guarded by the row's version (a row changed meanwhile is
+    left alone); it leaves ``version`` and ``updated_at``."""
     if synced:
         session.execute(
             _SYNCED_MANY,
             [
-                {"cid": st.id, "ver": st.version, "dep_id": dep, "spec_hash": h, "now": now}
-                for st, dep, h, now in synced
+                {
+                    "cid": st.id,
+                    "ver": st.version,
+                    "dep_id": dep,
+                    "spec_hash": spec.hash,
+                    "spec": spec.content(),
+                    "now": now,
+                }
+                for st, dep, spec, now in synced
             ],
         )
 
