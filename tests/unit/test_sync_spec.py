@@ -89,6 +89,25 @@ def test_every_field_that_reaches_prefect_changes_the_hash(change: dict[str, Any
     assert build(Conn()).hash != build(replace(Conn(), **change)).hash
 
 
+@pytest.mark.parametrize(
+    "conn",
+    [Conn(), Conn(schedule=None, is_active=False, tags=[]), Conn(work_queue_name="bulk")],
+)
+def test_content_is_every_field_as_asdict_gives_it(conn: Conn) -> None:
+    """content() is written out for speed; the hash of every deployment stays the same."""
+    import dataclasses
+
+    spec = build(conn)
+    spec = (
+        replace(spec, schedules=(replace(spec.schedules[0], parameters={"a": [1]}),))
+        if spec.schedules
+        else spec
+    )
+    assert spec.content() == dataclasses.asdict(spec)
+    assert list(spec.content()) == [f.name for f in dataclasses.fields(spec)]
+    assert spec.hash == S.spec_hash(spec)
+
+
 def test_a_spec_on_record_reads_back_as_the_same_spec() -> None:
     import json
 

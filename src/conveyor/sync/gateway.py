@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
@@ -500,30 +501,50 @@ class PrefectGateway:
         return str(await self.client.create_flow_from_name(FLOW_NAME))
 
     async def _list(self, tags: list[str]) -> list[ObservedDeployment]:
+        """Every page, in order, with the next page already asked for while one is read:
+        the server (whose listing is most of a full pass) never waits for this client."""
         flow_id = await self._flow()
         seen: dict[str, ObservedDeployment] = {}
-        offset = 0
-        while True:
+
+        async def page_of(offset: int) -> list[dict[str, Any]]:
             body = {
                 "deployments": {"tags": {"all_": tags}},
                 "sort": "NAME_ASC",
                 "limit": PAGE_SIZE,
                 "offset": offset,
             }
+            # Raw JSON: validating 1,000 full DeploymentResponse models costs more than
+            # the whole comparison, and only a handful of fields matter here.
+            response = await self.client.request("POST", "/deployments/filter", json=body)
+            return list(response.json())
 
-            async def page_of(body: dict[str, Any] = body) -> list[dict[str, Any]]:
-                # Raw JSON: validating 1,000 full DeploymentResponse models costs more
-                # than the whole comparison, and only a handful of fields matter here.
-                response = await self.client.request("POST", "/deployments/filter", json=body)
-                return list(response.json())
+        offsets = itertools.count(0, PAGE_SIZE)
 
-            page = await self._call("list_deployments", "list Conveyor's deployments", page_of)
-            for item in page:
-                obs = observe(item, flow_id)
-                seen[obs.id] = obs
-            if len(page) < PAGE_SIZE:
-                return list(seen.values())
-            offset += PAGE_SIZE
+        def ask() -> asyncio.Task[list[dict[str, Any]]]:
+            offset = next(offsets)
+            return asyncio.create_task(
+                self._call(
+                    "list_deployments", "list Conveyor's deployments", lambda: page_of(offset)
+                )
+            )
+
+        # One page first (most installations fit in it), then always one page ahead.
+        asked = [ask()]
+        try:
+            while True:
+                page = await asked.pop(0)
+                full = len(page) == PAGE_SIZE
+                while full and len(asked) < 2:
+                    asked.append(ask())
+                for item in page:
+                    obs = observe(item, flow_id)
+                    seen[obs.id] = obs
+                if not full:
+                    return list(seen.values())
+        finally:
+            for task in asked:
+                task.cancel()
+            await asyncio.gather(*asked, return_exceptions=True)
 
     async def list_deployments(self) -> list[ObservedDeployment]:
         """Every deployment tagged ``conveyor``, all pages."""

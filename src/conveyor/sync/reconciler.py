@@ -281,17 +281,22 @@ class Reconciler:
         t0 = monotonic()
         report = PassReport(kind="full", started_at=self.clock())
         report.merge(await self.outbox_pass())
+        now = self.clock()
+        # The database is read while Prefect lists (the outbox is applied: every
+        # deployment listed belongs to a connector that existed before the read began).
+        snapshot = asyncio.create_task(asyncio.to_thread(self._snapshot, now))
         try:
             await self.gateway.ensure_work_pool(self.settings.default_work_pool)
             observed = await self.gateway.list_deployments()
         except ExternalError as exc:
+            await snapshot
             report.error = str(exc)
             log.warning("full pass stopped: %s", exc)
             return self._save(self._finish(report, t0), "last_full_pass")
-        now = self.clock()
-        with session_scope(self.url) as session:
-            states = store.load_connectors(session)
-            groups = store.outbox_groups(session, now)
+        except BaseException:
+            await asyncio.gather(snapshot, return_exceptions=True)
+            raise
+        states, groups = await snapshot
         report.connectors = len(states)
         report.deployments = len(observed)
         items = self._repairs(states, groups, observed, now, report)
@@ -313,6 +318,10 @@ class Reconciler:
         except ExternalError as exc:
             report.note(report.errors, connector_id=None, error=f"stale runs: {exc}")
         return self._save(self._finish(report, t0), "last_full_pass")
+
+    def _snapshot(self, now: datetime) -> tuple[dict[int, ConnectorState], dict[int, OutboxGroup]]:
+        with session_scope(self.url) as session:
+            return store.load_connectors(session), store.outbox_groups(session, now)
 
     def _repairs(
         self,
