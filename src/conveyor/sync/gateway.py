@@ -323,10 +323,12 @@ class AdaptiveLimit:
     """Requests in flight: halved when the server says it is busy (down to a floor), grown
     by one after a run of answers without complaint.
 
-    A SQLite-backed Prefect server serialises writes and answers 503 when they pile up.
-    Measured on 300 creates there (bench/sync.py): a fixed 8 in flight lost requests to
-    503s, one at a time took 51 s, a floor of half the maximum (4 of 8) 26 s, faster than
-    any raw client loop. A PostgreSQL-backed server seldom says busy: it stays at 8.
+    The Prefect server is one Python process: past a few requests in flight it only queues
+    them. Measured with bench/sync.py (500 creates, the sync layer alone): on a
+    PostgreSQL-backed server 2, 3, 4 and 8 in flight all took 52-65 s, as did the raw
+    client loops; on a SQLite-backed server, which serialises writes and answers 503 when
+    they pile up, 4 in flight took 105 s against 144 s for a limit of 8 halving to 4 on
+    each 503 (and 102 s for the raw loop at 4). Hence a default of 4 (settings).
     """
 
     def __init__(self, maximum: int, minimum: int | None = None) -> None:
@@ -373,7 +375,7 @@ class PrefectGateway:
         retries: int = 5,
         retry_delay: float = 0.25,
         pool_concurrency: int = DEFAULT_POOL_CONCURRENCY,
-        max_in_flight: int = 8,
+        max_in_flight: int = 4,
     ) -> None:
         self.api_url = api_url
         self.timeout = timeout
