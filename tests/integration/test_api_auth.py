@@ -37,6 +37,37 @@ def test_invalid_and_revoked_tokens_are_refused(admin: ApiUser, client: TestClie
     assert client.get("/api/v1/me", headers=h).status_code == 401
 
 
+def test_connector_writes_check_the_token_and_change_nothing_when_it_is_bad(
+    admin: ApiUser, client: TestClient, database_url: str
+) -> None:
+    # These endpoints check the token inside the transaction that makes the change.
+    conn = admin.make_connector()
+    cid = conn["id"]
+    created = admin.post("/api/v1/tokens", json={"name": "soon-revoked"}).json()
+    assert admin.delete(f"/api/v1/tokens/{created['id']}").status_code == 204
+    new = {
+        "name": "not-made",
+        "source_id": conn["source_id"],
+        "destination_id": conn["destination_id"],
+        "schedule": "0 1 * * *",
+    }
+    before = table_counts(database_url)
+    for token in ["cvt_nope", created["token"]]:
+        h = {"Authorization": f"Bearer {token}"}
+        for method, url, body in [
+            ("POST", "/api/v1/connectors", new),
+            ("PATCH", f"/api/v1/connectors/{cid}", {"schedule": "0 1 * * *"}),
+            ("POST", f"/api/v1/connectors/{cid}/pause", None),
+            ("POST", f"/api/v1/connectors/{cid}/resume", None),
+        ]:
+            resp = client.request(method, url, json=body, headers=h)
+            assert resp.status_code == 401, (method, url, resp.text)
+            assert resp.json()["detail"] == "the API token is invalid or revoked"
+    assert table_counts(database_url) == before
+    after = admin.get(f"/api/v1/connectors/{cid}").json()
+    assert (after["schedule"], after["is_active"]) == ("0 */6 * * *", True)
+
+
 def test_viewer_reads_everything_and_changes_nothing(
     admin: ApiUser, viewer: ApiUser, database_url: str
 ) -> None:

@@ -411,9 +411,10 @@ def _endpoint(kind: Kind, endpoint_id: int, loc: str, session: Session) -> catal
 
 
 def _flush_unique(session: Session, name: str) -> None:
+    """Flush, turning a taken name or a concurrent change into ``Conflict``. No savepoint:
+    the conflict ends the caller's transaction anyway (every caller lets it propagate)."""
     try:
-        with session.begin_nested():
-            session.flush()
+        session.flush()
     except StaleDataError as exc:
         raise Conflict("the connector was changed by someone else", hint="reload it") from exc
     except IntegrityError as exc:

@@ -8,13 +8,23 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
+from conveyor.db.models import Connector
 from conveyor.db.session import session_scope
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunOut
+from conveyor.secrets import SecretBox
 from conveyor.services import connectors as svc
 from conveyor.services import runs as runs_svc
 from conveyor.settings import Settings
-from conveyor.web.deps import BoxDep, CurrentActor, SessionDep, SettingsDep
+from conveyor.web.deps import (
+    BoxDep,
+    Credentials,
+    CredentialsDep,
+    CurrentActor,
+    SessionDep,
+    SettingsDep,
+)
 
 router = APIRouter(prefix="/connectors", tags=["connectors"])
 
@@ -53,36 +63,40 @@ def list_connectors(
     )
 
 
-async def _after_write(connector_id: int, settings: Settings, wait: float) -> ConnectorOut:
-    """Optionally wait for the reconciler, then read the connector back."""
+async def _after_write(out: ConnectorOut, settings: Settings, wait: float) -> ConnectorOut:
+    """``out`` as the change left it, or, with ``wait``, once the reconciler has synced it
+    (or ``wait`` seconds have passed)."""
     deadline = time.monotonic() + wait
-    while True:
-        out = await run_in_threadpool(_read, connector_id, settings)
-        if out.sync_status != "pending" or time.monotonic() >= deadline:
-            return out
+    while out.sync_status == "pending" and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
+        out = await run_in_threadpool(_read, out.id, settings)
+    return out
 
 
 def _read(connector_id: int, settings: Settings) -> ConnectorOut:
     with session_scope(settings.effective_database_url) as session:
-        c = svc.get(connector_id, session=session)
-        return svc.to_out(c, settings, svc.last_runs([c.id], session=session).get(c.id))
+        return _out(svc.get(connector_id, session=session), settings, session)
+
+
+def _out(c: Connector, settings: Settings, session: Session) -> ConnectorOut:
+    return svc.to_out(c, settings, svc.last_runs([c.id], session=session).get(c.id))
 
 
 @router.post("", response_model=ConnectorOut, status_code=201, summary="Create a connector")
 async def create_connector(
     data: ConnectorCreate,
     settings: SettingsDep,
-    actor: CurrentActor,
+    who: CredentialsDep,
     box: BoxDep,
     wait: float = WaitParam,
 ) -> ConnectorOut:
-    def write() -> int:
+    # One transaction and one thread hop: check the caller, write, read back.
+    def write() -> ConnectorOut:
         with session_scope(settings.effective_database_url) as session:
-            return svc.create(data, session=session, actor=actor, box=box).id
+            c = svc.create(data, session=session, actor=who.actor(session), box=box)
+            return svc.to_out(c, settings)  # a new connector has no runs
 
-    connector_id = await run_in_threadpool(write)
-    return await _after_write(connector_id, settings, wait)
+    return await _after_write(await run_in_threadpool(write), settings, wait)
 
 
 @router.get("/{connector_id}", response_model=ConnectorOut, summary="Read a connector")
@@ -95,54 +109,56 @@ async def patch_connector(
     connector_id: int,
     data: ConnectorPatch,
     settings: SettingsDep,
-    actor: CurrentActor,
+    who: CredentialsDep,
     box: BoxDep,
     wait: float = WaitParam,
 ) -> ConnectorOut:
-    def write() -> None:
+    def write() -> ConnectorOut:
         with session_scope(settings.effective_database_url) as session:
-            svc.update(connector_id, data, session=session, actor=actor, box=box)
+            c = svc.update(connector_id, data, session=session, actor=who.actor(session), box=box)
+            return _out(c, settings, session)
 
-    await run_in_threadpool(write)
-    return await _after_write(connector_id, settings, wait)
+    return await _after_write(await run_in_threadpool(write), settings, wait)
 
 
 @router.post("/{connector_id}/pause", response_model=ConnectorOut, summary="Pause its schedule")
 async def pause_connector(
     connector_id: int,
     settings: SettingsDep,
-    actor: CurrentActor,
+    who: CredentialsDep,
     box: BoxDep,
     wait: float = WaitParam,
 ) -> ConnectorOut:
-    return await _set_active(connector_id, False, settings, actor, box, wait)
+    return await _set_active(connector_id, False, settings, who, box, wait)
 
 
 @router.post("/{connector_id}/resume", response_model=ConnectorOut, summary="Resume its schedule")
 async def resume_connector(
     connector_id: int,
     settings: SettingsDep,
-    actor: CurrentActor,
+    who: CredentialsDep,
     box: BoxDep,
     wait: float = WaitParam,
 ) -> ConnectorOut:
-    return await _set_active(connector_id, True, settings, actor, box, wait)
+    return await _set_active(connector_id, True, settings, who, box, wait)
 
 
 async def _set_active(
     connector_id: int,
     active: bool,
     settings: Settings,
-    actor: CurrentActor,
-    box: BoxDep,
+    who: Credentials,
+    box: SecretBox,
     wait: float,
 ) -> ConnectorOut:
-    def write() -> None:
+    def write() -> ConnectorOut:
         with session_scope(settings.effective_database_url) as session:
-            svc.set_active(connector_id, active, session=session, actor=actor, box=box)
+            c = svc.set_active(
+                connector_id, active, session=session, actor=who.actor(session), box=box
+            )
+            return _out(c, settings, session)
 
-    await run_in_threadpool(write)
-    return await _after_write(connector_id, settings, wait)
+    return await _after_write(await run_in_threadpool(write), settings, wait)
 
 
 @router.delete("/{connector_id}", status_code=204, summary="Delete a connector and its runs")
