@@ -1,6 +1,7 @@
 """Connectors to Prefect deployments: Conveyor's reconciler beside raw Prefect client loops.
 
     .venv/bin/python bench/sync.py [--n 1000] [--backends sqlite,postgres] [--concurrency 4,8,16]
+                                   [--repeat 3] [--no-layer]
 
 For each Prefect server backend (SQLite, PostgreSQL), in one run:
 (a) N connectors created through the REST API (`conveyor web`, 8 concurrent clients) until
@@ -17,7 +18,9 @@ For each Prefect server backend (SQLite, PostgreSQL), in one run:
 Every create measurement gets a fresh Prefect server (same backend), so none pays for
 another's deployments or flow runs. (a) and (c) time a running reconciler: each start of
 `conveyor reconcile` is followed by its first full pass before the clock starts. The
-Conveyor database is SQLite (the embedded default).
+Conveyor database is SQLite (the embedded default). With ``--repeat R`` each backend gets R
+rounds of (a), (b), (c) and the raw loops, alternating whether the raw create loops or
+Conveyor's go first; the table shows medians and each round's own ratio.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import free_port, machine, scratch_postgres
@@ -224,7 +229,7 @@ async def raw_update_loop(api: str, deployment_ids: list[str], cron: str, in_fli
 
         async def update(dep_id: str) -> None:
             schedule = DeploymentScheduleUpdate(schedule=CronSchedule(cron=cron), active=True)
-            await client.update_deployment(dep_id, DeploymentUpdate(schedules=[schedule]))
+            await client.update_deployment(UUID(dep_id), DeploymentUpdate(schedules=[schedule]))
 
         return await _loop(deployment_ids, update, in_flight)
 
@@ -258,7 +263,7 @@ class Conveyor:
         return Settings(
             home=self.dir,
             database_url=self.env["CONVEYOR_DATABASE_URL"],
-            secret_key=self.env["CONVEYOR_SECRET_KEY"],
+            secret_key=SecretStr(self.env["CONVEYOR_SECRET_KEY"]),
             prefect_api_url=self.api,
             default_work_pool=POOL,
         )
@@ -360,7 +365,7 @@ class Conveyor:
             synced, queued = self.sync_counts()
             if synced == n and queued == 0:
                 return
-            time.sleep(0.25)
+            time.sleep(0.05)  # two cheap counts: the poll adds at most 50 ms to a figure
         raise RuntimeError(f"not converged after {timeout}s: {self.sync_counts()}")
 
     async def api_calls(
@@ -491,18 +496,20 @@ class Conveyor:
 # --- one backend -----------------------------------------------------------------------
 
 
-def bench_backend(
-    backend: str, n: int, concurrency: list[int], workdir: Path, *, layer: bool = True
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"backend": backend, "n": n}
-    ids = list(range(1, n + 1))
+def raw_creates(backend: str, n: int, concurrency: list[int], workdir: Path) -> dict[int, float]:
+    """Every raw create loop once, each on a fresh server."""
     raw: dict[int, float] = {}
     for k in [1, *concurrency]:
         with prefect_server(backend, workdir) as api:
-            raw[k] = asyncio.run(raw_loop(api, ids, CRON_A, k))
+            raw[k] = asyncio.run(raw_loop(api, list(range(1, n + 1)), CRON_A, k))
         print(f"[{backend}] raw create, {k} in flight: {raw[k]:.1f} s", flush=True)
-    out["raw_create"] = raw
+    return raw
 
+
+def conveyor_round(backend: str, n: int, concurrency: list[int], workdir: Path) -> dict[str, Any]:
+    """On one fresh server: (a) creates through the API, (b) no-op passes, (c) schedule
+    changes through the API, then the raw schedule-change loops on the same deployments."""
+    out: dict[str, Any] = {}
     with prefect_server(backend, workdir) as api:
         conv = Conveyor(api, workdir)
         try:
@@ -536,7 +543,9 @@ def bench_backend(
             }
             t0 = time.perf_counter()
             made = asyncio.run(
-                conv.api_calls([("POST", "/connectors", {**body, "name": f"c-{i}"}) for i in ids])
+                conv.api_calls(
+                    [("POST", "/connectors", {**body, "name": f"c-{i}"}) for i in range(n)]
+                )
             )
             api_done = time.perf_counter() - t0
             conv.wait_converged(n)
@@ -573,16 +582,17 @@ def bench_backend(
             print(f"[{backend}] raw reschedule: {out['raw_reschedule']}", flush=True)
         finally:
             conv.stop()
+    return out
 
-    if not layer:
-        return out
-    # The sync layer alone: the same work queued straight in the database (no HTTP API
-    # sharing the two cores), applied by one in-process outbox pass.
+
+def layer_round(backend: str, n: int, workdir: Path) -> dict[str, float]:
+    """The sync layer alone: the same work queued straight in the database (no HTTP API
+    sharing the two cores), applied by one in-process outbox pass."""
     with prefect_server(backend, workdir) as api:
         conv = Conveyor(api, workdir)
         conv.start_db()
         cids = conv.fill(n, CRON_A)
-        out["layer_create"] = asyncio.run(conv.outbox_pass())
+        out = {"layer_create": asyncio.run(conv.outbox_pass())}
         asyncio.run(conv.verify(n))
         conv.reschedule(cids, CRON_B)
         out["layer_reschedule"] = asyncio.run(conv.outbox_pass())
@@ -595,6 +605,39 @@ def bench_backend(
     return out
 
 
+def bench_backend(
+    backend: str,
+    n: int,
+    concurrency: list[int],
+    workdir: Path,
+    *,
+    layer: bool = True,
+    repeat: int = 1,
+) -> dict[str, Any]:
+    """``repeat`` rounds, alternating which comes first (the raw create loops or
+    Conveyor's), so that a machine getting slower or faster during the run favours
+    neither; the table shows medians, the JSON every round."""
+    rounds: list[dict[str, Any]] = []
+    for r in range(repeat):
+        if r % 2 == 0:
+            raw = raw_creates(backend, n, concurrency, workdir)
+            conv = conveyor_round(backend, n, concurrency, workdir)
+        else:
+            conv = conveyor_round(backend, n, concurrency, workdir)
+            raw = raw_creates(backend, n, concurrency, workdir)
+        rounds.append({"raw_create": raw, **conv})
+    out: dict[str, Any] = {"backend": backend, "n": n, "rounds": rounds}
+    med = statistics.median
+    for key in ("raw_create", "raw_reschedule"):
+        out[key] = {k: med(rd[key][k] for rd in rounds) for k in rounds[0][key]}
+    for key in ("conveyor_create", "conveyor_create_api_part", "conveyor_reschedule"):
+        out[key] = med(rd[key] for rd in rounds)
+    out["noop_pass"] = [t for rd in rounds for t in rd["noop_pass"]]
+    if layer:
+        out.update(layer_round(backend, n, workdir))
+    return out
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| Prefect DB | N | measurement | Conveyor | raw sequential | raw 4 / 8 / 16 in flight "
@@ -602,7 +645,7 @@ def table(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        raw = r["raw_create"]
+        raw = r["raw_create"]  # medians over the rounds
         best = min(raw.values())  # the best raw loop, sequential included
         conc = " / ".join(f"{raw[k]:.1f} s" for k in sorted(raw) if k != 1)
         lines.append(
@@ -613,7 +656,8 @@ def table(results: list[dict[str, Any]]) -> str:
         )
         lines.append(
             f"| {r['backend']} | {r['n']} | (b) no-op full pass | "
-            f"{statistics.median(r['noop_pass']):.2f} s (0 writes) | - | - | - |"
+            f"{statistics.median(r['noop_pass']):.2f} s (median of {len(r['noop_pass'])}; "
+            f"worst {max(r['noop_pass']):.2f} s; 0 writes) | - | - | - |"
         )
         if "layer_create" in r:
             lines.append(
@@ -635,6 +679,18 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{r['layer_reschedule']:.1f} s | {rr[1]:.1f} s | {conc_r} | "
                 f"{best_r / r['layer_reschedule']:.2f} |"
             )
+    for r in results:
+        if len(r["rounds"]) < 2:
+            continue
+        lines.append("")
+        lines.append(f"{r['backend']}, round by round (best raw in that round ÷ Conveyor):")
+        for i, rd in enumerate(r["rounds"], 1):
+            a, c = min(rd["raw_create"].values()), min(rd["raw_reschedule"].values())
+            lines.append(
+                f"- round {i}: (a) {rd['conveyor_create']:.1f} s vs {a:.1f} s = "
+                f"{a / rd['conveyor_create']:.2f}; (c) {rd['conveyor_reschedule']:.1f} s vs "
+                f"{c:.1f} s = {c / rd['conveyor_reschedule']:.2f}"
+            )
     return "\n".join(lines)
 
 
@@ -646,6 +702,9 @@ def main() -> None:
     ap.add_argument(
         "--no-layer", action="store_true", help="skip (a') and (c'), the sync layer alone"
     )
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="rounds per backend; the table shows medians"
+    )
     args = ap.parse_args()
     concurrency = [int(x) for x in args.concurrency.split(",")]
     import prefect
@@ -653,7 +712,7 @@ def main() -> None:
     print(f"machine: {machine()}; Prefect {prefect.__version__}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="conveyor-bench-sync-"))
     results = [
-        bench_backend(b, args.n, concurrency, workdir, layer=not args.no_layer)
+        bench_backend(b, args.n, concurrency, workdir, layer=not args.no_layer, repeat=args.repeat)
         for b in args.backends.split(",")
         if b
     ]
