@@ -228,7 +228,9 @@ async def raw_update_loop(api: str, deployment_ids: list[str], cron: str, in_fli
     async with PrefectClient(api=api) as client:
 
         async def update(dep_id: str) -> None:
-            schedule = DeploymentScheduleUpdate(schedule=CronSchedule(cron=cron), active=True)
+            schedule = DeploymentScheduleUpdate(
+                schedule=CronSchedule(cron=cron, timezone="UTC"), active=True
+            )
             await client.update_deployment(UUID(dep_id), DeploymentUpdate(schedules=[schedule]))
 
         return await _loop(deployment_ids, update, in_flight)
@@ -323,6 +325,8 @@ class Conveyor:
                 last = ((lease.info or {}) if lease else {}).get("last_full_pass") or {}
             finished = last.get("finished_at")
             if finished and datetime.fromisoformat(last["started_at"]) >= since:
+                # Nothing to repair, else the timing that follows would include it.
+                assert not last.get("repairs") and not last.get("failed"), last
                 return
             time.sleep(0.1)
         raise RuntimeError(f"reconciler made no full pass in {timeout}s")
@@ -506,9 +510,29 @@ def raw_creates(backend: str, n: int, concurrency: list[int], workdir: Path) -> 
     return raw
 
 
-def conveyor_round(backend: str, n: int, concurrency: list[int], workdir: Path) -> dict[str, Any]:
+def raw_reschedules(
+    backend: str, api: str, dep_ids: list[str], concurrency: list[int]
+) -> dict[int, float]:
+    """Raw schedule changes of Conveyor's deployments, each loop to another cron; the last
+    loop sets the cron Conveyor's connectors have (CRON_A), so that a reconciler started
+    afterwards finds nothing to repair."""
+    loops = [1, *concurrency]
+    crons = [(CRON_A, CRON_C)[(len(loops) - 1 - j) % 2] for j in range(len(loops))]
+    out = {
+        k: asyncio.run(raw_update_loop(api, dep_ids, c, k))
+        for k, c in zip(loops, crons, strict=True)
+    }
+    print(f"[{backend}] raw reschedule: { {k: round(v, 1) for k, v in out.items()} }", flush=True)
+    return out
+
+
+def conveyor_round(
+    backend: str, n: int, concurrency: list[int], workdir: Path, *, conveyor_first: bool = True
+) -> dict[str, Any]:
     """On one fresh server: (a) creates through the API, (b) no-op passes, (c) schedule
-    changes through the API, then the raw schedule-change loops on the same deployments."""
+    changes through the API and the raw schedule-change loops on the same deployments,
+    Conveyor's first or last (the server gets faster for a while after 1,000 creates, as
+    its background services catch up, so the order matters)."""
     out: dict[str, Any] = {}
     with prefect_server(backend, workdir) as api:
         conv = Conveyor(api, workdir)
@@ -560,8 +584,11 @@ def conveyor_round(backend: str, n: int, concurrency: list[int], workdir: Path) 
             out["noop_pass"] = [round(p[0], 3) for p in passes]
             print(f"[{backend}] no-op pass: {out['noop_pass']} s, 0 write calls", flush=True)
 
-            conv.start_reconciler()
             cids = [c["id"] for c in made]
+            dep_ids = conv.deployment_ids()
+            if not conveyor_first:
+                out["raw_reschedule"] = raw_reschedules(backend, api, dep_ids, concurrency)
+            conv.start_reconciler()
             t0 = time.perf_counter()
             asyncio.run(
                 conv.api_calls([("PATCH", f"/connectors/{c}", {"schedule": CRON_B}) for c in cids])
@@ -573,13 +600,8 @@ def conveyor_round(backend: str, n: int, concurrency: list[int], workdir: Path) 
                 f"[{backend}] conveyor reschedule: {out['conveyor_reschedule']:.1f} s", flush=True
             )
             conv.stop_reconciler()
-            # Raw schedule changes of the same deployments, each loop to another cron.
-            dep_ids = conv.deployment_ids()
-            out["raw_reschedule"] = {
-                k: asyncio.run(raw_update_loop(api, dep_ids, (CRON_C, CRON_A)[j % 2], k))
-                for j, k in enumerate([1, *concurrency])
-            }
-            print(f"[{backend}] raw reschedule: {out['raw_reschedule']}", flush=True)
+            if conveyor_first:
+                out["raw_reschedule"] = raw_reschedules(backend, api, dep_ids, concurrency)
         finally:
             conv.stop()
     return out
@@ -614,16 +636,17 @@ def bench_backend(
     layer: bool = True,
     repeat: int = 1,
 ) -> dict[str, Any]:
-    """``repeat`` rounds, alternating which comes first (the raw create loops or
-    Conveyor's), so that a machine getting slower or faster during the run favours
-    neither; the table shows medians, the JSON every round."""
+    """``repeat`` rounds, alternating which comes first (the raw loops or Conveyor), for
+    the creates and for the schedule changes, so that a server or machine getting slower
+    or faster during the run favours neither; the table shows medians, the JSON every
+    round."""
     rounds: list[dict[str, Any]] = []
     for r in range(repeat):
         if r % 2 == 0:
             raw = raw_creates(backend, n, concurrency, workdir)
-            conv = conveyor_round(backend, n, concurrency, workdir)
+            conv = conveyor_round(backend, n, concurrency, workdir, conveyor_first=False)
         else:
-            conv = conveyor_round(backend, n, concurrency, workdir)
+            conv = conveyor_round(backend, n, concurrency, workdir, conveyor_first=True)
             raw = raw_creates(backend, n, concurrency, workdir)
         rounds.append({"raw_create": raw, **conv})
     out: dict[str, Any] = {"backend": backend, "n": n, "rounds": rounds}
