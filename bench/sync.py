@@ -531,8 +531,7 @@ def conveyor_round(
 ) -> dict[str, Any]:
     """On one fresh server: (a) creates through the API, (b) no-op passes, (c) schedule
     changes through the API and the raw schedule-change loops on the same deployments,
-    Conveyor's first or last (the server gets faster for a while after 1,000 creates, as
-    its background services catch up, so the order matters)."""
+    Conveyor's first or last, so that the order of the loops favours neither."""
     out: dict[str, Any] = {}
     with prefect_server(backend, workdir) as api:
         conv = Conveyor(api, workdir)

@@ -59,7 +59,11 @@ def _actor(request: Request, session: Session) -> Actor:
     user = session_user(request, session)
     if user is not None:
         return users_service.actor_for(user)
-    raise NotAuthenticated(
+    raise _unauthenticated()
+
+
+def _unauthenticated() -> NotAuthenticated:
+    return NotAuthenticated(
         "authentication required", hint="send 'Authorization: Bearer <token>' or log in"
     )
 
@@ -100,9 +104,7 @@ async def credentials(request: Request) -> Credentials:
         request.session.get(SESSION_USER_KEY), int
     )
     if not (has_token or has_login):
-        raise NotAuthenticated(
-            "authentication required", hint="send 'Authorization: Bearer <token>' or log in"
-        )
+        raise _unauthenticated()
     return Credentials(request)
 
 
