@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     default_work_pool: str = "default"
     default_work_queue: str = "default"
     reconcile_interval: float = Field(default=60.0, gt=0)
-    reconcile_concurrency: int = Field(default=4, ge=1, le=64)
+    reconcile_concurrency: int = Field(default=16, ge=1, le=64)  # the most in flight
     run_heartbeat_timeout: float = Field(default=300.0, gt=0)
     session_secure_cookie: bool = False
     log_json: bool = False
