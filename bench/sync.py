@@ -481,7 +481,11 @@ class Conveyor:
             report = await Reconciler(settings, gw).outbox_pass()
             took = time.perf_counter() - t0
         assert report.failed == 0, report.errors[:3]
-        print(f"  calls in flight, every limit it had: {gw.in_flight.probe.changes}", flush=True)
+        print(
+            f"  calls in flight, every limit it had: {gw.in_flight.policy.changes}; "
+            f"retried after a busy answer: {gw.retried or 'none'}",
+            flush=True,
+        )
         return took
 
     async def noop_pass(self) -> tuple[float, int, int]:

@@ -14,7 +14,6 @@ import functools
 import itertools
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -320,139 +319,79 @@ def update_payload(old: DeploymentSpec, new: DeploymentSpec) -> dict[str, Any] |
 # --- the real gateway -------------------------------------------------------------
 
 
-class ThroughputProbe:
-    """Chooses how many requests to keep in flight by measuring what the server gets done.
+class LimitPolicy:
+    """How many Prefect calls to keep in flight: more while the server keeps up, fewer
+    as soon as it says it is busy.
 
     The Prefect server is one Python process whose best concurrency depends on what is
-    behind it (measured with bench/sync.py, 1,000 schedule changes): a PostgreSQL-backed
-    server finished them 15-20 % faster with 16 in flight than with 4, a SQLite-backed one,
-    which serialises writes and answers 503 when they pile up, 15-30 % slower with 8 or 16
-    than with 4; creates were the same at 4, 8 and 16 on PostgreSQL. No fixed number suits
-    both, so this hill-climbs on throughput:
+    behind it (bench/sync.py, 1,000 schedule changes): a PostgreSQL-backed server did them
+    15-20 % faster with 16 in flight than with 4 and never answered 503; a SQLite-backed
+    one serialises writes, answers 503 when they pile up (about 2 % of calls at 4 in
+    flight, more at 16) and was 15-30 % slower at 8 or 16 than at 4. So:
 
-    - Completions are timed in windows (at least ``window`` of them and ``min_seconds``),
-      counted only while every slot is taken, so the limit (not the caller) is what bounds
-      the rate. The first completions after a change are skipped: they were sent under the
-      old limit.
-    - Each window's rate is kept per call kind and level (a moving average): a create and
-      a schedule change cost the server very different amounts.
-    - After a window the limit moves to a neighbouring level that was faster by more than
-      ``margin`` (the one below first), else tries the level above when it has no figure
-      for it. Every ``reprobe`` windows the figure for the level above is forgotten, so a
-      server that got faster is noticed; each try that does worse doubles that gap (up to
-      eight times), so a server that is best at few in flight pays little for the tries.
-    - A busy answer (503/429/5xx) halves the limit at once and marks the level it left as
-      slow for that kind.
+    - the limit starts at ``floor`` and goes up one level (4, 6, 8, 12, 16, ...) after
+      ``patience`` windows of completions with no busy answer, up to ``maximum``. Only
+      completions while every slot was taken count: then the limit, not the caller, set
+      the pace;
+    - a busy answer (503/429/5xx) halves it at once, never below ``floor``, and doubles
+      ``patience`` (up to 32): a server that says busy even at the floor stays there.
+
+    Measuring throughput instead (hill-climbing on completions per second) was tried and
+    dropped: one-second windows on a real server varied by ±30 % (its scheduler wakes every
+    5 s), far more than the 15 % it had to tell apart, and the limit wandered (bench notes
+    in docs/benchmarks.md).
     """
 
     LEVELS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
-    def __init__(
-        self,
-        maximum: int,
-        initial: int = 4,
-        *,
-        window: int = 16,
-        min_seconds: float = 1.0,
-        margin: float = 0.05,
-        reprobe: int = 8,
-    ) -> None:
+    def __init__(self, maximum: int, floor: int = 4, *, window: int = 16) -> None:
         maximum = max(1, maximum)
         self.levels = [n for n in self.LEVELS if n < maximum] + [maximum]
-        self._at = max(i for i, n in enumerate(self.levels) if n <= max(1, initial))
+        self._floor = max(i for i, n in enumerate(self.levels) if n <= max(1, floor))
+        self._at = self._floor
         self.window = window
-        self.min_seconds = min_seconds
-        self.margin = margin
-        self.reprobe = reprobe
-        self.rates: dict[tuple[str, int], float] = {}  # (kind, level) → completions/s
+        self.patience = 1
         self.changes: list[int] = [self.limit]  # every limit it has had, in order
-        self._skip = 0
-        self._start: float | None = None
-        self._done = 0
-        self._kinds: set[str] = set()
-        self._probing = False  # at a level tried for want of a figure
-        self._gap = reprobe  # windows between tries of the level above; doubles on failure
-        self._until_reprobe = reprobe
+        self._clean = 0  # completions in a row with every slot taken and no busy answer
 
     @property
     def limit(self) -> int:
         return self.levels[self._at]
 
-    def completed(self, kind: str, now: float, *, saturated: bool, busy: bool = False) -> None:
-        """One call finished at ``now``; ``saturated``: others were waiting for a slot."""
+    def completed(self, *, saturated: bool, busy: bool = False) -> None:
+        """One call finished; ``saturated``: every slot was taken when it did."""
         if busy:
-            self.rates[(kind, self.limit)] = 0.0
-            half = max(1, self.limit // 2)
+            self.patience = min(self.patience * 2, 32)
+            half = max(self.levels[self._floor], self.limit // 2)
             self._move(max(i for i, n in enumerate(self.levels) if n <= half))
             return
-        if self._skip > 0:
-            self._skip -= 1
-            return
         if not saturated:
-            self._start = None  # the caller, not the limit, set the pace: no figure
             return
-        if self._start is None:
-            self._start, self._done, self._kinds = now, 0, set()
-            return
-        self._done += 1
-        self._kinds.add(kind)
-        elapsed = now - self._start
-        if self._done < max(self.window, 2 * self.limit) or elapsed < self.min_seconds:
-            return
-        rate, single = self._done / elapsed, len(self._kinds) == 1
-        self._start, self._done, self._kinds = now, 0, set()  # unless _judge moves
-        if single:  # a mix of kinds says nothing about either
-            self._judge(kind, rate)
-
-    def _judge(self, kind: str, rate: float) -> None:
-        here = self.limit
-        old = self.rates.get((kind, here))
-        self.rates[(kind, here)] = rate if old is None or old == 0.0 else (old + rate) / 2
-        top = self._at + 1 == len(self.levels)
-        self._until_reprobe -= 1
-        if self._until_reprobe <= 0 and not top:
-            self.rates.pop((kind, self.levels[self._at + 1]), None)
-            self._until_reprobe = self._gap
-        mine = self.rates[(kind, here)]
-        up = 0.0 if top else self.rates.get((kind, self.levels[self._at + 1]))
-        down = self.rates.get((kind, self.levels[self._at - 1])) if self._at > 0 else None
-        probed, self._probing = self._probing, False
-        if down is not None and down > mine * (1 + self.margin):
-            if probed:  # the level above did worse: wait longer before trying it again
-                self._gap = min(self._gap * 2, 8 * self.reprobe)
-                self._until_reprobe = self._gap
-            self._move(self._at - 1)
-        elif up is None or up > mine * (1 + self.margin):
-            self._probing = up is None
-            self._move(self._at + 1)
-        elif probed:
-            self._gap = self.reprobe
+        self._clean += 1
+        if self._clean >= self.patience * max(self.window, 2 * self.limit):
+            self._move(min(self._at + 1, len(self.levels) - 1))
 
     def _move(self, at: int) -> None:
+        self._clean = 0
         if at == self._at:
             return
         log.debug("Prefect calls in flight: %d -> %d", self.limit, self.levels[at])
         self._at = at
         self.changes.append(self.limit)
-        self._skip = self.limit
-        self._start = None
 
 
 class AdaptiveLimit:
-    """A semaphore whose size a ``ThroughputProbe`` sets; ``release`` reports each call."""
+    """A semaphore whose size a ``LimitPolicy`` sets; ``release`` reports each call."""
 
-    def __init__(
-        self, maximum: int, initial: int = 4, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.probe = ThroughputProbe(maximum, initial)
-        self._clock = clock
+    def __init__(self, maximum: int, floor: int = 4) -> None:
+        self.policy = LimitPolicy(maximum, floor)
         self._in_flight = 0
         self._waiting = 0
         self._cond = asyncio.Condition()
 
     @property
     def limit(self) -> int:
-        return self.probe.limit
+        return self.policy.limit
 
     async def acquire(self) -> None:
         async with self._cond:
@@ -463,11 +402,11 @@ class AdaptiveLimit:
                 self._waiting -= 1
             self._in_flight += 1
 
-    async def release(self, kind: str, *, busy: bool) -> None:
+    async def release(self, *, busy: bool) -> None:
         async with self._cond:
             saturated = self._in_flight + self._waiting >= self.limit
             self._in_flight -= 1
-            self.probe.completed(kind, self._clock(), saturated=saturated, busy=busy)
+            self.policy.completed(saturated=saturated, busy=busy)
             self._cond.notify_all()
 
 
@@ -554,7 +493,7 @@ class PrefectGateway:
                 if not busy or attempt >= self.retries:
                     raise
             finally:
-                await self.in_flight.release(kind, busy=busy)
+                await self.in_flight.release(busy=busy)
             attempt += 1
             self.retried[kind] = self.retried.get(kind, 0) + 1
             await asyncio.sleep(self.retry_delay * 2**attempt * random.uniform(0.5, 1.0))
