@@ -326,8 +326,9 @@ class LimitPolicy:
     The Prefect server is one Python process whose best concurrency depends on what is
     behind it (bench/sync.py, 1,000 schedule changes): a PostgreSQL-backed server did them
     15-20 % faster with 16 in flight than with 4 and never answered 503; a SQLite-backed
-    one serialises writes, answers 503 when they pile up (about 2 % of calls at 4 in
-    flight, more at 16) and was 15-30 % slower at 8 or 16 than at 4. So:
+    one serialises writes, answers 503 when they pile up (measured at 4 in flight: 2 % of
+    schedule changes, 18 % of creates; more at 16) and was 15-30 % slower at 8 or 16 than
+    at 4. So:
 
     - the limit starts at ``floor`` and goes up one level (4, 6, 8, 12, 16, ...) after
       ``patience`` windows of completions with no busy answer, up to ``maximum``. Only
