@@ -61,6 +61,8 @@ def test_after_a_busy_answer_it_climbs_more_slowly() -> None:
     serve(quick, 40, lambda n: 0.0)
     serve(wary, 40, lambda n: 0.0)
     assert quick.limit > wary.limit == 6
+    serve(wary, 400, lambda n: 0.0)  # a busy answer once, during a restart say, is forgiven
+    assert wary.limit == 16 and wary.patience == 1
 
 
 def test_no_climb_while_the_caller_sets_the_pace() -> None:

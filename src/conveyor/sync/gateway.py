@@ -335,7 +335,9 @@ class LimitPolicy:
       completions while every slot was taken count: then the limit, not the caller, set
       the pace;
     - a busy answer (503/429/5xx) halves it at once, never below ``floor``, and doubles
-      ``patience`` (up to 32): a server that says busy even at the floor stays there.
+      ``patience`` (up to 32); each step up halves it again. A server that says busy even
+      at the floor stays near it; one that said busy once, during a restart say, is back
+      at the maximum after a few steps.
 
     Measuring throughput instead (hill-climbing on completions per second) was tried and
     dropped: one-second windows on a real server varied by ±30 % (its scheduler wakes every
@@ -353,7 +355,7 @@ class LimitPolicy:
         self.window = window
         self.patience = 1
         self.changes: list[int] = [self.limit]  # every limit it has had, in order
-        self._clean = 0  # completions in a row with every slot taken and no busy answer
+        self._clean = 0  # completions with every slot taken since the last change
 
     @property
     def limit(self) -> int:
@@ -370,6 +372,7 @@ class LimitPolicy:
             return
         self._clean += 1
         if self._clean >= self.patience * max(self.window, 2 * self.limit):
+            self.patience = max(1, self.patience // 2)
             self._move(min(self._at + 1, len(self.levels) - 1))
 
     def _move(self, at: int) -> None:
