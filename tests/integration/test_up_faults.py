@@ -138,7 +138,12 @@ def test_sigterm_while_starting_stops_everything(tmp_path: Path) -> None:
     try:
         up.wait_for(r"Prefect server at http", 180)  # the other parts are starting now
         up.proc.send_signal(signal.SIGTERM)
-        code = up.finish(20)
+        # The stop is bounded at about 10 s (8 s of grace, then SIGKILL); it took 17-21 s
+        # here with the machine busy and once ran past 20 s in a CI run, output unseen.
+        try:
+            code = up.finish(45)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 45 s after SIGTERM; its output:\n{up.output}")
     finally:
         up.kill_all()
     assert code == 130, up.output
