@@ -138,8 +138,8 @@ def test_sigterm_while_starting_stops_everything(tmp_path: Path) -> None:
     try:
         up.wait_for(r"Prefect server at http", 180)  # the other parts are starting now
         up.proc.send_signal(signal.SIGTERM)
-        # The stop is bounded at about 10 s (8 s of grace, then SIGKILL); it took 17-21 s
-        # here with the machine busy and once ran past 20 s in a CI run, output unseen.
+        # The stop is bounded at about 10 s (8 s of grace, then SIGKILL). With 20 s here,
+        # a clean-clone CI run on a busy machine once timed out, its output unseen.
         try:
             code = up.finish(45)
         except subprocess.TimeoutExpired:
