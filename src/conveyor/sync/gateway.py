@@ -339,6 +339,10 @@ class LimitPolicy:
       at the floor stays near it; one that said busy once, during a restart say, is back
       at the maximum after a few steps.
 
+    Known limit: a SQLite-backed server's 503s to creates do not always mean less got
+    done; in one run the raw loops at 8 and 16 in flight created 1,000 deployments in 144 s
+    against 185 s at 4 (docs/benchmarks.md, run 10), while this policy stays near 4.
+
     Measuring throughput instead (hill-climbing on completions per second) was tried and
     dropped: one-second windows on a real server varied by ±30 % (its scheduler wakes every
     5 s), far more than the 15 % it had to tell apart, and the limit wandered (bench notes
