@@ -358,7 +358,7 @@ class LimitPolicy:
         self._at = self._floor
         self.window = window
         self.patience = 1
-        self.changes: list[int] = [self.limit]  # every limit it has had, in order
+        self.changes: list[int] = [self.limit]  # the limits it has had, in order
         self._clean = 0  # completions with every slot taken since the last change
 
     @property
@@ -386,6 +386,8 @@ class LimitPolicy:
         log.debug("Prefect calls in flight: %d -> %d", self.limit, self.levels[at])
         self._at = at
         self.changes.append(self.limit)
+        if len(self.changes) > 1000:  # a reconciler runs for weeks: keep the recent path
+            del self.changes[:500]
 
 
 class AdaptiveLimit:
