@@ -482,7 +482,7 @@ class Conveyor:
             took = time.perf_counter() - t0
         assert report.failed == 0, report.errors[:3]
         print(
-            f"  calls in flight, every limit it had: {gw.in_flight.policy.changes}; "
+            f"  calls in flight, the limits it had: {gw.in_flight.policy.changes}; "
             f"retried after a busy answer: {gw.retried or 'none'}",
             flush=True,
         )

@@ -354,7 +354,7 @@ class LimitPolicy:
     def __init__(self, maximum: int, floor: int = 4, *, window: int = 16) -> None:
         maximum = max(1, maximum)
         self.levels = [n for n in self.LEVELS if n < maximum] + [maximum]
-        self._floor = max(i for i, n in enumerate(self.levels) if n <= max(1, floor))
+        self._floor = self._level_at_most(floor)
         self._at = self._floor
         self.window = window
         self.patience = 1
@@ -369,8 +369,7 @@ class LimitPolicy:
         """One call finished; ``saturated``: every slot was taken when it did."""
         if busy:
             self.patience = min(self.patience * 2, 32)
-            half = max(self.levels[self._floor], self.limit // 2)
-            self._move(max(i for i, n in enumerate(self.levels) if n <= half))
+            self._move(max(self._floor, self._level_at_most(self.limit // 2)))
             return
         if not saturated:
             return
@@ -378,6 +377,9 @@ class LimitPolicy:
         if self._clean >= self.patience * max(self.window, 2 * self.limit):
             self.patience = max(1, self.patience // 2)
             self._move(min(self._at + 1, len(self.levels) - 1))
+
+    def _level_at_most(self, n: int) -> int:
+        return max((i for i, level in enumerate(self.levels) if level <= n), default=0)
 
     def _move(self, at: int) -> None:
         self._clean = 0
