@@ -108,7 +108,12 @@ class UpProcess:
         raise AssertionError(f"no {pattern!r} after {timeout} s:\n{self.output}")
 
     def wait_ready(self, timeout: float = 240) -> None:
-        self.wait_for(READY_LINE, timeout)
+        """Until the whole ready block is read: its last row is "Stop".
+
+        The block arrives line by line; returning at the ready line alone let a test read
+        the output before the "Admin login" row had come in.
+        """
+        self.wait_for(READY_LINE + r"[\s\S]*\n +Stop +", timeout)
 
     def tree(self) -> list[psutil.Process]:
         root = psutil.Process(self.proc.pid)
