@@ -79,3 +79,31 @@ def test_choose_port_default_moves_on_explicit_fails() -> None:
         assert choose_port("127.0.0.1", None, taken, "web app", "--port", set()) != taken
         with pytest.raises(PortTaken, match=f"web app: port {taken} on 127.0.0.1"):
             choose_port("127.0.0.1", taken, 8000, "web app", "--port", set())
+
+
+def test_a_stop_request_whose_raise_was_lost_still_stops_start_up_and_supervising(
+    tmp_path: Path,
+) -> None:
+    """A signal handled inside logging's at-fork hook raises where Python ignores it; the
+    start-up and supervising loops see the request anyway."""
+    import io
+
+    from rich.console import Console
+
+    from conveyor.settings import Settings
+    from conveyor.supervisor.config import make_plan
+    from conveyor.supervisor.report import Reporter
+    from conveyor.supervisor.startup import StopRequested, Supervisor
+
+    settings = Settings(home=tmp_path)
+    plan = make_plan(settings, host="127.0.0.1", port=None, prefect_port=None, worker_limit=1)
+    sup = Supervisor(plan, Reporter(Console(file=io.StringIO())))
+    with pytest.raises(StopRequested):
+        sup.request_stop(15)  # as the handler does; suppose this raise was swallowed
+    with pytest.raises(StopRequested):
+        sup.wait_all({"part": lambda: None}, 60, {"part": "Part"})
+    with pytest.raises(StopRequested):
+        sup.start("worker")
+    assert sup.children == {}  # nothing started after the request
+    with pytest.raises(StopRequested):
+        sup.supervise()

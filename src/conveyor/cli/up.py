@@ -131,7 +131,7 @@ def _up(
             # Later signals are ignored: the stop below is already bounded (~10 s).
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            raise StopRequested(signum)
+            sup.request_stop(signum)
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)

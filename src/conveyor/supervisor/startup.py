@@ -60,6 +60,22 @@ class Supervisor:
     children: dict[str, Child] = field(default_factory=dict)
     demo_runs: dict[int, int] = field(default_factory=dict)  # run id -> connector id
     started: float = field(default_factory=time.monotonic)
+    stop_signal: int | None = None  # set by ``request_stop``
+
+    def request_stop(self, signum: int) -> None:
+        """What the SIGINT/SIGTERM handler calls: remember the request, then raise it.
+
+        The raise alone can be lost: a signal that lands while a child is being forked
+        runs the handler inside logging's at-fork hook, where Python ignores exceptions
+        (a clean-clone CI run saw ``conveyor up`` start every part after SIGTERM). So the
+        start-up and supervising loops also check the flag (``_check_stop``).
+        """
+        self.stop_signal = signum
+        raise StopRequested(signum)
+
+    def _check_stop(self) -> None:
+        if self.stop_signal is not None:
+            raise StopRequested(self.stop_signal)
 
     @property
     def settings(self) -> Settings:
@@ -104,6 +120,7 @@ class Supervisor:
         }
 
     def start(self, name: str) -> Child:
+        self._check_stop()
         child = self.children.get(name) or Child(self.specs()[name])
         self.children[name] = child
         child.start()
@@ -130,6 +147,7 @@ class Supervisor:
         pending = dict(checks)
         deadline = time.monotonic() + timeout
         while pending:
+            self._check_stop()
             self._check_alive()
             for key, check in list(pending.items()):
                 detail = check()
@@ -318,6 +336,7 @@ class Supervisor:
         """Restart children that die (with backoff) and report demo runs, until stopped."""
         last_runs_check = last_scan = 0.0
         while True:
+            self._check_stop()
             now = time.monotonic()
             for child in self.children.values():
                 code = child.poll()
