@@ -44,6 +44,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import psutil
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
@@ -55,6 +56,22 @@ CRON_A, CRON_B, CRON_C = "0 */6 * * *", "30 2 * * *", "45 3 * * *"
 
 
 # --- a Prefect server per measurement ---------------------------------------------------
+
+_SERVERS: dict[str, psutil.Process] = {}  # API URL → its `prefect server start` process
+
+
+def server_cpu(api: str) -> float:
+    """CPU seconds the Prefect server behind ``api`` has used so far (its children too).
+    Read before and after a loop: the server's own cost of that loop's work."""
+    root = _SERVERS[api]
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 @contextmanager
@@ -86,8 +103,10 @@ def prefect_server(backend: str, workdir: Path) -> Iterator[str]:
         )
         try:
             _wait_healthy(api + "/health", proc, home / "server.log")
+            _SERVERS[api] = psutil.Process(proc.pid)
             yield api
         finally:
+            _SERVERS.pop(api, None)
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
@@ -505,30 +524,45 @@ class Conveyor:
 # --- one backend -----------------------------------------------------------------------
 
 
-def raw_creates(backend: str, n: int, concurrency: list[int], workdir: Path) -> dict[int, float]:
-    """Every raw create loop once, each on a fresh server."""
+def raw_creates(
+    backend: str, n: int, concurrency: list[int], workdir: Path
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Every raw create loop once, each on a fresh server: seconds, and the server's CPU
+    seconds, per loop."""
     raw: dict[int, float] = {}
+    cpu: dict[int, float] = {}
     for k in [1, *concurrency]:
         with prefect_server(backend, workdir) as api:
+            before = server_cpu(api)
             raw[k] = asyncio.run(raw_loop(api, list(range(1, n + 1)), CRON_A, k))
-        print(f"[{backend}] raw create, {k} in flight: {raw[k]:.1f} s", flush=True)
-    return raw
+            cpu[k] = server_cpu(api) - before
+        print(
+            f"[{backend}] raw create, {k} in flight: {raw[k]:.1f} s (server CPU {cpu[k]:.1f} s)",
+            flush=True,
+        )
+    return raw, cpu
 
 
 def raw_reschedules(
     backend: str, api: str, dep_ids: list[str], concurrency: list[int]
-) -> dict[int, float]:
+) -> tuple[dict[int, float], dict[int, float]]:
     """Raw schedule changes of Conveyor's deployments, each loop to another cron; the last
     loop sets the cron Conveyor's connectors have (CRON_A), so that a reconciler started
     afterwards finds nothing to repair."""
     loops = [1, *concurrency]
     crons = [(CRON_A, CRON_C)[(len(loops) - 1 - j) % 2] for j in range(len(loops))]
-    out = {
-        k: asyncio.run(raw_update_loop(api, dep_ids, c, k))
-        for k, c in zip(loops, crons, strict=True)
-    }
-    print(f"[{backend}] raw reschedule: { {k: round(v, 1) for k, v in out.items()} }", flush=True)
-    return out
+    out: dict[int, float] = {}
+    cpu: dict[int, float] = {}
+    for k, c in zip(loops, crons, strict=True):
+        before = server_cpu(api)
+        out[k] = asyncio.run(raw_update_loop(api, dep_ids, c, k))
+        cpu[k] = server_cpu(api) - before
+    print(
+        f"[{backend}] raw reschedule: { {k: round(v, 1) for k, v in out.items()} } "
+        f"(server CPU { {k: round(v, 1) for k, v in cpu.items()} })",
+        flush=True,
+    )
+    return out, cpu
 
 
 def conveyor_round(
@@ -569,6 +603,7 @@ def conveyor_round(
                 "schedule": CRON_A,
                 "source_config_override": {"tables": ["orders"]},
             }
+            cpu0 = server_cpu(api)
             t0 = time.perf_counter()
             made = asyncio.run(
                 conv.api_calls(
@@ -578,6 +613,7 @@ def conveyor_round(
             api_done = time.perf_counter() - t0
             conv.wait_converged(n)
             out["conveyor_create"] = time.perf_counter() - t0
+            out["conveyor_create_server_cpu"] = server_cpu(api) - cpu0
             out["conveyor_create_api_part"] = api_done
             asyncio.run(conv.verify(n))
             print(f"[{backend}] conveyor create: {out['conveyor_create']:.1f} s", flush=True)
@@ -591,21 +627,27 @@ def conveyor_round(
             cids = [c["id"] for c in made]
             dep_ids = conv.deployment_ids()
             if not conveyor_first:
-                out["raw_reschedule"] = raw_reschedules(backend, api, dep_ids, concurrency)
+                out["raw_reschedule"], out["raw_reschedule_server_cpu"] = raw_reschedules(
+                    backend, api, dep_ids, concurrency
+                )
             conv.start_reconciler()
+            cpu0 = server_cpu(api)
             t0 = time.perf_counter()
             asyncio.run(
                 conv.api_calls([("PATCH", f"/connectors/{c}", {"schedule": CRON_B}) for c in cids])
             )
             conv.wait_converged(n)
             out["conveyor_reschedule"] = time.perf_counter() - t0
+            out["conveyor_reschedule_server_cpu"] = server_cpu(api) - cpu0
             asyncio.run(conv.verify(n))
             print(
                 f"[{backend}] conveyor reschedule: {out['conveyor_reschedule']:.1f} s", flush=True
             )
             conv.stop_reconciler()
             if conveyor_first:
-                out["raw_reschedule"] = raw_reschedules(backend, api, dep_ids, concurrency)
+                out["raw_reschedule"], out["raw_reschedule_server_cpu"] = raw_reschedules(
+                    backend, api, dep_ids, concurrency
+                )
         finally:
             conv.stop()
     return out
@@ -647,17 +689,28 @@ def bench_backend(
     rounds: list[dict[str, Any]] = []
     for r in range(repeat):
         if r % 2 == 0:
-            raw = raw_creates(backend, n, concurrency, workdir)
+            raw, raw_cpu = raw_creates(backend, n, concurrency, workdir)
             conv = conveyor_round(backend, n, concurrency, workdir, conveyor_first=False)
         else:
             conv = conveyor_round(backend, n, concurrency, workdir, conveyor_first=True)
-            raw = raw_creates(backend, n, concurrency, workdir)
-        rounds.append({"raw_create": raw, **conv})
+            raw, raw_cpu = raw_creates(backend, n, concurrency, workdir)
+        rounds.append({"raw_create": raw, "raw_create_server_cpu": raw_cpu, **conv})
     out: dict[str, Any] = {"backend": backend, "n": n, "rounds": rounds}
     med = statistics.median
-    for key in ("raw_create", "raw_reschedule"):
+    for key in (
+        "raw_create",
+        "raw_reschedule",
+        "raw_create_server_cpu",
+        "raw_reschedule_server_cpu",
+    ):
         out[key] = {k: med(rd[key][k] for rd in rounds) for k in rounds[0][key]}
-    for key in ("conveyor_create", "conveyor_create_api_part", "conveyor_reschedule"):
+    for key in (
+        "conveyor_create",
+        "conveyor_create_api_part",
+        "conveyor_create_server_cpu",
+        "conveyor_reschedule",
+        "conveyor_reschedule_server_cpu",
+    ):
         out[key] = med(rd[key] for rd in rounds)
     out["noop_pass"] = [t for rd in rounds for t in rd["noop_pass"]]
     if layer:
@@ -705,6 +758,20 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"| {r['backend']} | {r['n']} | (c') same, sync layer only | "
                 f"{r['layer_reschedule']:.1f} s | {rr[1]:.1f} s | {conc_r} | "
                 f"{best_r / r['layer_reschedule']:.2f} |"
+            )
+    lines.append("")
+    lines.append("Prefect server CPU for the same work (medians; the sync layer should add none):")
+    for r in results:
+        for label, mine, raw_key in (
+            ("(a) creates", "conveyor_create", "raw_create"),
+            ("(c) schedule changes", "conveyor_reschedule", "raw_reschedule"),
+        ):
+            raw_cpu = r[f"{raw_key}_server_cpu"]
+            loops = " / ".join(f"{raw_cpu[k]:.1f}" for k in sorted(raw_cpu))
+            lines.append(
+                f"- {r['backend']}, {label}: Conveyor {r[f'{mine}_server_cpu']:.1f} s "
+                f"(busy {r[f'{mine}_server_cpu'] / r[mine]:.0%} of its time); raw loops "
+                f"{'/'.join(str(k) for k in sorted(raw_cpu))} in flight: {loops} s"
             )
     for r in results:
         if len(r["rounds"]) < 2:
