@@ -138,8 +138,9 @@ def test_sigterm_while_starting_stops_everything(tmp_path: Path) -> None:
     try:
         up.wait_for(r"Prefect server at http", 180)  # the other parts are starting now
         up.proc.send_signal(signal.SIGTERM)
-        # The stop is bounded at about 10 s (8 s of grace, then SIGKILL). With 20 s here,
-        # a clean-clone CI run on a busy machine once timed out, its output unseen.
+        # The stop is bounded at about 10 s (8 s of grace, then SIGKILL); 45 s leaves room
+        # for a slow machine. On a timeout the output shows why: it once showed a SIGTERM
+        # lost in a fork (see Supervisor.request_stop).
         try:
             code = up.finish(45)
         except subprocess.TimeoutExpired:

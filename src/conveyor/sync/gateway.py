@@ -339,9 +339,11 @@ class LimitPolicy:
       at the floor stays near it; one that said busy once, during a restart say, is back
       at the maximum after a few steps.
 
-    Known limit: a SQLite-backed server's 503s to creates do not always mean less got
-    done; in one run the raw loops at 8 and 16 in flight created 1,000 deployments in 144 s
-    against 185 s at 4 (docs/benchmarks.md, run 10), while this policy stays near 4.
+    Creates on a SQLite-backed server are the unsettled case: in one run the raw loops at
+    8 and 16 in flight created 1,000 deployments in 144 s against 185 s at 4 (run 10),
+    while later probes of this gateway held at 2, 4 and 8 found 4 the fastest and
+    steadiest (600 creates: 100-108 s at 4, 112-162 s at 8, 127-194 s at 2; 8 doubled the
+    503s). Identical passes there vary by up to 60 % (docs/benchmarks.md).
 
     Measuring throughput instead (hill-climbing on completions per second) was tried and
     dropped: one-second windows on a real server varied by ±30 % (its scheduler wakes every
