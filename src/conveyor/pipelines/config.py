@@ -6,7 +6,7 @@ everywhere else (see ``conveyor.secrets``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,9 +19,32 @@ SecretStrField = Annotated[str | None, Secret]
 
 
 class TypeConfig(BaseModel):
-    """Base of every type's configuration: unknown fields are errors, not silently kept."""
+    """Base of every type's configuration: unknown fields are errors, not silently kept.
+
+    Each type (and each mixin it is built from) declares two field lists of its own:
+
+    - ``CONNECTION_FIELDS`` say *where* it connects (host, port, URL, bucket, endpoint,
+      path, connection string, database). Changing one drops the stored secrets unless they
+      are entered again, and a connector's override may never set one: a stored secret is
+      only ever sent to the target it was stored with.
+    - ``PATH_FIELDS`` hold local filesystem paths, which must resolve inside the allowed
+      roots (``conveyor.pipelines.paths``).
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    PATH_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def connection_fields(cls) -> frozenset[str]:
+        """Every field that says where this type connects (its own and its mixins')."""
+        return _declared(cls, "CONNECTION_FIELDS")
+
+    @classmethod
+    def path_fields(cls) -> frozenset[str]:
+        """Every field holding a local filesystem path."""
+        return _declared(cls, "PATH_FIELDS")
 
     @classmethod
     def secret_fields(cls) -> frozenset[str]:
@@ -32,6 +55,14 @@ class TypeConfig(BaseModel):
             if isinstance(field.json_schema_extra, dict)
             and field.json_schema_extra.get(SECRET_MARK)
         )
+
+
+def _declared(cls: type, attr: str) -> frozenset[str]:
+    """The union of ``attr`` over the class and every base that declares it."""
+    out: frozenset[str] = frozenset()
+    for klass in cls.__mro__:
+        out |= vars(klass).get(attr, frozenset())
+    return out
 
 
 WriteDisposition = Literal["append", "replace", "merge"]
@@ -69,6 +100,10 @@ class CopyOptions(BaseModel):
 class DatabaseConnection(BaseModel):
     """A database by URL or by parts (the names existing deployments already store)."""
 
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"connection_string", "drivername", "host", "port", "database"}
+    )
+
     connection_string: SecretStrField = None
     drivername: str = "postgresql"
     host: str | None = None
@@ -86,6 +121,8 @@ class DatabaseConnection(BaseModel):
 
 class S3Options(BaseModel):
     """Credentials and endpoint for s3:// paths (endpoint_url for MinIO or moto)."""
+
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"endpoint_url"})
 
     aws_access_key_id: str | None = None
     aws_secret_access_key: SecretStrField = None

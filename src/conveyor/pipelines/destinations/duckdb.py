@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from conveyor.pipelines.config import TypeConfig
 from conveyor.pipelines.target import DltTarget, default_dataset
@@ -11,6 +12,9 @@ from conveyor.settings import Settings
 
 class DuckdbConfig(TypeConfig):
     """A DuckDB database file (default: ``CONVEYOR_HOME/data/conveyor.duckdb``)."""
+
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
+    PATH_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
 
     path: str | None = None
     dataset_name: str | None = None  # default: one per connector

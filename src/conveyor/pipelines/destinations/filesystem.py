@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -14,6 +14,9 @@ from conveyor.settings import Settings
 
 class FilesystemDestinationConfig(S3Options, TypeConfig):
     """Parquet, CSV or JSONL files under a path or an S3 bucket + prefix."""
+
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"bucket", "path"})
+    PATH_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
 
     path: str | None = None
     bucket: str | None = None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from datetime import time as dt_time
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, HttpUrl
 
@@ -18,6 +18,8 @@ from conveyor.settings import Settings
 
 class RestApiDestinationConfig(HttpAuth, TypeConfig):
     """Where and how to send the rows (or files)."""
+
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"url"})
 
     url: HttpUrl
     method: Literal["POST", "PUT", "PATCH"] = "POST"

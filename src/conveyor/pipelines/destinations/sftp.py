@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from conveyor.pipelines.config import FileFormat, SecretStrField, TypeConfig
@@ -12,6 +14,9 @@ from conveyor.settings import Settings
 
 class SftpConfig(TypeConfig):
     """Files written to ``path`` on an SFTP server."""
+
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"host", "pkey_path", "port"})
+    PATH_FIELDS: ClassVar[frozenset[str]] = frozenset({"pkey_path"})
 
     host: str = Field(min_length=1)
     port: int = Field(default=22, ge=1, le=65535)

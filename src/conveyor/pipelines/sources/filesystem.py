@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -14,6 +14,9 @@ from conveyor.pipelines.config import CopyOptions, FileFormat, S3Options, TypeCo
 
 class FilesystemSourceConfig(CopyOptions, S3Options, TypeConfig):
     """CSV, JSONL or Parquet files matched by a glob; or files copied as they are."""
+
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"bucket", "path"})
+    PATH_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
 
     path: str | None = None  # local/NFS directory, or the key prefix inside ``bucket``
     bucket: str | None = None  # S3 bucket name (or a full s3:// URL)

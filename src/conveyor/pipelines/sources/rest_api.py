@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, HttpUrl
 
@@ -11,6 +11,8 @@ from conveyor.pipelines.config import CopyOptions, HttpAuth, TypeConfig
 
 class RestApiSourceConfig(CopyOptions, HttpAuth, TypeConfig):
     """A base URL, its auth, a default paginator and a list of resources."""
+
+    CONNECTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"base_url"})
 
     base_url: HttpUrl
     # dlt rest_api resources: names or dicts ({"name", "endpoint", "primary_key", ...}).
