@@ -25,6 +25,9 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"  # dlt
 # Never touch the developer's real ~/.conveyor.
 os.environ["CONVEYOR_HOME"] = tempfile.mkdtemp(prefix="conveyor-test-home-")
+# Tests keep their files in pytest's tmp_path: the temp folder is an admin-listed root
+# (each test's own home, database and key inside it stay out of reach all the same).
+os.environ.setdefault("CONVEYOR_ALLOWED_PATHS", tempfile.gettempdir())
 
 pytest_plugins = [
     "tests.fixtures.db",

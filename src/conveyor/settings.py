@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from cryptography.fernet import Fernet
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigurationError
 
@@ -37,11 +38,34 @@ class Settings(BaseSettings):
     session_secure_cookie: bool = False
     log_json: bool = False
     log_level: str = "INFO"
+    # Local folders connectors may use besides CONVEYOR_HOME/data (comma or os.pathsep
+    # separated); Conveyor's home, database and key stay out of reach even inside one.
+    allowed_paths: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # The only environment variables a deployment file's ${VAR} may name (in secret fields
+    # only): names, or prefixes ending in '*'. CONVEYOR_* and PREFECT_* are never allowed.
+    deployment_env: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["DEPLOY_SECRET_*"]
+    )
 
     @field_validator("home", mode="before")
     @classmethod
     def _expand_home(cls, value: object) -> object:
         return Path(str(value)).expanduser() if value is not None else value
+
+    @field_validator("allowed_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = re.split(rf"[,{re.escape(os.pathsep)}]", value)
+            return [Path(p.strip()).expanduser() for p in parts if p.strip()]
+        return value
+
+    @field_validator("deployment_env", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
 
     @property
     def effective_database_url(self) -> str:

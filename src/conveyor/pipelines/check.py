@@ -42,11 +42,11 @@ def check(
 ) -> CheckResult:
     """Try the connection (and for a destination, write permission); ok or the reason."""
     try:
-        model = validate_config(kind, type_name, config)
+        settings = settings or Settings()
+        model = validate_config(kind, type_name, config, settings=settings)
     except ValidationFailed as exc:
         return CheckResult(False, f"The configuration is invalid: {exc}")
     module = importlib.import_module(get_type(kind, type_name).module)
-    settings = settings or Settings()
     if kind == "destination":
         future = _POOL.submit(module.check, model, settings=settings)
     else:
@@ -60,9 +60,15 @@ def check(
     return CheckResult(True, str(message))
 
 
-def discover(type_name: str, config: dict[str, Any], *, timeout: float = 60.0) -> dict[str, Any]:
+def discover(
+    type_name: str,
+    config: dict[str, Any],
+    *,
+    timeout: float = 60.0,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
     """Tables and columns (SQL) or matching files (filesystem) of a source."""
-    model = validate_config("source", type_name, config)
+    model = validate_config("source", type_name, config, settings=settings)
     module = importlib.import_module(get_type("source", type_name).module)
     if not hasattr(module, "discover"):
         raise ValidationFailed.field("type", f"a {type_name} source has nothing to discover")

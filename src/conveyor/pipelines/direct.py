@@ -390,7 +390,7 @@ def _to_duckdb(
     from conveyor.pipelines.sources.sql_database import connection_url
     from conveyor.pipelines.target import default_dataset
 
-    path = duck_dest.database_path(connector.destination, settings)  # type: ignore[arg-type]
+    path = duck_dest.confined_path(connector.destination, settings)  # type: ignore[arg-type]
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset = connector.destination.dataset_name or default_dataset(connector.id)  # type: ignore[attr-defined]
     src_url = connection_url(connector.source)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from conveyor.errors import FieldProblem, ValidationFailed
+from conveyor.pipelines import paths
 from conveyor.pipelines.config import TypeConfig
 from conveyor.pipelines.destinations.duckdb import DuckdbConfig
 from conveyor.pipelines.destinations.filesystem import FilesystemDestinationConfig
@@ -21,6 +22,7 @@ from conveyor.pipelines.destinations.sftp import SftpConfig
 from conveyor.pipelines.sources.filesystem import FilesystemSourceConfig
 from conveyor.pipelines.sources.rest_api import RestApiSourceConfig
 from conveyor.pipelines.sources.sql_database import SqlDatabaseConfig
+from conveyor.settings import Settings, get_settings
 
 Kind = Literal["source", "destination"]
 
@@ -84,16 +86,26 @@ def list_types(kind: Kind) -> list[TypeInfo]:
 
 
 def validate_config(
-    kind: Kind, type_name: str, config: dict[str, Any], *, loc: str = "config"
+    kind: Kind,
+    type_name: str,
+    config: dict[str, Any],
+    *,
+    loc: str = "config",
+    settings: Settings | None = None,
 ) -> TypeConfig:
-    """Validate ``config`` against the type's model; every problem names its field."""
+    """Validate ``config`` against the type's model; every problem names its field.
+
+    Local paths must lie inside the allowed roots of ``settings`` (default: the process's).
+    """
     info = get_type(kind, type_name)
     if not isinstance(config, dict):
         raise ValidationFailed.field(loc, "must be an object")
     try:
-        return info.config_model.model_validate(config)
+        model = info.config_model.model_validate(config)
     except ValidationError as exc:
         raise ValidationFailed(pydantic_problems(exc, loc)) from None
+    paths.confine(kind, type_name, model, settings=settings or get_settings(), loc=loc)
+    return model
 
 
 def pydantic_problems(exc: ValidationError, prefix: str = "") -> list[FieldProblem]:

@@ -132,6 +132,11 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
 
     Whole tables go database to database where that is possible, everything else with dlt.
     """
+    from conveyor.pipelines import paths
+
+    # Judged again at every run, with this run's settings: a root an admin removed, or a
+    # symlink swapped in since the save, stops the run here.
+    paths.confine_connector(connector, settings=settings)
     if connector.is_transfer:
         from conveyor.pipelines import transfer
 

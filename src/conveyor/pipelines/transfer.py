@@ -69,19 +69,39 @@ class Manifest:
 def list_source(cfg: FilesystemSourceConfig) -> tuple[AbstractFileSystem, list[SourceFile]]:
     from dlt.common.storages.fsspec_filesystem import glob_files
 
+    from conveyor.pipelines.sources.filesystem import check_inside, local_folder
+
     loc = location(cfg)
+    folder = local_folder(cfg)
     fs, _ = loc.open()
     url = loc.file_url
-    files = [
-        SourceFile(
-            relative_path=item["relative_path"],
-            url=item["file_url"],
-            size=int(item.get("size_in_bytes") or 0),
-            modified=item["modification_date"].isoformat() if item["modification_date"] else "",
+    files = []
+    for item in glob_files(fs, url, cfg.file_pattern):
+        # A symlink in the folder pointing out of it fails the run; it is never copied.
+        check_inside(folder, item["file_url"])
+        files.append(
+            SourceFile(
+                relative_path=item["relative_path"],
+                url=item["file_url"],
+                size=int(item.get("size_in_bytes") or 0),
+                modified=item["modification_date"].isoformat() if item["modification_date"] else "",
+            )
         )
-        for item in glob_files(fs, url, cfg.file_pattern)
-    ]
     return fs, sorted(files, key=lambda f: f.relative_path)
+
+
+def safe_relative(name: str) -> str:
+    """A source file's path below the destination folder: never absolute, never '..'
+    (an S3 key can be anything, e.g. ``../secret.key``)."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        from conveyor.errors import ValidationFailed
+
+        raise ValidationFailed.field(
+            "source.file_pattern",
+            f"the file name {name!r} would be written outside the destination folder",
+        )
+    return name
 
 
 def _fs_path(url: str) -> str:
@@ -136,20 +156,35 @@ class _FilesSink:
         if subdir:
             self.base = f"{self.base}/{subdir}"
         self.connector_id = connector_id
-        self.is_s3 = "s3" in (
-            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        )
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.is_s3 = "s3" in protocols
+        # A local folder: every file written (and the temporary beside it) must resolve
+        # inside it, so a symlink planted in the destination cannot redirect a write.
+        self.anchor = None
+        if "file" in protocols or "local" in protocols:
+            from conveyor.pipelines import paths
+
+            self.anchor = paths.resolve(self.base)
+
+    def _inside(self, path: str) -> None:
+        if self.anchor is not None:
+            from conveyor.pipelines import paths
+
+            paths.inside(path, self.anchor, field="destination.path", what="the target")
 
     def manifest(self) -> Manifest:
         path = f"{self.base}/.conveyor/transfers/connector_{self.connector_id}.json"
+        self._inside(path)
         return Manifest(self.fs, path)
 
     def put(self, src_fs: AbstractFileSystem, f: SourceFile) -> None:
-        target = f"{self.base}/{f.relative_path}"
+        target = f"{self.base}/{safe_relative(f.relative_path)}"
         parent = posixpath.dirname(target)
+        tmp = target if self.is_s3 else f"{parent}/.{posixpath.basename(target)}.part"
+        self._inside(target)
+        self._inside(tmp)
         if parent and not self.is_s3:
             self.fs.makedirs(parent, exist_ok=True)
-        tmp = target if self.is_s3 else f"{parent}/.{posixpath.basename(target)}.part"
         kwargs = {"block_size": MULTIPART_PART_SIZE} if self.is_s3 else {}
         with src_fs.open(_fs_path(f.url), "rb") as src, self.fs.open(tmp, "wb", **kwargs) as dst:
             while chunk := src.read(CHUNK):

@@ -29,10 +29,17 @@ def database_path(cfg: DuckdbConfig, settings: Settings) -> Path:
     return path if path.is_absolute() else settings.data_dir / path
 
 
+def confined_path(cfg: DuckdbConfig, settings: Settings) -> Path:
+    """``database_path`` resolved, refused unless inside the allowed roots."""
+    from conveyor.pipelines import paths
+
+    return paths.check(database_path(cfg, settings), field="destination.path", settings=settings)
+
+
 def build(cfg: DuckdbConfig, *, settings: Settings, connector_id: int) -> DltTarget:
     import dlt
 
-    path = database_path(cfg, settings)
+    path = confined_path(cfg, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
@@ -55,7 +62,7 @@ def check(cfg: DuckdbConfig, *, settings: Settings) -> str:
     """Open the file read-write and create and drop a table in it."""
     import duckdb
 
-    path = database_path(cfg, settings)
+    path = confined_path(cfg, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:

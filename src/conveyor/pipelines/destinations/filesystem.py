@@ -39,10 +39,18 @@ def location(cfg: FilesystemDestinationConfig) -> Location:
     return files_location(cfg, path=cfg.path, bucket=cfg.bucket, prefix=cfg.prefix)
 
 
+def confined_location(cfg: FilesystemDestinationConfig, settings: Settings) -> Location:
+    """``location``, refused when a local folder lies outside the allowed roots."""
+    from conveyor.pipelines import paths
+
+    paths.confine("destination", "filesystem", cfg, settings=settings, loc="destination")
+    return location(cfg)
+
+
 def build(cfg: FilesystemDestinationConfig, *, settings: Settings, connector_id: int) -> DltTarget:
     import dlt
 
-    loc = location(cfg)
+    loc = confined_location(cfg, settings)
     return DltTarget(
         destination=dlt.destinations.filesystem(bucket_url=loc.url, credentials=loc.credentials),
         dataset_name=cfg.dataset_name or default_dataset(connector_id),
@@ -53,7 +61,7 @@ def build(cfg: FilesystemDestinationConfig, *, settings: Settings, connector_id:
 
 
 def check(cfg: FilesystemDestinationConfig, *, settings: Settings) -> str:
-    return check_location(location(cfg))
+    return check_location(confined_location(cfg, settings))
 
 
 def check_location(loc: Location) -> str:

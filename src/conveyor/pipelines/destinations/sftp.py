@@ -53,6 +53,9 @@ def location(cfg: SftpConfig) -> Location:
 def build(cfg: SftpConfig, *, settings: Settings, connector_id: int) -> DltTarget:
     import dlt
 
+    from conveyor.pipelines import paths
+
+    paths.confine("destination", "sftp", cfg, settings=settings, loc="destination")
     loc = location(cfg)
     return DltTarget(
         destination=dlt.destinations.filesystem(bucket_url=loc.url, credentials=loc.credentials),
@@ -64,6 +67,9 @@ def build(cfg: SftpConfig, *, settings: Settings, connector_id: int) -> DltTarge
 
 
 def check(cfg: SftpConfig, *, settings: Settings) -> str:
+    from conveyor.pipelines import paths
     from conveyor.pipelines.destinations.filesystem import check_location
+
+    paths.confine("destination", "sftp", cfg, settings=settings, loc="destination")
 
     return check_location(location(cfg))

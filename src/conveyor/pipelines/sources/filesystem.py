@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from conveyor.pipelines.config import CopyOptions, FileFormat, S3Options, TypeConfig
 
@@ -34,6 +34,14 @@ class FilesystemSourceConfig(CopyOptions, S3Options, TypeConfig):
             raise ValueError("give path (local/NFS) or bucket (S3)")
         return self
 
+    @field_validator("file_pattern")
+    @classmethod
+    def _pattern_inside(cls, value: str) -> str:
+        # Matches stay inside the folder: no absolute pattern, no '..' step out of it.
+        if value.startswith(("/", "\\", "~")) or ".." in re.split(r"[/\\]", value):
+            raise ValueError("must be relative to the folder, without '..' or a leading '/'")
+        return value
+
 
 # --- runtime (dlt, fsspec and pyarrow are imported lazily) --------------------------
 
@@ -57,6 +65,27 @@ def location(cfg: FilesystemSourceConfig) -> Any:
     from conveyor.pipelines.storage import files_location
 
     return files_location(cfg, path=cfg.path, bucket=cfg.bucket)
+
+
+def local_folder(cfg: FilesystemSourceConfig) -> Any:
+    """The source folder, resolved (None for S3): every file read must resolve inside it."""
+    if cfg.bucket:
+        return None
+    from conveyor.pipelines import paths
+
+    return paths.resolve(location(cfg).url)
+
+
+def check_inside(folder: Any, file_url: str) -> None:
+    """Refuse a matched file that resolves outside the folder (a symlink pointing out)."""
+    if folder is None:
+        return
+    from dlt.common.storages.configuration import FilesystemConfiguration
+
+    from conveyor.pipelines import paths
+
+    local = FilesystemConfiguration.make_local_path(file_url)
+    paths.inside(local, folder, field="path", what="the matched file")
 
 
 def default_table_name(pattern: str) -> str:
@@ -98,7 +127,7 @@ def build(cfg: FilesystemSourceConfig) -> list[Any]:
         bucket_url=loc.file_url, file_glob=cfg.file_pattern, incremental=incremental, **kwargs
     )
     name = cfg.table_name or default_table_name(cfg.file_pattern)
-    reader = dlt.transformer(name=name)(_reader(cfg))
+    reader = dlt.transformer(name=name)(_reader(cfg, local_folder(cfg)))
     resource = files | reader
     resource.apply_hints(
         table_name=name,
@@ -112,9 +141,10 @@ def build(cfg: FilesystemSourceConfig) -> list[Any]:
     return [resource]
 
 
-def _reader(cfg: FilesystemSourceConfig) -> Any:
+def _reader(cfg: FilesystemSourceConfig, folder: Any) -> Any:
     def read(items: Any) -> Iterator[Any]:
         for item in items:
+            check_inside(folder, item["file_url"])
             yield from read_file(cfg, item)
 
     return read
@@ -178,9 +208,11 @@ def list_files(cfg: FilesystemSourceConfig, limit: int | None = None) -> list[di
     from dlt.common.storages.fsspec_filesystem import glob_files
 
     loc = location(cfg)
+    folder = local_folder(cfg)
     fs, _ = loc.open()
     out = []
     for item in glob_files(fs, loc.file_url, cfg.file_pattern):
+        check_inside(folder, item["file_url"])
         out.append(
             {
                 "path": item["relative_path"],
