@@ -69,6 +69,14 @@ class NotAuthenticated(ConveyorError):
     """No valid session or token."""
 
 
+class TooManyAttempts(ConveyorError):
+    """Too many failed logins for an account or from an address: wait ``retry_after`` s."""
+
+    def __init__(self, reason: str, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(reason, hint)
+        self.retry_after = retry_after
+
+
 class ExternalError(ConveyorError):
     """A system Conveyor talks to (Prefect, a source, a destination) failed."""
 

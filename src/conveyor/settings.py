@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     reconcile_concurrency: int = Field(default=16, ge=1, le=64)  # the most in flight
     run_heartbeat_timeout: float = Field(default=300.0, gt=0)
     session_secure_cookie: bool = False
+    # Login throttling: after this many failures an account name (or a client address) waits
+    # login_backoff seconds, doubling with each further failure up to login_backoff_max;
+    # failures older than login_failure_window with none since are forgotten.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_backoff: float = Field(default=30.0, gt=0)
+    login_backoff_max: float = Field(default=900.0, gt=0)
+    login_failure_window: float = Field(default=3600.0, gt=0)
     log_json: bool = False
     log_level: str = "INFO"
     # Local folders connectors may use besides CONVEYOR_HOME/data (comma or os.pathsep

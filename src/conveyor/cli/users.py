@@ -6,11 +6,12 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from conveyor.cli.common import console, handle_errors, read_stdin_line, settings
 from conveyor.db.session import session_scope
 from conveyor.domain.models import UserCreate
-from conveyor.errors import ValidationFailed
+from conveyor.errors import NotFound, ValidationFailed
 from conveyor.pipelines.registry import pydantic_problems
 from conveyor.services import users as users_service
 from conveyor.services.authz import SYSTEM
@@ -49,6 +50,67 @@ def list_users() -> None:
     with session_scope(settings().effective_database_url) as session:
         for u in users_service.list_users(session=session):
             console.print(f"{u.username}\t{u.role}\t{'active' if u.is_active else 'disabled'}")
+
+
+def _user_id(username: str, session: Session) -> int:
+    user = users_service.get_by_username(username, session=session)
+    if user is None:
+        raise NotFound(f"user '{username}' does not exist", hint="see `conveyor users list`")
+    return user.id
+
+
+@users_app.command("set-password")
+@handle_errors
+def set_password(
+    username: str,
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the new password from standard input"
+    ),
+) -> None:
+    """Set USERNAME's password; their logins end and their API tokens are revoked."""
+    if password_stdin:
+        password = read_stdin_line()
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with session_scope(settings().effective_database_url) as session:
+        ended = users_service.reset_password(
+            _user_id(username, session), password, session=session, actor=SYSTEM
+        )
+    console.print(
+        f"password set for '{username}'; {ended.sessions} login(s) ended, "
+        f"{ended.tokens} token(s) revoked"
+    )
+
+
+@users_app.command("disable")
+@handle_errors
+def disable_user(username: str) -> None:
+    """Stop USERNAME logging in; their logins end and their API tokens are revoked."""
+    with session_scope(settings().effective_database_url) as session:
+        users_service.set_active(_user_id(username, session), False, session=session, actor=SYSTEM)
+    console.print(f"disabled '{username}'")
+
+
+@users_app.command("enable")
+@handle_errors
+def enable_user(username: str) -> None:
+    """Let a disabled USERNAME log in again (their old tokens stay revoked)."""
+    with session_scope(settings().effective_database_url) as session:
+        users_service.set_active(_user_id(username, session), True, session=session, actor=SYSTEM)
+    console.print(f"enabled '{username}'")
+
+
+@users_app.command("delete")
+@handle_errors
+def delete_user(
+    username: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask to confirm")
+) -> None:
+    """Delete USERNAME with their logins and tokens; their connectors are kept, unowned."""
+    if not yes:
+        typer.confirm(f"Delete user '{username}'?", abort=True)
+    with session_scope(settings().effective_database_url) as session:
+        users_service.delete_user(_user_id(username, session), session=session, actor=SYSTEM)
+    console.print(f"deleted '{username}' (their connectors are kept, with no owner)")
 
 
 @tokens_app.command("create")

@@ -206,10 +206,36 @@ class Page(BaseModel):
     next_cursor: str | None
 
 
+PASSWORD_MIN, PASSWORD_MAX = 8, 200
+
+
 class UserCreate(InputModel):
     username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@\-]+$")
-    password: str = Field(min_length=8, max_length=200)
+    password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
     role: Role
+
+
+class UserUpdate(InputModel):
+    """A user's role, or whether they may log in (disabling ends their logins and tokens)."""
+
+    role: Role | None = None
+    disabled: bool | None = None
+
+
+class PasswordChange(InputModel):
+    current_password: str = Field(max_length=PASSWORD_MAX)
+    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+
+
+class PasswordReset(InputModel):
+    password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+
+
+class AccessEndedOut(BaseModel):
+    """What a password change ended: every browser login and API token of the user."""
+
+    sessions_ended: int
+    tokens_revoked: int
 
 
 class UserOut(BaseModel):

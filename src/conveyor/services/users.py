@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conveyor.db.models import ApiToken, UiSession, User
-from conveyor.domain.models import UserCreate
-from conveyor.errors import Conflict, NotFound, ValidationFailed
-from conveyor.services import audit
+from conveyor.db.models import ApiToken, Connector, UiSession, User
+from conveyor.domain.models import PASSWORD_MAX, PASSWORD_MIN, UserCreate
+from conveyor.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from conveyor.services import audit, login_throttle
 from conveyor.services.authz import ROLES, Actor, require_role
 
 _HASHER = PasswordHasher()
@@ -60,9 +61,9 @@ def set_role(user_id: int, role: str, *, session: Session, actor: Actor) -> User
     require_role(actor, "admin", "manage users")
     if role not in ROLES:
         raise ValidationFailed.field("role", f"must be one of {', '.join(ROLES)}")
-    user = session.get(User, user_id)
-    if user is None:
-        raise NotFound(f"user {user_id} does not exist")
+    user = get(user_id, session=session)
+    if role != "admin":
+        _keep_an_admin(user, "taking the admin role from", session=session)
     before = {"username": user.username, "role": user.role}
     user.role = role
     audit.record(
@@ -77,19 +78,208 @@ def set_role(user_id: int, role: str, *, session: Session, actor: Actor) -> User
     return user
 
 
+def get(user_id: int, *, session: Session) -> User:
+    """The user with this id; NotFound otherwise."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist", hint="list users with GET /users")
+    return user
+
+
+def _keep_an_admin(user: User, doing: str, *, session: Session) -> None:
+    """409 when ``user`` is the last active admin: someone must still manage users."""
+    if user.role != "admin" or not user.is_active:
+        return
+    # Lock every active admin in id order: two admins disabling each other at once queue
+    # here and the second sees the first's change, instead of both passing the count.
+    admins = session.scalars(
+        select(User.id)
+        .where(User.role == "admin", User.is_active.is_(True))
+        .order_by(User.id)
+        .with_for_update()
+    ).all()
+    if not [uid for uid in admins if uid != user.id]:
+        raise Conflict(
+            f"'{user.username}' is the last active admin; {doing} them would leave no one "
+            "able to manage users",
+            hint="make another user an admin first",
+        )
+
+
+def _not_yourself(user: User, actor: Actor, doing: str) -> None:
+    if user.id == actor.user_id:
+        raise Conflict(f"you cannot {doing} your own account", hint="ask another admin")
+
+
+def _check_password(password: str, loc: str) -> None:
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ValidationFailed.field(
+            loc, f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long"
+        )
+
+
+@dataclass(frozen=True)
+class AccessEnded:
+    """What a password change or a disable ended: browser logins and API tokens."""
+
+    sessions: int
+    tokens: int
+
+
+def _end_access(user: User, *, session: Session) -> AccessEnded:
+    """End every browser login of ``user`` and revoke every token, effective at once."""
+    ended = session.execute(delete(UiSession).where(UiSession.user_id == user.id))
+    revoked = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
+    return AccessEnded(sessions=ended.rowcount or 0, tokens=revoked.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _set_password(
+    user: User, password: str, action: str, *, session: Session, actor: Actor
+) -> AccessEnded:
+    user.password_hash = _HASHER.hash(password)
+    ended = _end_access(user, session=session)
+    audit.record(
+        session=session,
+        actor=actor,
+        action=action,
+        entity_type="user",
+        entity_id=user.id,
+        # Never the password or its hash: only that it changed and what that ended.
+        after={
+            "username": user.username,
+            "sessions_ended": ended.sessions,
+            "tokens_revoked": ended.tokens,
+        },
+    )
+    return ended
+
+
+def change_own_password(
+    current: str,
+    new: str,
+    *,
+    address: str,
+    limits: login_throttle.Limits,
+    session: Session,
+    actor: Actor,
+) -> AccessEnded | None:
+    """Set the actor's password after checking the current one (throttled like a login);
+    None when ``current`` is wrong: the failure is recorded, so the caller must commit
+    and then report it. Ends every login and token of the actor, this one included."""
+    if actor.user_id is None:
+        raise PermissionDenied("this account has no password", hint="use a user's token")
+    _check_password(new, "new_password")
+    user = get(actor.user_id, session=session)
+    attempt = login_throttle.begin(user.username, address, session=session, limits=limits)
+    if not _verify(user, current):
+        attempt.failed()
+        return None
+    attempt.succeeded()
+    return _set_password(user, new, "user.password_change", session=session, actor=actor)
+
+
+def reset_password(user_id: int, password: str, *, session: Session, actor: Actor) -> AccessEnded:
+    """An admin sets another user's password; that user's logins and tokens end."""
+    require_role(actor, "admin", "reset passwords")
+    _check_password(password, "password")
+    user = get(user_id, session=session)
+    return _set_password(user, password, "user.password_reset", session=session, actor=actor)
+
+
+def set_active(user_id: int, active: bool, *, session: Session, actor: Actor) -> User:
+    """Disable (ending every login and token at once) or re-enable a user. Tokens revoked
+    by disabling stay revoked: a re-enabled user logs in and makes new ones."""
+    require_role(actor, "admin", "disable or enable users")
+    user = get(user_id, session=session)
+    if not active:
+        _not_yourself(user, actor, "disable")
+        _keep_an_admin(user, "disabling", session=session)
+    before = {"username": user.username, "is_active": user.is_active}
+    user.is_active = active
+    ended = None if active else _end_access(user, session=session)
+    if before["is_active"] != active:
+        after: dict[str, object] = {"username": user.username, "is_active": active}
+        if ended is not None:
+            after.update(sessions_ended=ended.sessions, tokens_revoked=ended.tokens)
+        audit.record(
+            session=session,
+            actor=actor,
+            action="user.enable" if active else "user.disable",
+            entity_type="user",
+            entity_id=user.id,
+            before=before,
+            after=after,
+        )
+    return user
+
+
+def delete_user(user_id: int, *, session: Session, actor: Actor) -> None:
+    """Delete a user with their logins and tokens. Their connectors are kept, with no
+    owner: from then on only admins change them."""
+    require_role(actor, "admin", "delete users")
+    user = get(user_id, session=session)
+    _not_yourself(user, actor, "delete")
+    _keep_an_admin(user, "deleting", session=session)
+    kept = session.execute(
+        update(Connector)
+        .where(Connector.owner_id == user.id)
+        .values(owner_id=None)
+        .execution_options(synchronize_session="fetch")
+    )
+    session.execute(delete(UiSession).where(UiSession.user_id == user.id))
+    session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+    audit.record(
+        session=session,
+        actor=actor,
+        action="user.delete",
+        entity_type="user",
+        entity_id=user.id,
+        before={
+            "username": user.username,
+            "role": user.role,
+            "connectors_kept": kept.rowcount or 0,  # type: ignore[attr-defined]
+        },
+    )
+    session.delete(user)
+    session.flush()
+
+
+def _verify(user: User, password: str) -> bool:
+    try:
+        _HASHER.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    if _HASHER.check_needs_rehash(user.password_hash):
+        user.password_hash = _HASHER.hash(password)
+    return True
+
+
+def login(
+    username: str, password: str, *, address: str, limits: login_throttle.Limits, session: Session
+) -> User | None:
+    """``authenticate``, throttled per account name and per client address: raises
+    TooManyAttempts, before any hashing, while either has failed too often."""
+    attempt = login_throttle.begin(username, address, session=session, limits=limits)
+    user = authenticate(username, password, session=session)
+    if user is None:
+        attempt.failed()
+    else:
+        attempt.succeeded()
+    return user
+
+
 def authenticate(username: str, password: str, *, session: Session) -> User | None:
     """The user if the password matches, else None (same cost either way)."""
     user = get_by_username(username, session=session)
     if user is None or not user.is_active:
         _HASHER.hash(password)  # spend the same time as a real check
         return None
-    try:
-        _HASHER.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return None
-    if _HASHER.check_needs_rehash(user.password_hash):
-        user.password_hash = _HASHER.hash(password)
-    return user
+    return user if _verify(user, password) else None
 
 
 def _token_hash(token: str) -> str:

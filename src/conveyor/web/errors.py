@@ -16,6 +16,7 @@ from conveyor.errors import (
     NotAuthenticated,
     NotFound,
     PermissionDenied,
+    TooManyAttempts,
     ValidationFailed,
 )
 
@@ -25,6 +26,7 @@ STATUS: list[tuple[type[ConveyorError], int]] = [
     (PermissionDenied, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (TooManyAttempts, 429),
     (ExternalError, 502),
     (ConfigurationError, 500),
 ]
@@ -56,6 +58,8 @@ async def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
         else None
     )
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, NotAuthenticated) else None
+    if isinstance(exc, TooManyAttempts):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(
         error_body(exc.reason, exc.hint, problems), status_code=status_for(exc), headers=headers
     )

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from conveyor.db.models import ApiToken
+from conveyor.db.session import session_scope
 from conveyor.domain.models import (
+    AccessEndedOut,
     AuditOut,
+    PasswordChange,
+    PasswordReset,
     Role,
     TokenCreate,
     TokenCreated,
     TokenOut,
     UserCreate,
     UserOut,
+    UserUpdate,
 )
+from conveyor.errors import ValidationFailed
 from conveyor.services import audit
 from conveyor.services import users as svc
 from conveyor.services.authz import require_role
-from conveyor.web.deps import CurrentActor, SessionDep
+from conveyor.services.login_throttle import Limits
+from conveyor.web.deps import CurrentActor, SessionDep, SettingsDep
 
 router = APIRouter(tags=["admin"])
 
@@ -49,9 +58,70 @@ def create_user(data: UserCreate, session: SessionDep, actor: CurrentActor) -> U
     return _user_out(svc.create_user(data, session=session, actor=actor))
 
 
-@router.patch("/users/{user_id}", response_model=UserOut, summary="Change a user's role")
-def set_role(user_id: int, role: Role, session: SessionDep, actor: CurrentActor) -> UserOut:
-    return _user_out(svc.set_role(user_id, role, session=session, actor=actor))
+@router.patch(
+    "/users/{user_id}", response_model=UserOut, summary="Change a user's role, disable or enable"
+)
+def update_user(
+    user_id: int,
+    session: SessionDep,
+    actor: CurrentActor,
+    data: Annotated[UserUpdate | None, Body()] = None,
+    role: Annotated[Role | None, Query(deprecated=True, description="use the body")] = None,
+) -> UserOut:
+    """`{"role": "editor"}` and/or `{"disabled": true}`: disabling ends the user's logins
+    and revokes their tokens at once. The last active admin cannot be demoted or disabled."""
+    data = data or UserUpdate()
+    role = data.role or role
+    if role is None and data.disabled is None:
+        raise ValidationFailed.field("role", "send 'role' and/or 'disabled'")
+    user = None
+    if role is not None:
+        user = svc.set_role(user_id, role, session=session, actor=actor)
+    if data.disabled is not None:
+        user = svc.set_active(user_id, not data.disabled, session=session, actor=actor)
+    return _user_out(user)
+
+
+@router.delete("/users/{user_id}", status_code=204, summary="Delete a user")
+def delete_user(user_id: int, session: SessionDep, actor: CurrentActor) -> Response:
+    """Their logins and tokens go with them; their connectors stay, owned by no one
+    (admins manage them)."""
+    svc.delete_user(user_id, session=session, actor=actor)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/users/{user_id}/password",
+    response_model=AccessEndedOut,
+    summary="Reset a user's password (admins)",
+)
+def reset_password(
+    user_id: int, data: PasswordReset, session: SessionDep, actor: CurrentActor
+) -> AccessEndedOut:
+    ended = svc.reset_password(user_id, data.password, session=session, actor=actor)
+    return AccessEndedOut(sessions_ended=ended.sessions, tokens_revoked=ended.tokens)
+
+
+@router.post("/me/password", response_model=AccessEndedOut, summary="Change your own password")
+def change_own_password(
+    data: PasswordChange, request: Request, settings: SettingsDep, actor: CurrentActor
+) -> AccessEndedOut:
+    """Needs the current password (wrong guesses are throttled like logins). Ends every
+    login and revokes every token of yours, the one making this request included."""
+    # A transaction of its own: a wrong current password is recorded (committed), then
+    # reported.
+    with session_scope(settings.effective_database_url) as session:
+        ended = svc.change_own_password(
+            data.current_password,
+            data.new_password,
+            address=request.client.host if request.client else "unknown",
+            limits=Limits.from_settings(settings),
+            session=session,
+            actor=actor,
+        )
+    if ended is None:
+        raise ValidationFailed.field("current_password", "is not your current password")
+    return AccessEndedOut(sessions_ended=ended.sessions, tokens_revoked=ended.tokens)
 
 
 @router.get("/tokens", response_model=list[TokenOut], summary="List API tokens")

@@ -1,4 +1,5 @@
-"""Administration pages: users and roles, API tokens (shown once), the audit log."""
+"""Administration pages: users (roles, password resets, disable, delete), API tokens
+(shown once), the audit log."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from conveyor.errors import Conflict, NotFound, ValidationFailed
 from conveyor.pipelines.registry import pydantic_problems
 from conveyor.services import audit
 from conveyor.services import users as users_svc
-from conveyor.services.authz import ROLES, require_role
+from conveyor.services.authz import ROLES, Actor, require_role
 from conveyor.web.ui.base import UIActor, UIRoute, flash, get_settings, redirect, render
 
 router = APIRouter(route_class=UIRoute)
@@ -84,6 +85,57 @@ def set_role(
         user = users_svc.set_role(user_id, role, session=session, actor=actor)
         name = user.username
     flash(request, f"'{name}' is now {role}.")
+    return redirect(request, "/admin/users")
+
+
+@router.post("/admin/users/{user_id:int}/password", include_in_schema=False)
+def reset_password(
+    request: Request, user_id: int, actor: UIActor, password: Annotated[str, Form()] = ""
+) -> Response:
+    require_role(actor, "admin", "reset passwords")
+    try:
+        with session_scope(get_settings(request).effective_database_url) as session:
+            ended = users_svc.reset_password(user_id, password, session=session, actor=actor)
+            name = users_svc.get(user_id, session=session).username
+    except ValidationFailed as exc:
+        errors = {f"password-{user_id}": p.reason for p in exc.problems}
+        return render(request, "admin/users.html", _users_page(request, errors), status_code=422)
+    flash(
+        request,
+        f"New password set for '{name}': {ended.sessions} login(s) ended, "
+        f"{ended.tokens} token(s) revoked.",
+    )
+    return redirect(request, "/admin/users")
+
+
+@router.post("/admin/users/{user_id:int}/disable", include_in_schema=False)
+def disable_user(request: Request, user_id: int, actor: UIActor) -> Response:
+    return _set_active(request, user_id, actor, active=False)
+
+
+@router.post("/admin/users/{user_id:int}/enable", include_in_schema=False)
+def enable_user(request: Request, user_id: int, actor: UIActor) -> Response:
+    return _set_active(request, user_id, actor, active=True)
+
+
+def _set_active(request: Request, user_id: int, actor: Actor, *, active: bool) -> Response:
+    require_role(actor, "admin", "disable or enable users")
+    with session_scope(get_settings(request).effective_database_url) as session:
+        name = users_svc.set_active(user_id, active, session=session, actor=actor).username
+    if active:
+        flash(request, f"'{name}' can log in again (with new API tokens: the old stay revoked).")
+    else:
+        flash(request, f"'{name}' is disabled: their logins ended and their tokens are revoked.")
+    return redirect(request, "/admin/users")
+
+
+@router.post("/admin/users/{user_id:int}/delete", include_in_schema=False)
+def delete_user(request: Request, user_id: int, actor: UIActor) -> Response:
+    require_role(actor, "admin", "delete users")
+    with session_scope(get_settings(request).effective_database_url) as session:
+        name = users_svc.get(user_id, session=session).username
+        users_svc.delete_user(user_id, session=session, actor=actor)
+    flash(request, f"Deleted '{name}'. Their connectors are kept, with no owner.")
     return redirect(request, "/admin/users")
 
 
