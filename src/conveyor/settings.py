@@ -54,6 +54,21 @@ class Settings(BaseSettings):
     deployment_env: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["DEPLOY_SECRET_*"]
     )
+    # Where connectors may connect (conveyor.pipelines.network). Loopback: unset means on in
+    # local mode, off in production. The CIDR lists and web_address are comma-separated.
+    network_allow_loopback: bool | None = None
+    network_allowed_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    network_denied_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # host:port (or URL) where the web app listens; `conveyor up` and `conveyor web` add theirs.
+    web_address: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    prefect_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PREFECT_API_DATABASE_CONNECTION_URL",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+            "CONVEYOR_PREFECT_DATABASE_URL",
+        ),
+    )
 
     @field_validator("home", mode="before")
     @classmethod
@@ -68,7 +83,13 @@ class Settings(BaseSettings):
             return [Path(p.strip()).expanduser() for p in parts if p.strip()]
         return value
 
-    @field_validator("deployment_env", mode="before")
+    @field_validator(
+        "deployment_env",
+        "network_allowed_cidrs",
+        "network_denied_cidrs",
+        "web_address",
+        mode="before",
+    )
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):

@@ -6,12 +6,15 @@ Both take the decrypted config; they never write it anywhere.
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from conveyor.errors import ExternalError, ValidationFailed
+from conveyor.pipelines import netguard
 from conveyor.pipelines.explain import explain
+from conveyor.pipelines.network import NetworkDenied, check_config
 from conveyor.pipelines.registry import Kind, get_type, validate_config
 from conveyor.settings import Settings
 
@@ -47,10 +50,18 @@ def check(
     except ValidationFailed as exc:
         return CheckResult(False, f"The configuration is invalid: {exc}")
     module = importlib.import_module(get_type(kind, type_name).module)
+    try:
+        # Checked here to name the field; netguard checks every connection of the check too.
+        netguard.activate(settings)
+        check_config(model, settings, prefix=f"{kind} config")
+    except NetworkDenied as exc:
+        return CheckResult(False, str(exc))
+    # The pool thread runs in this context: the check's network policy goes with it.
+    run_here = contextvars.copy_context().run
     if kind == "destination":
-        future = _POOL.submit(module.check, model, settings=settings)
+        future = _POOL.submit(run_here, module.check, model, settings=settings)
     else:
-        future = _POOL.submit(module.check, model)
+        future = _POOL.submit(run_here, module.check, model)
     try:
         message = future.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
@@ -72,7 +83,13 @@ def discover(
     module = importlib.import_module(get_type("source", type_name).module)
     if not hasattr(module, "discover"):
         raise ValidationFailed.field("type", f"a {type_name} source has nothing to discover")
-    future = _POOL.submit(module.discover, model)
+    settings = settings or Settings()
+    try:
+        netguard.activate(settings)
+        check_config(model, settings, prefix="source config")
+    except NetworkDenied as exc:
+        raise ExternalError(exc.reason, transient=False) from None
+    future = _POOL.submit(contextvars.copy_context().run, module.discover, model)
     try:
         return dict(future.result(timeout=timeout))
     except concurrent.futures.TimeoutError:

@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from conveyor.pipelines.netguard import pin_conninfo
+
 if TYPE_CHECKING:
     from conveyor.pipelines.runner import ResolvedConnector, RunStats
     from conveyor.pipelines.sources.sql_database import SqlDatabaseConfig, TableSpec
@@ -131,7 +133,7 @@ def plan(connector: ResolvedConnector) -> Plan | None:
     import psycopg
 
     max_length = 63 if connector.destination_type == "postgres" else None
-    with psycopg.connect(conninfo(url), connect_timeout=30) as conn:
+    with psycopg.connect(pin_conninfo(conninfo(url)), connect_timeout=30) as conn:
         current = conn.execute("SELECT current_schema()").fetchone()
         schema = cfg.source_schema or str(current[0] if current else "public")
         specs = [TableSpec(name=t) if isinstance(t, str) else t for t in cfg.tables or []]
@@ -237,8 +239,9 @@ def _to_postgres(connector: ResolvedConnector, tables: list[DirectTable], stats:
     from conveyor.pipelines.sources.sql_database import connection_url
 
     dataset = pg_dest.dataset(connector.destination, connector.id)  # type: ignore[arg-type]
-    src_info = conninfo(connection_url(connector.source))  # type: ignore[arg-type]
-    dst_info = conninfo(pg_dest.connection_url(connector.destination))  # type: ignore[arg-type]
+    # libpq connects without Python sockets: checked and pinned to the checked address here.
+    src_info = pin_conninfo(conninfo(connection_url(connector.source)))  # type: ignore[arg-type]
+    dst_info = pin_conninfo(conninfo(pg_dest.connection_url(connector.destination)))  # type: ignore[arg-type]
     with (
         psycopg.connect(src_info, connect_timeout=30) as src,
         psycopg.connect(dst_info, connect_timeout=30) as dst,
@@ -405,7 +408,7 @@ def _duckdb(path: str, source_url: str) -> Iterator[Any]:
     import duckdb
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    params = conninfo_to_dict(conninfo(source_url))
+    params = conninfo_to_dict(pin_conninfo(conninfo(source_url)))
     password = params.pop("password", None)
     con = duckdb.connect(path, config={"preserve_insertion_order": False})
     try:

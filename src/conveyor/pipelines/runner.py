@@ -137,6 +137,12 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
     # Judged again at every run, with this run's settings: a root an admin removed, or a
     # symlink swapped in since the save, stops the run here.
     paths.confine_connector(connector, settings=settings)
+    from conveyor.pipelines import netguard
+
+    # Every connection of the run is checked from here on (netguard); its fields first, so
+    # a refusal names the field.
+    netguard.activate(settings)
+    netguard.check_connector(connector, settings)
     if connector.is_transfer:
         from conveyor.pipelines import transfer
 

@@ -49,10 +49,14 @@ def dataset(cfg: PostgresDestinationConfig, connector_id: int) -> str:
 def build(cfg: PostgresDestinationConfig, *, settings: Settings, connector_id: int) -> DltTarget:
     import dlt
 
+    from conveyor.pipelines.netguard import pin_url
+
     return DltTarget(
         # Two load files at a time: ADBC holds a file's row groups in memory while copying.
         destination=dlt.destinations.postgres(
-            connection_url(cfg, for_dlt=True), max_parallel_load_jobs=2
+            # Checked and pinned (libpq hostaddr): psycopg2 and ADBC bypass Python sockets.
+            pin_url(connection_url(cfg, for_dlt=True)),
+            max_parallel_load_jobs=2,
         ),
         dataset_name=dataset(cfg, connector_id),
         # Parquet loaded through ADBC (binary COPY): skips dlt's slow row-by-row normalize.
@@ -67,7 +71,9 @@ def check(cfg: PostgresDestinationConfig, *, settings: Settings) -> str:
     """Connect; create a schema and a table in a transaction that is rolled back."""
     import psycopg
 
-    url = connection_url(cfg)
+    from conveyor.pipelines.netguard import pin_url
+
+    url = pin_url(connection_url(cfg))
     with psycopg.connect(url, connect_timeout=10) as conn:
         with conn.cursor() as cur:
             cur.execute('CREATE SCHEMA IF NOT EXISTS "conveyor_check"')

@@ -111,7 +111,10 @@ def build(cfg: SqlDatabaseConfig) -> list[Any]:
     """dlt resources for the configured tables (or the query), one per destination table."""
     import sqlalchemy as sa
 
-    url = connection_url(cfg)
+    from conveyor.pipelines.netguard import pin_url
+
+    # Checked and pinned (libpq hostaddr) here: connectorx connects without Python sockets.
+    url = pin_url(connection_url(cfg))
     if cfg.query is not None:
         return [_query_resource(cfg, url)]
 
