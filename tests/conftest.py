@@ -25,9 +25,15 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"  # dlt
 # Never touch the developer's real ~/.conveyor.
 os.environ["CONVEYOR_HOME"] = tempfile.mkdtemp(prefix="conveyor-test-home-")
-# Tests keep their files in pytest's tmp_path: the temp folder is an admin-listed root
-# (each test's own home, database and key inside it stay out of reach all the same).
-os.environ.setdefault("CONVEYOR_ALLOWED_PATHS", tempfile.gettempdir())
+# Tests keep their files in pytest's tmp_path, and load the example deployment with its
+# data/: both are admin-listed roots (each test's own home, database and key inside them
+# stay out of reach all the same).
+os.environ.setdefault(
+    "CONVEYOR_ALLOWED_PATHS",
+    os.pathsep.join(
+        [tempfile.gettempdir(), os.path.join(os.path.dirname(__file__), "..", "deployments")]
+    ),
+)
 
 pytest_plugins = [
     "tests.fixtures.db",
@@ -36,4 +42,5 @@ pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.pipelines",
     "tests.fixtures.worker",
+    "tests.fixtures.recorders",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -51,34 +51,50 @@ class SecretBox:
             ) from exc
 
     # --- whole configs -------------------------------------------------------------
+    # A secret field holds a string, or a mapping whose values are each secret (a REST
+    # type's headers: the names stay readable, the values never).
 
     def encrypt_config(
         self, config: dict[str, Any], secret_fields: Iterable[str]
     ) -> dict[str, Any]:
-        out = dict(config)
-        for name in secret_fields:
-            value = out.get(name)
-            if isinstance(value, str) and value and not is_encrypted(value):
-                out[name] = self.encrypt(value)
-        return out
+        def one(value: str) -> str:
+            return self.encrypt(value) if value and not is_encrypted(value) else value
+
+        return _map_secrets(config, secret_fields, one)
 
     def decrypt_config(
         self, config: dict[str, Any], secret_fields: Iterable[str]
     ) -> dict[str, Any]:
-        out = dict(config)
-        for name in secret_fields:
-            value = out.get(name)
-            if isinstance(value, str):
-                out[name] = self.decrypt(value)
-        return out
+        return _map_secrets(config, secret_fields, self.decrypt)
 
     def rotate_config(self, config: dict[str, Any], secret_fields: Iterable[str]) -> dict[str, Any]:
-        out = dict(config)
-        for name in secret_fields:
-            value = out.get(name)
-            if isinstance(value, str) and value:
-                out[name] = self.rotate(value)
-        return out
+        return _map_secrets(config, secret_fields, lambda v: self.rotate(v) if v else v)
+
+
+def _map_secrets(
+    config: dict[str, Any], secret_fields: Iterable[str], fn: Callable[[str], str]
+) -> dict[str, Any]:
+    """A copy with ``fn`` applied to every string held by a secret field."""
+    out = dict(config)
+    for name in secret_fields:
+        value = out.get(name)
+        if isinstance(value, str):
+            out[name] = fn(value)
+        elif isinstance(value, dict):
+            out[name] = {k: fn(v) if isinstance(v, str) else v for k, v in value.items()}
+    return out
+
+
+def secret_values(config: dict[str, Any], secret_fields: Iterable[str]) -> list[str]:
+    """Every secret string in a (decrypted) config: what logs and messages must mask."""
+    found: list[str] = []
+    for name in secret_fields:
+        value = config.get(name)
+        if isinstance(value, str) and value:
+            found.append(value)
+        elif isinstance(value, dict):
+            found.extend(v for v in value.values() if isinstance(v, str) and v)
+    return found
 
 
 def is_encrypted(value: object) -> bool:
@@ -86,26 +102,66 @@ def is_encrypted(value: object) -> bool:
 
 
 def mask_config(config: dict[str, Any] | None, secret_fields: Iterable[str]) -> dict[str, Any]:
-    """A copy with every set secret field replaced by ``********``."""
-    out = dict(config or {})
-    for name in secret_fields:
-        if out.get(name) not in (None, ""):
-            out[name] = MASK
-    return out
+    """A copy with every set secret value replaced by ``********``."""
+    return _map_secrets(dict(config or {}), secret_fields, lambda v: MASK if v else v)
 
 
 def keep_unchanged_secrets(
-    new: dict[str, Any], old: dict[str, Any], secret_fields: Iterable[str]
+    new: dict[str, Any],
+    old: dict[str, Any],
+    secret_fields: Iterable[str],
+    connection_fields: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Write-only semantics: a secret left out (or sent back masked) keeps its old value."""
+    """Write-only semantics: a secret left out (or sent back masked) keeps its old value —
+    unless a field in ``connection_fields`` changed: a stored secret is only ever sent to
+    the target it was stored with, so moving the target drops the secrets not entered again.
+    """
+    keep = not moved_fields(new, old, connection_fields, secret_fields)
     out = dict(new)
     for name in secret_fields:
-        if name not in out or out[name] == MASK:
-            if name in old:
+        value = out.get(name, MASK)
+        if isinstance(value, dict):
+            # Header values sent back masked keep theirs; a new name needs its value.
+            before = old.get(name) if keep and isinstance(old.get(name), dict) else {}
+            out[name] = {
+                k: before[k] if v == MASK else v
+                for k, v in value.items()
+                if v != MASK or k in before
+            }
+        elif value == MASK:
+            if keep and name in old:
                 out[name] = old[name]
             else:
                 out.pop(name, None)
     return out
+
+
+def moved_fields(
+    new: dict[str, Any],
+    old: dict[str, Any],
+    connection_fields: Iterable[str],
+    secret_fields: Iterable[str] = (),
+) -> list[str]:
+    """The connection fields whose value differs between ``old`` and ``new``.
+
+    A field missing from ``new`` counts as unchanged (a patch sends what changes); one that
+    is also secret (a connection string) counts as unchanged when sent back masked.
+    """
+    secrets = set(secret_fields)
+    moved = []
+    for name in sorted(set(connection_fields)):
+        if name not in new:
+            continue
+        value = new[name]
+        if name in secrets and value == MASK:
+            continue
+        if _norm(value) != _norm(old.get(name)):
+            moved.append(name)
+    return moved
+
+
+def _norm(value: Any) -> Any:
+    return None if value in ("", None) else str(value)
 
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?=@)")

@@ -51,12 +51,17 @@ def test_rest_config_maps_auth_and_keys() -> None:
         }
     )
     out = rest_config(cfg)
-    assert out["client"]["auth"] == {
-        "type": "api_key",
-        "name": "X-Key",
-        "api_key": "k-123",
-        "location": "header",
-    }
+    auth = out["client"]["auth"]  # the credentials, bound to the base URL's origin
+
+    def sent(url: str) -> dict[str, str]:
+        import requests
+
+        return dict(auth(requests.Request("GET", url).prepare()).headers)
+
+    assert sent("http://h/api/a")["X-Key"] == "k-123"
+    assert sent("http://h:80/other")["X-Key"] == "k-123"  # same origin, default port
+    assert "X-Key" not in sent("http://elsewhere/api/a")
+    assert "X-Key" not in sent("https://h/api/a")  # another scheme is another origin
     assert out["resource_defaults"] == {"write_disposition": "merge", "primary_key": "id"}
 
 

@@ -18,7 +18,7 @@ from conveyor.deployments_io.format import secret_fields
 from conveyor.deployments_io.plan import ConnectorChange, EndpointChange, Plan
 from conveyor.deployments_io.state import Secret, State, connector_hash, hash_keys, plain_config
 from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate, EndpointPatch
-from conveyor.pipelines.registry import Kind
+from conveyor.pipelines.registry import Kind, get_type
 from conveyor.secrets import MASK, SecretBox
 from conveyor.services import audit, catalog
 from conveyor.services import connectors as svc
@@ -196,6 +196,9 @@ def _endpoint(
     if change.action == "update":
         secrets = secret_fields(change.kind, change.type)
         changed = {c.field.removeprefix("config.") for c in change.changes}
+        if changed & get_type(change.kind, change.type).connection_fields:
+            # The file moves where it connects: its secrets go with it, entered again.
+            changed |= secrets
         config = _with_secret_markers(change.config, secrets, changed)
         catalog.update(
             change.kind,

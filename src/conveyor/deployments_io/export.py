@@ -271,9 +271,12 @@ def _config(
         if value is None:
             continue
         if key in secrets:
-            if value == "":
+            if value in ("", {}):
                 continue
-            value = f"${{{var_for(key)}}}"
+            if isinstance(value, dict):  # headers: each value its own variable
+                value = {name: f"${{{var_for(f'{key}_{name}')}}}" for name in value}
+            else:
+                value = f"${{{var_for(key)}}}"
         elif local and key in PATH_FIELDS.get((kind, type_name), ()) and base_dir is not None:
             value = _relative(value, base_dir)
         out[key] = _sorted(value)

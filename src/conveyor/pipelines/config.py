@@ -16,6 +16,9 @@ SECRET_MARK = "secret"
 Secret = Field(json_schema_extra={SECRET_MARK: True, "writeOnly": True, "format": "password"})
 
 SecretStrField = Annotated[str | None, Secret]
+# A mapping whose values are secrets (HTTP headers such as Authorization): the names stay
+# readable, every value is encrypted, masked and write-only like a secret string.
+SecretMapping = Field(json_schema_extra={SECRET_MARK: True, "writeOnly": True})
 
 
 class TypeConfig(BaseModel):
@@ -142,7 +145,7 @@ class HttpAuth(BaseModel):
     api_key_name: str = "X-API-Key"
     username: str | None = None
     password: SecretStrField = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Annotated[dict[str, str], SecretMapping] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _auth_complete(self) -> HttpAuth:

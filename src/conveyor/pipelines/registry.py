@@ -39,6 +39,11 @@ class TypeInfo:
     def secret_fields(self) -> frozenset[str]:
         return self.config_model.secret_fields()
 
+    @property
+    def connection_fields(self) -> frozenset[str]:
+        """Fields that say where the type connects (see ``TypeConfig``)."""
+        return self.config_model.connection_fields()
+
     def json_schema(self) -> dict[str, Any]:
         return self.config_model.model_json_schema(by_alias=True)
 

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, Destination, Source
 from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
-from conveyor.errors import Conflict, NotFound
-from conveyor.pipelines.registry import Kind, get_type, validate_config
-from conveyor.secrets import SecretBox, keep_unchanged_secrets, mask_config
+from conveyor.errors import Conflict, FieldProblem, NotFound, ValidationFailed
+from conveyor.pipelines.registry import Kind, TypeInfo, get_type, validate_config
+from conveyor.secrets import MASK, SecretBox, keep_unchanged_secrets, mask_config, moved_fields
 from conveyor.services import audit
 from conveyor.services.authz import Actor, require_role
 
@@ -121,7 +121,10 @@ def update(
     if data.config is not None:
         # JSON merge patch: keys sent replace, keys sent as null are removed, the rest stay.
         patched = {**obj.config, **data.config}
-        merged = keep_unchanged_secrets(patched, obj.config, info.secret_fields)
+        require_secrets_again(data.config, obj.config, info, box)
+        merged = keep_unchanged_secrets(
+            patched, obj.config, info.secret_fields, info.connection_fields
+        )
         plain = box.decrypt_config(merged, info.secret_fields)
         validate_config(kind, obj.type, plain)
         obj.config = box.encrypt_config(_without_nulls(plain), info.secret_fields)
@@ -141,6 +144,65 @@ def update(
             after=after,
         )
     return obj
+
+
+def require_secrets_again(
+    sent: dict[str, Any], stored: dict[str, Any], info: TypeInfo, box: SecretBox
+) -> None:
+    """A change of where the endpoint connects must carry its stored secrets again.
+
+    A stored secret is only ever sent to the target it was stored with: moving the host,
+    URL, path, bucket, endpoint or database without entering the secrets again would hand
+    them to the new target. Sending a secret as null removes it instead. A secret sent back
+    masked, or as the stored (encrypted) value a form echoes, is not entered again.
+    """
+    plain = box.decrypt_config(stored, info.secret_fields)
+    echoed = {k: v for k, v in sent.items() if not (k in stored and v == stored[k])}
+    moved = moved_fields(echoed, plain, info.connection_fields, info.secret_fields)
+    if not moved:
+        return
+    missing = [
+        name
+        for name in sorted(info.secret_fields)
+        if stored.get(name) not in (None, "", {}) and not _entered(echoed.get(name, MASK))
+    ]
+    if missing:
+        raise ValidationFailed(
+            [
+                FieldProblem(
+                    f"config.{name}",
+                    f"enter it again (or send null to remove it): {', '.join(moved)} changed, "
+                    "and a stored secret is only sent to the target it was stored with",
+                )
+                for name in missing
+            ]
+        )
+
+
+def _entered(value: Any) -> bool:
+    if isinstance(value, dict):
+        return MASK not in value.values()
+    return value != MASK
+
+
+def with_stored_secrets(
+    kind: Kind,
+    type_name: str,
+    stored_plain: dict[str, Any],
+    values: dict[str, Any],
+    cleared: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """What "Test connection" tries on an edit form: the stored config with the form's
+    ``values`` on top (``cleared`` keys removed), the stored secrets filled in only where
+    the form left them empty and the target did not move."""
+    info = get_type(kind, type_name)
+    candidate = {
+        k: v for k, v in stored_plain.items() if k not in info.secret_fields and k not in cleared
+    }
+    candidate.update(values)
+    return keep_unchanged_secrets(
+        candidate, stored_plain, info.secret_fields, info.connection_fields
+    )
 
 
 def delete(kind: Kind, endpoint_id: int, *, session: Session, actor: Actor) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from conveyor.db.models import Connector, ConnectorRun, Destination, OutboxEntry, Source
 from conveyor.domain import schedule as sched
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunSummary
-from conveyor.errors import Conflict, NotFound, ValidationFailed
+from conveyor.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, validate_config
 from conveyor.secrets import SecretBox, keep_unchanged_secrets, mask_config
 from conveyor.services import audit, catalog
@@ -207,11 +207,30 @@ def snapshot(c: Connector) -> dict[str, Any]:
 def _validate_override(
     kind: Kind, endpoint: catalog.Endpoint, override: dict[str, Any], loc: str
 ) -> None:
-    """The connector's view of the endpoint — base config plus override — must be valid."""
+    """The connector's view of the endpoint — base config plus override — must be valid,
+    and the override may change what is copied but never where the endpoint connects."""
     if not isinstance(override, dict):
         raise ValidationFailed.field(loc, "must be an object")
+    check_override_fields(kind, endpoint.type, override, loc)
     merged = {**endpoint.config, **{k: v for k, v in override.items() if v is not None}}
     validate_config(kind, endpoint.type, merged, loc=loc)
+
+
+def check_override_fields(kind: Kind, type_name: str, override: dict[str, Any], loc: str) -> None:
+    """Refuse an override that sets where the endpoint connects: the endpoint's stored
+    secrets are only ever sent to the target they were stored with."""
+    fixed = sorted(set(override) & get_type(kind, type_name).connection_fields)
+    if fixed:
+        raise ValidationFailed(
+            [
+                FieldProblem(
+                    f"{loc}.{name}",
+                    f"says where the {kind} connects, which only the {kind} itself sets "
+                    f"(a connector may change what is copied, not where its {kind} connects)",
+                )
+                for name in fixed
+            ]
+        )
 
 
 def _encrypt_override(

@@ -14,7 +14,7 @@ from conveyor.db.session import session_scope
 from conveyor.errors import ConfigurationError, Conflict, ExternalError
 from conveyor.services import audit
 from conveyor.services import connectors as connectors_svc
-from conveyor.services.authz import Actor, require_role
+from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
 from conveyor.sync import gateway as gw
 from conveyor.sync import store
@@ -34,8 +34,8 @@ def trigger_manual_run(
     connector_id: int, *, session: Session, settings: Settings, actor: Actor
 ) -> ConnectorRun:
     """Start a flow run of the connector's deployment now, recorded as a manual run."""
-    require_role(actor, "editor", "run connectors")
     c = connectors_svc.get(connector_id, session=session)
+    require_owner_or_admin(actor, c.owner_id, "run this connector")
     if not c.is_active:
         raise Conflict(
             f"connector {connector_id} is paused", hint="resume it before running it by hand"

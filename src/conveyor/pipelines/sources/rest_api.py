@@ -44,10 +44,10 @@ def rest_config(cfg: RestApiSourceConfig) -> dict[str, Any]:
     """The dlt ``RESTAPIConfig`` for this source."""
     client: dict[str, Any] = {"base_url": str(cfg.base_url)}
     auth = dlt_auth(cfg)
-    if auth:
-        client["auth"] = auth
-    if cfg.headers:
-        client["headers"] = dict(cfg.headers)
+    if auth or cfg.headers:
+        # Credentials and header values go only to the base URL's origin: a resource path
+        # or a next-page link that is a full URL elsewhere is requested without them.
+        client["auth"] = origin_bound_auth(str(cfg.base_url), auth, dict(cfg.headers))
     if cfg.paginator is not None:
         client["paginator"] = cfg.paginator
     defaults: dict[str, Any] = {"write_disposition": cfg.effective_write_disposition()}
@@ -58,6 +58,77 @@ def rest_config(cfg: RestApiSourceConfig) -> dict[str, Any]:
         "resource_defaults": defaults,
         "resources": list(cfg.resources),
     }
+
+
+class CredentialsRefused(PermissionError):
+    """A request carrying the source's credentials was redirected to another origin."""
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port made explicit."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def origin_bound_auth(base_url: str, auth: dict[str, Any] | None, headers: dict[str, str]) -> Any:
+    """A dlt/requests auth that adds the credentials and headers to requests for the base
+    URL's origin only, and refuses to follow a redirect of such a request elsewhere (requests
+    would carry custom headers, such as an API key, along)."""
+    from dlt.sources.rest_api.config_setup import create_auth
+
+    inner = create_auth(auth) if auth else None
+    bound = _origin_bound_class()()
+    bound.setup(origin(base_url), inner, headers)
+    return bound
+
+
+_BOUND_CLASS: Any = None
+
+
+def _origin_bound_class() -> Any:
+    global _BOUND_CLASS
+    if _BOUND_CLASS is not None:
+        return _BOUND_CLASS
+    from dlt.common.configuration import configspec
+    from dlt.sources.helpers.rest_client.auth import AuthConfigBase
+
+    @configspec
+    class OriginBoundAuth(AuthConfigBase):
+        def setup(self, home: tuple[str, str, int | None], inner: Any, headers: Any) -> None:
+            self._home, self._inner, self._headers = home, inner, headers
+            self.__is_resolved__ = True
+
+        def __call__(self, request: Any) -> Any:
+            if origin(request.url) != self._home:
+                return request  # another origin gets no credentials
+            request.headers.update(self._headers)
+            if self._inner is not None:
+                request = self._inner(request)
+            request.register_hook("response", self._refuse_redirect_elsewhere)
+            return request
+
+        def _refuse_redirect_elsewhere(self, response: Any, **_: Any) -> Any:
+            if response.is_redirect:
+                from urllib.parse import urljoin
+
+                target = urljoin(response.url, response.headers.get("location", ""))
+                if origin(target) != self._home:
+                    raise CredentialsRefused(
+                        f"{_show(response.url)} redirected to {_show(target)}: the source's "
+                        "credentials are only sent to its base URL's origin"
+                    )
+            return response
+
+    _BOUND_CLASS = OriginBoundAuth
+    return OriginBoundAuth
+
+
+def _show(url: str) -> str:
+    scheme, host, port = origin(url)
+    return f"{scheme}://{host}:{port}"
 
 
 def build(cfg: RestApiSourceConfig) -> Any:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
 from conveyor.pipelines.registry import Kind, list_types
 from conveyor.services import catalog
+from conveyor.services.authz import require_role
 from conveyor.web.deps import BoxDep, CurrentActor, SessionDep, SettingsDep
 
 
@@ -60,6 +61,7 @@ def _router(kind: Kind) -> APIRouter:
     ) -> dict[str, Any]:
         from conveyor.pipelines.check import check as run_check
 
+        require_role(actor, "editor", f"check {plural}")
         obj = catalog.get(kind, endpoint_id, session=session)
         result = run_check(
             kind, obj.type, catalog.decrypted_config(kind, obj, box), settings=settings
@@ -74,6 +76,7 @@ def _router(kind: Kind) -> APIRouter:
         ) -> dict[str, Any]:
             from conveyor.pipelines.check import discover as run_discover
 
+            require_role(actor, "editor", "discover sources")
             obj = catalog.get(kind, endpoint_id, session=session)
             return run_discover(obj.type, catalog.decrypted_config(kind, obj, box))
 

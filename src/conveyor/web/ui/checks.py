@@ -8,7 +8,7 @@ from typing import Any
 
 from conveyor.errors import ConveyorError
 from conveyor.pipelines.registry import Kind, get_type
-from conveyor.secrets import mask_text
+from conveyor.secrets import mask_text, secret_values
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.web.ui")
@@ -35,7 +35,7 @@ def _secrets_of(kind: Kind, type_name: str, config: dict[str, Any]) -> list[str]
         fields = get_type(kind, type_name).secret_fields
     except ConveyorError:
         return []
-    return [str(config[f]) for f in fields if isinstance(config.get(f), str) and config[f]]
+    return secret_values(config, fields)
 
 
 def check(

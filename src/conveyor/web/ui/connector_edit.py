@@ -311,6 +311,7 @@ def _invalid(
 
 @router.get("/connectors/form/schedule", include_in_schema=False)
 def schedule_preview(request: Request, actor: UIActor) -> Response:
+    require_role(actor, "editor", "edit connectors")
     s = cf.schedule_from_form(request.query_params)
     return render(
         request, "partials/schedule_preview.html", {"preview": preview(s), "v": {"schedule": s}}
@@ -319,6 +320,7 @@ def schedule_preview(request: Request, actor: UIActor) -> Response:
 
 @router.get("/connectors/form/copy", include_in_schema=False)
 def copy_section(request: Request, actor: UIActor) -> Response:
+    require_role(actor, "editor", "edit connectors")
     values = cf.values_from_form(request.query_params)
     settings = get_settings(request)
     with session_scope(settings.effective_database_url) as session:
@@ -338,6 +340,7 @@ def copy_section(request: Request, actor: UIActor) -> Response:
 @router.get("/connectors/form/endpoint", include_in_schema=False)
 def endpoint_fields(request: Request, actor: UIActor, kind: str) -> Response:
     """The inline panel's fields for the type just chosen in its select."""
+    require_role(actor, "editor", "edit connectors")
     if kind not in KINDS:
         raise ValidationFailed.field("kind", "must be source or destination")
     k: Kind = kind
@@ -376,6 +379,7 @@ def _config_from_form(
 
 @router.post("/connectors/form/test", include_in_schema=False)
 async def test_connection(request: Request, actor: UIActor, kind: str) -> Response:
+    require_role(actor, "editor", f"test {kind}s")
     if kind not in KINDS:
         raise ValidationFailed.field("kind", "must be source or destination")
     form = await request.form()
@@ -392,6 +396,7 @@ async def test_connection(request: Request, actor: UIActor, kind: str) -> Respon
 
 @router.post("/connectors/form/discover", include_in_schema=False)
 async def discover(request: Request, actor: UIActor) -> Response:
+    require_role(actor, "editor", "discover sources")
     form = await request.form()
 
     def work() -> checks.Discovery:

@@ -18,7 +18,6 @@ from conveyor.db.session import session_scope
 from conveyor.domain.models import EndpointCreate, EndpointPatch
 from conveyor.errors import Conflict, FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, list_types, pydantic_problems
-from conveyor.secrets import keep_unchanged_secrets
 from conveyor.services import catalog
 from conveyor.services.authz import require_role
 from conveyor.web.ui import checks, queries, schema_form
@@ -94,6 +93,7 @@ def build_router(kind: Kind) -> APIRouter:
 
     @router.get(f"{base}/fields", include_in_schema=False)
     def type_fields(request: Request, actor: UIActor, type: str) -> Response:
+        require_role(actor, "editor", f"edit {plural}")
         get_type(kind, type)
         return render(
             request,
@@ -219,15 +219,19 @@ def build_router(kind: Kind) -> APIRouter:
     @router.post(base + "/test", include_in_schema=False)
     async def test_new(request: Request, actor: UIActor) -> Response:
         form = await request.form()
-        return await run_in_threadpool(_test, request, None, form)
+        return await run_in_threadpool(_test, request, actor, None, form)
 
     @router.post(base + "/{endpoint_id:int}/test", include_in_schema=False)
     async def test_existing(request: Request, endpoint_id: int, actor: UIActor) -> Response:
         form = await request.form()
-        return await run_in_threadpool(_test, request, endpoint_id, form)
+        return await run_in_threadpool(_test, request, actor, endpoint_id, form)
 
-    def _test(request: Request, endpoint_id: int | None, form: Mapping[str, Any]) -> Response:
-        """Test what is on screen; secrets left empty on an edit form use the stored ones."""
+    def _test(
+        request: Request, actor: Any, endpoint_id: int | None, form: Mapping[str, Any]
+    ) -> Response:
+        """Test what is on screen. Secrets left empty on an edit form use the stored ones,
+        but only while the form still points where they were stored."""
+        require_role(actor, "editor", f"test {plural}")
         settings = get_settings(request)
         box = request.app.state.secret_box
         stored: dict[str, Any] = {}
@@ -244,10 +248,7 @@ def build_router(kind: Kind) -> APIRouter:
             reason = "; ".join(f"{schema_form.label_for(p.loc)}: {p.reason}" for p in bad)
             result = checks.CheckResult(False, reason)
         else:
-            secret_fields = get_type(kind, type_name).secret_fields
-            config = keep_unchanged_secrets(
-                schema_form.merge(stored, values, cleared), stored, secret_fields
-            )
+            config = catalog.with_stored_secrets(kind, type_name, stored, values, cleared)
             result = checks.check(kind, type_name, config, settings)
         return render(request, "partials/check_result.html", {"result": result})
 

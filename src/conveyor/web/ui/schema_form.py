@@ -112,7 +112,8 @@ class FormField:
 def _kind(prop: dict[str, Any]) -> tuple[str, bool, list[str]]:
     """(input kind, nullable, enum options) for a JSON-schema property."""
     if prop.get("secret") or prop.get("writeOnly"):
-        return "password", True, []
+        # A mapping of secrets (headers) is edited as JSON whose values arrive masked.
+        return ("json" if prop.get("type") == "object" else "password"), True, []
     variants = prop.get("anyOf") or [prop]
     nullable = any(v.get("type") == "null" for v in variants)
     real = [v for v in variants if v.get("type") != "null"]
