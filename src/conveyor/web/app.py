@@ -1,4 +1,4 @@
-"""The FastAPI application: JSON API under /api/v1 (OpenAPI at /docs) and the UI."""
+"""The FastAPI application: JSON API under /api/v1 (OpenAPI at /docs, /redoc) and the UI."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hmac
 import logging
 import time
 import uuid
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
@@ -17,8 +18,9 @@ from conveyor import __version__
 from conveyor.secrets import SecretBox, install_log_masking
 from conveyor.services.audit import REQUEST_ID
 from conveyor.settings import Settings, get_settings
-from conveyor.web import errors, ui
+from conveyor.web import api_docs, errors, ui
 from conveyor.web.api import connectors, deployments, endpoints, meta, metrics, runs, users
+from conveyor.web.headers import SecurityHeaders
 
 MAX_BODY_BYTES = 1024 * 1024
 API_PREFIX = "/api/v1"
@@ -122,16 +124,31 @@ def _session_secret(box_keys: list[bytes]) -> str:
     return hmac.new(box_keys[0], b"conveyor-session", hashlib.sha256).hexdigest()
 
 
+class ConveyorApp(FastAPI):
+    """FastAPI with the security headers outermost: outside Starlette's error middleware
+    too, so every response (a 500 from an unhandled exception included) carries them."""
+
+    def __init__(self, *, https_only: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.https_only = https_only
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), https_only=self.https_only)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
     keys = settings.secret_keys()
-    app = FastAPI(
+    app = ConveyorApp(
+        https_only=settings.session_secure_cookie,
         title="Conveyor",
         version=__version__,
         description="Connectors in a database, one Prefect deployment each, data moved by dlt.",
-        docs_url="/docs",
         openapi_url=f"{API_PREFIX}/openapi.json",
+        # FastAPI's pages load their scripts from a CDN; api_docs serves vendored copies.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.secret_box = SecretBox(keys)
@@ -151,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(metrics.router)  # /metrics at the root, where Prometheus looks
+    app.include_router(api_docs.make_router(app.title, f"{API_PREFIX}/openapi.json"))
     ui.install(app)  # HTML pages at the root, assets under /static
 
     app.add_middleware(

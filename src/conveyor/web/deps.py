@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import User
 from conveyor.db.session import session_scope
-from conveyor.errors import NotAuthenticated
+from conveyor.errors import NotAuthenticated, PermissionDenied
 from conveyor.secrets import SecretBox
 from conveyor.services import users as users_service
 from conveyor.services.authz import Actor
@@ -18,6 +20,17 @@ from conveyor.settings import Settings
 
 SESSION_USER_KEY = "uid"
 SESSION_TOKEN_KEY = "sid"  # names the login's ui_sessions row
+CSRF_SESSION_KEY = "csrf"  # the login's CSRF token (web/ui/csrf.py makes and rotates it)
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Only documents the scheme in OpenAPI (Swagger's "Authorize"); _actor reads the header.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    description="An API token (`cvt_...`), made on the API tokens page or with the CLI.",
+)
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
 def get_settings(request: Request) -> Settings:
@@ -39,7 +52,7 @@ BoxDep = Annotated[SecretBox, Depends(get_box)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_actor(request: Request) -> Actor:
+def current_actor(request: Request, _bearer: BearerDoc) -> Actor:
     """The user behind a bearer token or a UI session cookie; 401 otherwise.
 
     Uses a short transaction of its own: on SQLite every transaction takes the write
@@ -58,8 +71,34 @@ def _actor(request: Request, session: Session) -> Actor:
         return users_service.actor_for(user)
     user = session_user(request, session)
     if user is not None:
+        require_csrf_header(request)
         return users_service.actor_for(user)
     raise _unauthenticated()
+
+
+class CsrfFailed(PermissionDenied):
+    """The request's CSRF token is missing or wrong."""
+
+
+def require_csrf_header(request: Request) -> None:
+    """An unsafe request authenticated by the session cookie must carry the login's CSRF
+    token in ``X-CSRF-Token``; a browser sends the cookie to any site's form or script,
+    the token only to pages of this one. Bearer-token requests never get here.
+    """
+    if request.method in SAFE_METHODS:
+        return
+    expected = request.session.get(CSRF_SESSION_KEY)
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not isinstance(expected, str) or not expected or not sent:
+        raise CsrfFailed(
+            "a request authenticated by the login cookie needs the X-CSRF-Token header",
+            hint="send the page's CSRF token in X-CSRF-Token, or use 'Authorization: Bearer'",
+        )
+    if not hmac.compare_digest(expected.encode(), sent.encode()):
+        raise CsrfFailed(
+            "the X-CSRF-Token header does not match this login's token",
+            hint="reload the page to get the current token",
+        )
 
 
 def _unauthenticated() -> NotAuthenticated:
@@ -96,7 +135,7 @@ class Credentials:
         return _actor(self.request, session)
 
 
-async def credentials(request: Request) -> Credentials:
+async def credentials(request: Request, _bearer: BearerDoc) -> Credentials:
     """401 at once when the request carries no credentials at all (before the body is
     looked at); a token or login that is present is checked by ``Credentials.actor``."""
     has_token = request.headers.get("authorization", "").lower().startswith("bearer ")

@@ -30,12 +30,8 @@ log = logging.getLogger("conveyor.web.ui")
 WEB_DIR = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
 FLASH_KEY = "flash"
-# No framing (clickjacking), no MIME sniffing, no full URLs leaking to other sites.
-PAGE_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
+# Security headers (CSP, framing, sniffing, referrer) are set on every response, pages
+# included, by conveyor.web.headers.
 
 
 # --- formatting filters --------------------------------------------------------------
@@ -164,10 +160,7 @@ def render(
         "settings": get_settings(request),
     }
     ctx.update(context or {})
-    all_headers = {**PAGE_HEADERS, **(headers or {})}
-    return templates.TemplateResponse(
-        request, name, ctx, status_code=status_code, headers=all_headers
-    )
+    return templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)
 
 
 def redirect(request: Request, url: str) -> Response:

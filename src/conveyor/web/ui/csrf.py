@@ -1,7 +1,9 @@
 """CSRF protection: one random token per session, checked on every unsafe request.
 
 Forms carry it in a hidden ``csrf_token`` field; htmx requests send it in the
-``X-CSRF-Token`` header (set once on ``<body hx-headers=...>``).
+``X-CSRF-Token`` header (set once on ``<body hx-headers=...>``, which htmx parses as JSON,
+never evaluates). The JSON API asks cookie-authenticated writes for the same header
+(``web/deps.py``, ``require_csrf_header``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ import secrets
 
 from fastapi import Request
 
-from conveyor.errors import PermissionDenied
+from conveyor.web.deps import CSRF_HEADER, CSRF_SESSION_KEY, SAFE_METHODS, CsrfFailed
 
-SESSION_KEY = "csrf"
+SESSION_KEY = CSRF_SESSION_KEY
 FORM_FIELD = "csrf_token"
-HEADER = "x-csrf-token"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HEADER = CSRF_HEADER
 
 
 def token(request: Request) -> str:
@@ -33,10 +34,6 @@ def rotate(request: Request) -> str:
     return str(request.session[SESSION_KEY])
 
 
-class CsrfFailed(PermissionDenied):
-    """The request's CSRF token is missing or wrong."""
-
-
 async def verify(request: Request) -> None:
     """Router dependency: refuse unsafe requests without the session's token."""
     if request.method in SAFE_METHODS:
@@ -49,7 +46,7 @@ async def verify(request: Request) -> None:
             form = await request.form()  # cached by Starlette; handlers read it again for free
             value = form.get(FORM_FIELD)
             sent = value if isinstance(value, str) else None
-    if not expected or not sent or not hmac.compare_digest(str(expected), sent):
+    if not expected or not sent or not hmac.compare_digest(str(expected).encode(), sent.encode()):
         raise CsrfFailed(
             "the form's security token is missing or has expired",
             hint="reload the page and try again",
