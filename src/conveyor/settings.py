@@ -67,6 +67,7 @@ class Settings(BaseSettings):
             "PREFECT_API_DATABASE_CONNECTION_URL",
             "PREFECT_SERVER_DATABASE_CONNECTION_URL",
             "CONVEYOR_PREFECT_DATABASE_URL",
+            "prefect_database_url",  # by name, as tests build settings
         ),
     )
 

@@ -14,9 +14,18 @@ def web(
     workers: int = typer.Option(1, help="Worker processes"),
 ) -> None:
     """Serve the web UI and the REST API (configured by CONVEYOR_* variables)."""
+    import os
+
     import uvicorn
 
     from conveyor.logs import dict_config, settings_for_logging
+    from conveyor.supervisor.config import web_addresses
+
+    # Connectors may not reach the web app (conveyor.pipelines.network): record where it
+    # listens, for this process and its workers.
+    os.environ["CONVEYOR_WEB_ADDRESS"] = web_addresses(
+        os.environ.get("CONVEYOR_WEB_ADDRESS"), host, port
+    )
 
     # Conveyor's format for uvicorn's records too (JSON when CONVEYOR_LOG_JSON=true), in
     # every worker process; the app's middleware writes the access log, with request ids.

@@ -106,10 +106,22 @@ class Plan:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # Connectors may not reach the web app: every child (the worker above all) knows
+        # where it listens (conveyor.pipelines.network).
+        env["CONVEYOR_WEB_ADDRESS"] = web_addresses(
+            env.get("CONVEYOR_WEB_ADDRESS"), self.host, self.web_port
+        )
         # A worker polls every 10 s by default; 2 s makes "Run now" feel immediate and is
         # still light for the embedded server.
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
         return env
+
+
+def web_addresses(existing: str | None, host: str, port: int) -> str:
+    """``CONVEYOR_WEB_ADDRESS`` with ``host:port`` added (comma-separated, no duplicates)."""
+    listed = [a.strip() for a in (existing or "").split(",") if a.strip()]
+    mine = f"{_url_host(host or '0.0.0.0')}:{port}"
+    return ",".join(listed if mine in listed else [*listed, mine])
 
 
 def _url_host(host: str) -> str:
