@@ -284,3 +284,70 @@ def test_postgres_destination_at_conveyors_own_database_refused(
     own = s.effective_database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     result = check("destination", "postgres", {"connection_string": own}, settings=s)
     assert not result.ok and "Conveyor's own database" in result.message
+
+
+# --- the platform's own connections keep working -----------------------------------------
+
+
+@pytest.mark.prefect
+@pytest.mark.timeout(300)
+def test_prefect_state_updates_and_log_shipping_work_with_the_guard_installed(
+    factory: ConnectorFactory,
+    prefect_api_url: str,
+    recorders: Callable[[], Recorder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flow run in this process, against the real Prefect server, with the socket hook
+    installed and a connector reading a slow API meanwhile: the run ends Completed in
+    Prefect and its log lines arrive there."""
+    import asyncio
+    import time
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from conveyor.pipelines.flow import run_connector_pipeline
+
+    s = with_prefect(factory.settings, prefect_api_url)
+    assert s.secret_key is not None
+    for key, value in {
+        "CONVEYOR_HOME": str(s.home),
+        "CONVEYOR_DATABASE_URL": s.effective_database_url,
+        "CONVEYOR_SECRET_KEY": s.secret_key.get_secret_value(),
+    }.items():
+        monkeypatch.setenv(key, value)
+    api = recorders()
+
+    def slow(path: str) -> tuple[int, dict[str, str], Any]:
+        time.sleep(0.5)
+        page = 2 if "page=2" in path else 1
+        body: dict[str, Any] = {"data": [{"id": page}]}
+        if page == 1:
+            body["next"] = api.url + "/items?page=2"
+        return 200, {}, body
+
+    api.routes["/items"] = slow
+    paginator = {"type": "json_link", "next_url_path": "next"}
+    cid = factory(("rest_api", rest_config(api.url, paginator=paginator)), ("duckdb", {}))
+    state = run_connector_pipeline(cid, return_state=True)  # type: ignore[call-overload]
+    assert state.is_completed(), state.message
+    assert netguard._installed
+    flow_run_id = state.state_details.flow_run_id
+
+    async def logs() -> list[str]:
+        async with get_client() as client:
+            run = await client.read_flow_run(flow_run_id)
+            assert run.state is not None and run.state.is_completed()
+            found = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            return [log.message for log in found]
+
+    deadline = time.monotonic() + 30
+    while True:
+        messages = asyncio.run(logs())
+        if any("Loaded 2 rows" in m for m in messages) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert any("Loaded 2 rows" in m for m in messages), messages
+    assert api.paths == ["/items", "/items?page=2"]
