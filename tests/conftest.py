@@ -25,13 +25,19 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"  # dlt
 # Never touch the developer's real ~/.conveyor.
 os.environ["CONVEYOR_HOME"] = tempfile.mkdtemp(prefix="conveyor-test-home-")
-# Tests keep their files in pytest's tmp_path, and load the example deployment with its
-# data/: both are admin-listed roots (each test's own home, database and key inside them
-# stay out of reach all the same).
+# Tests keep their files in pytest's tmp_path, load the example deployment with its data/,
+# and the deployment-format tests name made-up folders (/srv/deploy, /data): all are
+# admin-listed roots here (each test's own home, database and key inside them stay out of
+# reach all the same; tests/integration/test_security_paths.py sets its own roots).
 os.environ.setdefault(
     "CONVEYOR_ALLOWED_PATHS",
     os.pathsep.join(
-        [tempfile.gettempdir(), os.path.join(os.path.dirname(__file__), "..", "deployments")]
+        [
+            tempfile.gettempdir(),
+            os.path.join(os.path.dirname(__file__), "..", "deployments"),
+            "/srv/deploy",
+            "/data",
+        ]
     ),
 )
 

@@ -98,7 +98,7 @@ def destinations() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
             WORD,
             st.none() | SECRET,
         ),
-        st.builds(lambda w: ("filesystem", {"path": f"/out/{w}", "format": "parquet"}), WORD),
+        st.builds(lambda w: ("filesystem", {"path": f"/data/out/{w}", "format": "parquet"}), WORD),
     )
 
 

@@ -129,6 +129,9 @@ def plan(connector: ResolvedConnector) -> Plan | None:
     url = connection_url(cfg)
     if not _is_postgres(url):
         return None
+    from conveyor.pipelines.readonly import read_only_url
+
+    url = read_only_url(url)  # the source session cannot write, whatever it is sent
 
     import psycopg
 
@@ -236,11 +239,13 @@ def _to_postgres(connector: ResolvedConnector, tables: list[DirectTable], stats:
     import psycopg
 
     from conveyor.pipelines.destinations import postgres as pg_dest
+    from conveyor.pipelines.readonly import read_only_url
     from conveyor.pipelines.sources.sql_database import connection_url
 
     dataset = pg_dest.dataset(connector.destination, connector.id)  # type: ignore[arg-type]
     # libpq connects without Python sockets: checked and pinned to the checked address here.
-    src_info = pin_conninfo(conninfo(connection_url(connector.source)))  # type: ignore[arg-type]
+    src_url = read_only_url(connection_url(connector.source))  # type: ignore[arg-type]
+    src_info = pin_conninfo(conninfo(src_url))
     dst_info = pin_conninfo(conninfo(pg_dest.connection_url(connector.destination)))  # type: ignore[arg-type]
     with (
         psycopg.connect(src_info, connect_timeout=30) as src,
@@ -390,13 +395,16 @@ def _to_duckdb(
     connector: ResolvedConnector, tables: list[DirectTable], settings: Settings, stats: RunStats
 ) -> None:
     from conveyor.pipelines.destinations import duckdb as duck_dest
+    from conveyor.pipelines.readonly import read_only_url
     from conveyor.pipelines.sources.sql_database import connection_url
     from conveyor.pipelines.target import default_dataset
 
     path = duck_dest.confined_path(connector.destination, settings)  # type: ignore[arg-type]
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset = connector.destination.dataset_name or default_dataset(connector.id)  # type: ignore[attr-defined]
-    src_url = connection_url(connector.source)  # type: ignore[arg-type]
+    # Read-only in PostgreSQL too, not only in DuckDB's ATTACH: the session option survives
+    # anything the scanner sends.
+    src_url = read_only_url(connection_url(connector.source))  # type: ignore[arg-type]
     with _duckdb(str(path), src_url) as con:
         for table in tables:
             _duck_table(con, dataset, table, stats)

@@ -114,6 +114,7 @@ def apply_demo(settings: Settings, directory: Path | None) -> Demo:
     except ImportError:
         return Demo(False, reason="this build has no deployments_io (YAML apply)")
     box = SecretBox(settings.secret_keys())
+    directory = copy_demo(settings, directory)
     with session_scope(settings.effective_database_url) as session:
         apply_directory(
             directory, session=session, box=box, actor=SYSTEM, prune=False, settings=settings
@@ -121,6 +122,16 @@ def apply_demo(settings: Settings, directory: Path | None) -> Demo:
     with session_scope(settings.effective_database_url) as session:
         ids = list(session.scalars(select(Connector.id).order_by(Connector.id)))
     return Demo(True, ids)
+
+
+def copy_demo(settings: Settings, directory: Path) -> Path:
+    """The demo files copied under ``CONVEYOR_HOME/data/demo``: connectors read only inside
+    the allowed roots, and a source checkout's ``deployments/data`` is not one of them."""
+    import shutil
+
+    target = settings.data_dir / "demo"
+    shutil.copytree(directory, target, dirs_exist_ok=True, symlinks=False)
+    return target
 
 
 def data_location(settings: Settings, connector_ids: list[int]) -> str:

@@ -34,10 +34,16 @@ class SqlDatabaseConfig(CopyOptions, DatabaseConnection, TypeConfig):
         if self.tables is not None and self.query is not None:
             raise ValueError("give tables or query, not both")
         if self.query is not None:
-            first = self.query.lstrip().split(None, 1)[0].lower() if self.query.strip() else ""
-            if first not in ("select", "with"):
-                raise ValueError("query must be a read-only SELECT statement")
+            from conveyor.pipelines import readonly
+
+            readonly.check_query(self.query, self.sql_dialect())
         return self
+
+    def sql_dialect(self) -> str | None:
+        """The sqlglot dialect the query is parsed with (None: generic SQL)."""
+        from conveyor.pipelines import readonly
+
+        return readonly.dialect_of(self.connection_string or self.drivername)
 
 
 # --- runtime (dlt and SQLAlchemy are imported lazily) ------------------------------
@@ -120,7 +126,9 @@ def build(cfg: SqlDatabaseConfig) -> list[Any]:
 
     from dlt.sources.sql_database import sql_table
 
-    engine = sa.create_engine(url)
+    from conveyor.pipelines import readonly
+
+    engine = readonly.engine(url)
     try:
         metadata = sa.MetaData(schema=cfg.source_schema)
         specs = [TableSpec(name=t) if isinstance(t, str) else t for t in cfg.tables or []]
@@ -150,7 +158,7 @@ def build(cfg: SqlDatabaseConfig) -> list[Any]:
                 columns = columns + [k for k in reflected if k not in columns]
             resources.append(
                 sql_table(
-                    credentials=url,
+                    credentials=engine,  # read-only sessions, its URL too (connectorx)
                     table=spec.name,
                     schema=cfg.source_schema,
                     metadata=metadata,
@@ -214,7 +222,11 @@ def _query_resource(cfg: SqlDatabaseConfig, url: str) -> Any:
     import sqlalchemy as sa
     from dlt.sources.sql_database.arrow_helpers import row_tuples_to_arrow
 
+    from conveyor.pipelines import readonly
+
     query = cfg.query or ""
+    # Again at run time: a config stored past the validator never runs a write.
+    readonly.check_query(query, cfg.sql_dialect())
     opts = CopyOptions(
         write_disposition=cfg.write_disposition,
         primary_key=cfg.primary_key,
@@ -228,7 +240,7 @@ def _query_resource(cfg: SqlDatabaseConfig, url: str) -> Any:
             dlt.sources.incremental(cursor, initial_value=opts.initial_value) if cursor else None
         ),
     ) -> Iterator[Any]:
-        engine = sa.create_engine(url)
+        engine = readonly.engine(url)
         try:
             with engine.connect() as conn:
                 _read_only(conn)
@@ -274,7 +286,9 @@ def discover(cfg: SqlDatabaseConfig) -> dict[str, Any]:
     """Tables (and views) with their columns, types, nullability and primary keys."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(connection_url(cfg))
+    from conveyor.pipelines import readonly
+
+    engine = readonly.engine(connection_url(cfg))
     try:
         insp = sa.inspect(engine)
         schema = cfg.source_schema
@@ -307,7 +321,10 @@ def check(cfg: SqlDatabaseConfig) -> str:
     """Connect and run a trivial query; name the tables to copy that are missing."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(connection_url(cfg))
+    from conveyor.pipelines import readonly
+
+    url = connection_url(cfg)
+    engine = readonly.engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -318,6 +335,6 @@ def check(cfg: SqlDatabaseConfig) -> str:
                 missing = [t for t in wanted if t not in present]
                 if missing:
                     raise LookupError(f"table(s) not found: {', '.join(missing)}")
-        return f"connected to {engine.url.render_as_string(hide_password=True)}"
+        return f"connected to {sa.engine.make_url(url).render_as_string(hide_password=True)}"
     finally:
         engine.dispose()
