@@ -143,9 +143,13 @@ def test_viewer_cannot_change_anything(web_only: Platform, new_page: Any) -> Non
             web_only.base_url + path, form={**form, "csrf_token": token}, max_redirects=0
         )
         assert resp.status == 403, (path, resp.status)
-    # And through the JSON API with the same session cookie.
-    api = page.request.post(f"{web_only.base_url}/api/v1/connectors/{cid}/pause")
+    # And through the JSON API with the same session cookie (and CSRF header, so the
+    # refusal is the role's, not the missing token's).
+    api = page.request.post(
+        f"{web_only.base_url}/api/v1/connectors/{cid}/pause", headers={"X-CSRF-Token": token}
+    )
     assert api.status == 403
+    assert "X-CSRF-Token" not in api.json()["detail"], api.json()
     after = [(c.name, c.is_active, c.schedule, c.version) for c in _connectors(web_only)]
     assert after == before
 
