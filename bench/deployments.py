@@ -122,7 +122,7 @@ def create_connectors(cfg: Settings, n: int, prefix: str = "") -> None:
 
 
 def env_for(n: int) -> dict[str, str]:
-    return {f"CONVEYOR_SOURCE_SHOP_{i:04d}_DB_PASSWORD": f"pw-{i}" for i in range(1, n + 1)}
+    return {f"DEPLOY_SECRET_SOURCE_SHOP_{i:04d}_DB_PASSWORD": f"pw-{i}" for i in range(1, n + 1)}
 
 
 def baseline_export(cfg: Settings, out: Path) -> None:

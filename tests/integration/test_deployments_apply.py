@@ -188,13 +188,13 @@ def test_export_is_deterministic_secret_free_and_round_trips(
     text = b"".join(first.values()).decode()
     for secret in ("pw-orders", "pw-Customers EU", "override-pw", "fernet:"):
         assert secret not in text
-    assert b"${CONVEYOR_SOURCE_ORDERS_DB_PASSWORD}" in first["orders.yaml"]
-    assert b"${CONVEYOR_CONNECTOR_CUSTOMERS_EU_SOURCE_PASSWORD}" in first["customers-eu.yaml"]
+    assert b"${DEPLOY_SECRET_SOURCE_ORDERS_DB_PASSWORD}" in first["orders.yaml"]
+    assert b"${DEPLOY_SECRET_CONNECTOR_CUSTOMERS_EU_SOURCE_PASSWORD}" in first["customers-eu.yaml"]
     env = {
-        "CONVEYOR_SOURCE_ORDERS_DB_PASSWORD": "pw-orders",
-        "CONVEYOR_SOURCE_CUSTOMERS_EU_DB_PASSWORD": "pw-Customers EU",
-        "CONVEYOR_SOURCE_EVENTS_DB_PASSWORD": "pw-events",
-        "CONVEYOR_CONNECTOR_CUSTOMERS_EU_SOURCE_PASSWORD": "override-pw",
+        "DEPLOY_SECRET_SOURCE_ORDERS_DB_PASSWORD": "pw-orders",
+        "DEPLOY_SECRET_SOURCE_CUSTOMERS_EU_DB_PASSWORD": "pw-Customers EU",
+        "DEPLOY_SECRET_SOURCE_EVENTS_DB_PASSWORD": "pw-events",
+        "DEPLOY_SECRET_CONNECTOR_CUSTOMERS_EU_SOURCE_PASSWORD": "override-pw",
     }
     # Another environment: empty database, different secret key.
     result = apply(out, other_settings, env=env)
@@ -286,7 +286,7 @@ def test_an_existing_ui_connector_with_the_same_content_is_adopted(
         make_connector(s, box, "orders")
     out = tmp_path / "out"
     _export(settings, out)
-    env = {"CONVEYOR_SOURCE_ORDERS_DB_PASSWORD": "pw-orders"}
+    env = {"DEPLOY_SECRET_SOURCE_ORDERS_DB_PASSWORD": "pw-orders"}
     [change] = plan(out, settings, env=env).connectors
     assert (change.action, change.managed_by) == ("adopt", "api")
     result = apply(out, settings, env=env)
@@ -304,7 +304,7 @@ def test_secret_changes_are_shown_without_values_and_applied(
         make_connector(s, box, "orders")
     out = tmp_path / "out"
     _export(settings, out)
-    env = {"CONVEYOR_SOURCE_ORDERS_DB_PASSWORD": "rotated-pw"}
+    env = {"DEPLOY_SECRET_SOURCE_ORDERS_DB_PASSWORD": "rotated-pw"}
     the_plan = plan(out, settings, env=env)
     [endpoint] = [e for e in the_plan.endpoints if e.action != "unchanged"]
     assert (endpoint.action, [c.describe() for c in endpoint.changes]) == (
@@ -317,7 +317,9 @@ def test_secret_changes_are_shown_without_values_and_applied(
         src = s.scalars(select(Source)).one()
         assert src.config["password"].startswith("fernet:")
         assert box.decrypt(src.config["password"]) == "rotated-pw"
-    with pytest.raises(ValidationFailed, match="CONVEYOR_SOURCE_ORDERS_DB_PASSWORD is not set"):
+    with pytest.raises(
+        ValidationFailed, match="DEPLOY_SECRET_SOURCE_ORDERS_DB_PASSWORD is not set"
+    ):
         plan(out, settings, env={})
 
 
@@ -407,7 +409,9 @@ def test_export_selection_and_relative_paths(
     with session_scope(settings.effective_database_url) as s:
         make_connector(s, box, "tagged", tags=["keep"])
         files, env_vars = render_export(s, settings, base_dir=example_dir, tags=["keep"])
-        assert list(files) == ["tagged.yaml"] and env_vars == ["CONVEYOR_SOURCE_TAGGED_DB_PASSWORD"]
+        assert list(files) == ["tagged.yaml"] and env_vars == [
+            "DEPLOY_SECRET_SOURCE_TAGGED_DB_PASSWORD"
+        ]
         files, _ = render_export(s, settings, base_dir=example_dir, names=["example-orders"])
     # Exported into the directory it came from, the CSV's path is relative again.
     assert "      path: data\n" in files["example-orders.yaml"]

@@ -39,7 +39,7 @@ connector:
       host: db.example.com
       database: sales
       username: reader
-      password: ${SALES_DB_PASSWORD}
+      password: ${DEPLOY_SECRET_SALES_DB_PASSWORD}
   destination:
     name: lake
     type: duckdb
@@ -79,7 +79,9 @@ def test_the_example_loads_with_its_paths_made_absolute() -> None:
 
 def test_a_good_file_resolves_secrets_tags_and_relative_paths() -> None:
     loaded = load_files(
-        {"orders.yaml": GOOD}, base_dir=Path("/srv/deploy"), env={"SALES_DB_PASSWORD": "pw-1"}
+        {"orders.yaml": GOOD},
+        base_dir=Path("/srv/deploy"),
+        env={"DEPLOY_SECRET_SALES_DB_PASSWORD": "pw-1"},
     )
     [spec] = loaded.files
     assert spec.tags == ["finance"]
@@ -151,8 +153,12 @@ CASES = [
         id="connector-id-clash",
     ),
     pytest.param(
-        {"a.yaml": GOOD.replace("${SALES_DB_PASSWORD}", "${NOT_SET_ANYWHERE}")},
-        ("a.yaml:22:17", "environment variable NOT_SET_ANYWHERE is not set"),
+        {
+            "a.yaml": GOOD.replace(
+                "${DEPLOY_SECRET_SALES_DB_PASSWORD}", "${DEPLOY_SECRET_NOT_SET_ANYWHERE}"
+            )
+        },
+        ("a.yaml:22:17", "environment variable DEPLOY_SECRET_NOT_SET_ANYWHERE is not set"),
         id="missing-env-var",
     ),
     pytest.param(
@@ -166,7 +172,7 @@ CASES = [
         id="same-name",
     ),
     pytest.param(
-        {"a.yaml": GOOD.replace("${SALES_DB_PASSWORD}", "hunter2")},
+        {"a.yaml": GOOD.replace("${DEPLOY_SECRET_SALES_DB_PASSWORD}", "hunter2")},
         ("a.yaml:22:17", "a secret must be an ${ENV_VAR} reference"),
         id="literal-secret",
     ),
@@ -232,7 +238,7 @@ CASES = [
 def test_each_bad_input_names_file_line_and_column(
     files: dict[str, str], expected: tuple[str, str]
 ) -> None:
-    found = problems_of(files, env={"SALES_DB_PASSWORD": "pw"})
+    found = problems_of(files, env={"DEPLOY_SECRET_SALES_DB_PASSWORD": "pw"})
     loc, reason = expected
     assert any(p[0].startswith(loc) and reason in p[1] for p in found), found
 
@@ -242,7 +248,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         GOOD.replace('"0 2 * * *"', '"61 * * * *"')
         .replace('"Europe/Paris"', '"Nowhere/City"')
         .replace("[connector-7, scheduled, finance]", "[connector-7, bad tag]")
-        .replace("${SALES_DB_PASSWORD}", "${MISSING_VAR}")
+        .replace("${DEPLOY_SECRET_SALES_DB_PASSWORD}", "${DEPLOY_SECRET_MISSING_VAR}")
         .replace("connector_id: 7", "connector_id: 7\ncolour: blue")
     )
     (tmp_path / "a.yaml").write_text(wrong)
@@ -259,7 +265,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_a_10_mb_file_is_refused_without_being_read(tmp_path: Path) -> None:
     (tmp_path / "huge.yaml").write_bytes(b"name: x\n" + b"#" * 10_000_000 + b"\n")
     (tmp_path / "ok.yaml").write_text(GOOD)
-    loaded = load_directory(tmp_path, env={"SALES_DB_PASSWORD": "x"}, strict=False)
+    loaded = load_directory(tmp_path, env={"DEPLOY_SECRET_SALES_DB_PASSWORD": "x"}, strict=False)
     assert [(p.loc, p.reason[:14]) for p in loaded.problems] == [
         ("huge.yaml:1:1", "file is 10.0 M")
     ]
@@ -273,7 +279,7 @@ def test_only_top_level_yaml_files_count(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "x.yaml").write_text("not: a deployment\n")
     (tmp_path / "..data").mkdir()  # what a Kubernetes ConfigMap mount looks like
-    loaded = load_directory(tmp_path, env={"SALES_DB_PASSWORD": "x"})
+    loaded = load_directory(tmp_path, env={"DEPLOY_SECRET_SALES_DB_PASSWORD": "x"})
     assert [f.file for f in loaded.files] == ["a.yaml"]
 
 
@@ -283,9 +289,11 @@ def test_missing_directory_is_an_error(tmp_path: Path) -> None:
 
 
 def test_relative_paths_need_a_directory() -> None:
-    found = problems_of({"a.yaml": GOOD}, env={"SALES_DB_PASSWORD": "x"})
+    found = problems_of({"a.yaml": GOOD}, env={"DEPLOY_SECRET_SALES_DB_PASSWORD": "x"})
     assert found == []
-    loaded = load_files({"a.yaml": GOOD}, env={"SALES_DB_PASSWORD": "x"}, strict=False)
+    loaded = load_files(
+        {"a.yaml": GOOD}, env={"DEPLOY_SECRET_SALES_DB_PASSWORD": "x"}, strict=False
+    )
     assert [p.reason for p in loaded.problems] == [
         "connector.destination.config.path: relative path 'out/lake.duckdb' needs the "
         "file's directory (send base_dir, or use an absolute path)"
@@ -300,7 +308,9 @@ def test_inline_endpoints_must_agree_across_files() -> None:
         .replace("name: orders\n", "name: orders-b\n")
         .replace("database: sales", "database: other")
     )
-    found = problems_of({"a.yaml": GOOD, "b.yaml": other}, env={"SALES_DB_PASSWORD": "x"})
+    found = problems_of(
+        {"a.yaml": GOOD, "b.yaml": other}, env={"DEPLOY_SECRET_SALES_DB_PASSWORD": "x"}
+    )
     assert found == [
         (
             "b.yaml:16:5",
@@ -336,7 +346,9 @@ def test_scalars_follow_yaml_1_2() -> None:
         .replace("tables: [orders]", "tables: [on, 'yes', 010]")
         .replace("connector_id: 7", "connector_id: 0o7")
     )
-    [spec] = load_files({"a.yaml": text}, env={"SALES_DB_PASSWORD": "x"}, strict=False).files
+    [spec] = load_files(
+        {"a.yaml": text}, env={"DEPLOY_SECRET_SALES_DB_PASSWORD": "x"}, strict=False
+    ).files
     assert spec.description == "2024-01-01"  # a date stays the text written
     assert spec.connector_id == 7
     assert spec.connector is not None

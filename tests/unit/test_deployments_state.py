@@ -47,9 +47,9 @@ def test_hash_covers_secrets_without_revealing_them() -> None:
 def test_names_for_files_and_variables() -> None:
     assert slug("Orders EU (nightly)") == "orders-eu-nightly"
     assert slug("v1.2_final") == "v1.2-final"
-    assert env_name("source", "orders-db", "password") == "CONVEYOR_SOURCE_ORDERS_DB_PASSWORD"
+    assert env_name("source", "orders-db", "password") == "DEPLOY_SECRET_SOURCE_ORDERS_DB_PASSWORD"
     assert env_name("connector", "Customers EU", "source_token") == (
-        "CONVEYOR_CONNECTOR_CUSTOMERS_EU_SOURCE_TOKEN"
+        "DEPLOY_SECRET_CONNECTOR_CUSTOMERS_EU_SOURCE_TOKEN"
     )
 
 

@@ -3,7 +3,8 @@ byte-identical files (fixed key order, sorted config keys, file names from conne
 so a directory under version control shows real changes only.
 
 Secrets are never written: a set secret becomes an ``${ENV_VAR}`` reference named after
-its source/destination (or connector) and field, e.g. ``${CONVEYOR_SOURCE_ORDERS_DB_PASSWORD}``.
+its source/destination (or connector) and field, e.g. ``${DEPLOY_SECRET_SOURCE_ORDERS_DB_PASSWORD}``
+(``DEPLOY_SECRET_*`` is what apply reads by default; ``CONVEYOR_*`` never).
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def slug(name: str) -> str:
 
 
 def env_name(*parts: str) -> str:
-    """``CONVEYOR_SOURCE_ORDERS_DB_PASSWORD`` from ("source", "orders-db", "password")."""
-    words = [re.sub(r"[^A-Za-z0-9]+", "_", p).strip("_").upper() for p in ("conveyor", *parts)]
+    """``DEPLOY_SECRET_SOURCE_ORDERS_DB_PASSWORD`` from ("source", "orders-db", "password")."""
+    words = [re.sub(r"[^A-Za-z0-9]+", "_", p).strip("_").upper() for p in ("deploy_secret", *parts)]
     return "_".join(w for w in words if w)
 
 
