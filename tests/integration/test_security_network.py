@@ -118,10 +118,12 @@ def test_rest_source_at_the_prefect_api_refused_at_save_check_and_run(
 
     result = check("source", "rest_api", config, settings=s)
     assert not result.ok
-    assert result.message == f"source config.base_url: {prefect_api_url} is the Prefect API; {OWN}"
+    assert f"config.base_url: {prefect_api_url} is the Prefect API; {OWN}" in result.message
 
     cid = stored_connector(factory, config)
-    with pytest.raises(RunFailed, match=f"source config.base_url: {base}.* is the Prefect API"):
+    with pytest.raises(
+        RunFailed, match=f"source(\\.| config\\.)base_url: {base}.* is the Prefect API"
+    ):
         run_connector(cid, settings=s)
 
 
@@ -226,7 +228,7 @@ def test_production_refuses_a_loopback_postgres_source_local_mode_allows_it(
     assert check("source", "sql_database", config, settings=local).ok
     refused = check("source", "sql_database", config, settings=production)
     assert not refused.ok and "loopback" in refused.message
-    assert "source config.connection_string" in refused.message
+    assert "config.connection_string: 127.0.0.1:5432/" in refused.message
 
     cid = factory(("sql_database", config), ("duckdb", {}))
     assert run_connector(cid, settings=local)["tables"] == {"t": 1}

@@ -131,7 +131,7 @@ def test_targets_name_the_field_and_hide_passwords() -> None:
     assert (t.loc, t.host, t.port, t.database) == ("config.connection_string", "h", 6543, "d")
     assert "hunter2" not in t.shown
     sftp = validate_type(
-        "destination", "sftp", {"host": "169.254.169.254", "username": "u", "password": "p"}
+        "destination", "sftp", {"host": "sftp.example", "username": "u", "password": "p"}
     )
     assert [(t.loc, t.port) for t in targets(sftp, "config")] == [("config.host", 22)]
 
@@ -169,3 +169,12 @@ def test_owner_is_decided_by_the_innermost_known_frame() -> None:
     namespace2: dict[str, object] = {"__name__": "prefect.client.fake", "f": namespace["where"]}
     exec("def call():\n    return f()", namespace2)
     assert netguard.owner(namespace2["call"]()) == "connector"  # type: ignore[operator]
+
+
+def test_saving_refuses_addresses_without_waiting_on_dns() -> None:
+    with pytest.raises(ValidationFailed, match=r"config\.host: 169\.254\.169\.254:22 is a cloud"):
+        validate_type(
+            "destination", "sftp", {"host": "169.254.169.254", "username": "u", "password": "p"}
+        )
+    # An unresolvable name is left to the run (it may resolve on the worker).
+    validate_type("source", "rest_api", {"base_url": "http://api.invalid/"})

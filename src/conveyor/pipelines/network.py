@@ -363,14 +363,19 @@ def check_config(model: Any, settings: Settings, *, prefix: str) -> None:
         policy.check_target(target)
 
 
-def validate_config(model: Any, settings: Settings, *, prefix: str = "config") -> None:
+def validate_config(
+    model: Any, settings: Settings, *, prefix: str = "config", resolve_names: bool = False
+) -> None:
     """``check_config`` for saving: every denied field as a ``ValidationFailed`` problem.
 
-    A name that does not resolve here is not refused at save (it may resolve on the worker);
-    the run checks again."""
+    Without ``resolve_names`` only addresses, Unix sockets and ``localhost`` are judged (a
+    save never waits on DNS); a name that does not resolve is never refused here (it may
+    on the worker). Runs and checks resolve and check again, and so does every connection."""
     policy = policy_for(settings)
     problems = []
     for target in targets(model, prefix):
+        if not resolve_names and not _judged_without_dns(target.host):
+            continue
         try:
             policy.check_target(target)
         except NetworkDenied as exc:
@@ -380,3 +385,10 @@ def validate_config(model: Any, settings: Settings, *, prefix: str = "config") -
             problems.append(FieldProblem(loc, reason))
     if problems:
         raise ValidationFailed(problems)
+
+
+def _judged_without_dns(host: str | None) -> bool:
+    if host is None or host.startswith("/") or parse_ip(host) is not None:
+        return True
+    name = host.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from conveyor.errors import FieldProblem, ValidationFailed
-from conveyor.pipelines import paths
+from conveyor.pipelines import network, paths
 from conveyor.pipelines.config import TypeConfig
 from conveyor.pipelines.destinations.duckdb import DuckdbConfig
 from conveyor.pipelines.destinations.filesystem import FilesystemDestinationConfig
@@ -110,6 +110,9 @@ def validate_config(
     except ValidationError as exc:
         raise ValidationFailed(pydantic_problems(exc, loc)) from None
     paths.confine(kind, type_name, model, settings=settings or get_settings(), loc=loc)
+    # Addresses the network policy refuses (the platform's own services, metadata, loopback
+    # in production); names are resolved and judged at each run, check and connection.
+    network.validate_config(model, settings or get_settings(), prefix=loc)
     return model
 
 
