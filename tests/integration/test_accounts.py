@@ -18,7 +18,7 @@ from conveyor.db.session import session_scope
 from conveyor.settings import Settings, get_settings
 from conveyor.web.app import create_app
 from tests.fixtures.ui import UIClient, cheap_password_hashing, csrf_of, parse_html
-from tests.fixtures.web import ApiUser
+from tests.fixtures.web import ApiUser, _make_user
 
 NEW_PASSWORD = "a-brand-new-passphrase"
 
@@ -206,7 +206,7 @@ def test_disable_ends_logins_and_tokens_and_blocks_login(
     assert "user.disable" in actions and "user.enable" in actions
 
 
-def test_delete_keeps_the_users_connectors(
+def test_delete_keeps_the_users_connectors_for_admins_only(
     app_settings: Settings, admin: ApiUser, editor: ApiUser
 ) -> None:
     connector = editor.make_connector()
@@ -227,6 +227,13 @@ def test_delete_keeps_the_users_connectors(
     assert login_response(app_settings, "eddie", "correct-horse-battery").status_code == 401
     assert admin.delete(f"/api/v1/users/{eddie}").status_code == 404
     assert "user.delete" in audit_text(app_settings)
+
+    # A new user given the old name inherits nothing; admins still manage what was kept.
+    again = _make_user(app_settings, admin.client, "eddie", "editor")
+    assert again.post(f"/api/v1/connectors/{connector['id']}/pause").status_code == 403
+    patch = {"name": "taken-over"}
+    assert again.patch(f"/api/v1/sources/{connector['source_id']}", json=patch).status_code == 403
+    assert admin.post(f"/api/v1/connectors/{connector['id']}/pause").status_code == 200
 
 
 def test_the_last_active_admin_stays(app_settings: Settings, admin: ApiUser) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conveyor.db.models import ApiToken, Connector, UiSession, User
+from conveyor.db.models import ApiToken, Connector, Destination, Source, UiSession, User
 from conveyor.domain.models import PASSWORD_MAX, PASSWORD_MIN, UserCreate
 from conveyor.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services import audit, login_throttle
@@ -219,8 +219,8 @@ def set_active(user_id: int, active: bool, *, session: Session, actor: Actor) ->
 
 
 def delete_user(user_id: int, *, session: Session, actor: Actor) -> None:
-    """Delete a user with their logins and tokens. Their connectors are kept, with no
-    owner: from then on only admins change them."""
+    """Delete a user with their logins and tokens. Their connectors, sources and
+    destinations are kept, with no owner: from then on only admins change them."""
     require_role(actor, "admin", "delete users")
     user = get(user_id, session=session)
     _not_yourself(user, actor, "delete")
@@ -231,6 +231,15 @@ def delete_user(user_id: int, *, session: Session, actor: Actor) -> None:
         .values(owner_id=None)
         .execution_options(synchronize_session="fetch")
     )
+    # Sources and destinations name their creator, and the creator may change them: a
+    # later user given the same name must not inherit them, so they become admins' only.
+    for endpoint in (Source, Destination):
+        session.execute(
+            update(endpoint)
+            .where(endpoint.created_by == user.username)
+            .values(created_by=None)
+            .execution_options(synchronize_session="fetch")
+        )
     session.execute(delete(UiSession).where(UiSession.user_id == user.id))
     session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
     audit.record(
