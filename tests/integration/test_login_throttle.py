@@ -186,3 +186,17 @@ def test_wrong_current_passwords_are_throttled_too(app_settings: Settings, edito
     assert int(resp.headers["Retry-After"]) >= 1 and "try again" in resp.json()["detail"]
     assert CountingHasher.calls == before
     assert editor.get("/api/v1/me").status_code == 200  # nothing changed
+
+
+def test_an_admin_reset_lets_a_throttled_user_in(users: Settings) -> None:
+    from conveyor.services.authz import SYSTEM
+
+    b = Browser(users, "198.51.100.50")
+    for _ in range(PER_ACCOUNT):
+        b.login("eddie", "wrong-password")
+    assert b.login("eddie", PASSWORD).status_code == 429
+    with session_scope(users.effective_database_url) as session:
+        eddie = users_service.get_by_username("eddie", session=session)
+        assert eddie is not None
+        users_service.reset_password(eddie.id, "a-fresh-password", session=session, actor=SYSTEM)
+    assert Browser(users, "198.51.100.51").login("eddie", "a-fresh-password").status_code == 303

@@ -126,6 +126,16 @@ class Attempt:
         )
 
 
+def clear_account(username: str, *, session: Session) -> None:
+    """Forget an account's failures (an admin set a new password: let its owner in)."""
+    key_hash = _key_hash("account", username.strip().casefold())
+    session.execute(
+        delete(LoginThrottle).where(
+            LoginThrottle.scope == "account", LoginThrottle.key_hash == key_hash
+        )
+    )
+
+
 def begin(username: str, address: str, *, session: Session, limits: Limits) -> Attempt:
     """Start an attempt for ``username`` from ``address``; TooManyAttempts while either
     waits. Call before hashing anything: a refused attempt costs no argon2 time."""

@@ -184,10 +184,12 @@ def change_own_password(
 
 
 def reset_password(user_id: int, password: str, *, session: Session, actor: Actor) -> AccessEnded:
-    """An admin sets another user's password; that user's logins and tokens end."""
+    """An admin sets another user's password; that user's logins and tokens end, and the
+    failed logins counted against the account are forgotten."""
     require_role(actor, "admin", "reset passwords")
     _check_password(password, "password")
     user = get(user_id, session=session)
+    login_throttle.clear_account(user.username, session=session)
     return _set_password(user, password, "user.password_reset", session=session, actor=actor)
 
 
