@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from conveyor.pipelines.config import CopyOptions, DatabaseConnection, TypeConfig
 
@@ -33,11 +33,17 @@ class SqlDatabaseConfig(CopyOptions, DatabaseConnection, TypeConfig):
     def _tables_or_query(self) -> SqlDatabaseConfig:
         if self.tables is not None and self.query is not None:
             raise ValueError("give tables or query, not both")
-        if self.query is not None:
+        return self
+
+    @field_validator("query")
+    @classmethod
+    def _one_select(cls, query: str | None, info: ValidationInfo) -> str | None:
+        if query is not None:
             from conveyor.pipelines import readonly
 
-            readonly.check_query(self.query, self.sql_dialect())
-        return self
+            driver = info.data.get("connection_string") or info.data.get("drivername")
+            readonly.check_query(query, readonly.dialect_of(driver))
+        return query
 
     def sql_dialect(self) -> str | None:
         """The sqlglot dialect the query is parsed with (None: generic SQL)."""
