@@ -122,7 +122,8 @@ def keep_unchanged_secrets(
         value = out.get(name, MASK)
         if isinstance(value, dict):
             # Header values sent back masked keep theirs; a new name needs its value.
-            before = old.get(name) if keep and isinstance(old.get(name), dict) else {}
+            stored = old.get(name)
+            before: dict[str, Any] = stored if keep and isinstance(stored, dict) else {}
             out[name] = {
                 k: before[k] if v == MASK else v
                 for k, v in value.items()

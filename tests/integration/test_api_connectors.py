@@ -62,8 +62,8 @@ def test_manual_only_connector_has_no_next_runs(admin: ApiUser) -> None:
         ({"destination_id": "x"}, "destination_id", "valid integer"),
         (
             {"source_config_override": {"query": "DELETE FROM t"}},
-            "source_config_override",
-            "read-only SELECT",
+            "source_config_override.query",
+            "must be a SELECT statement, not DELETE",
         ),
         (
             {"source_config_override": {"batch_size": "many"}},

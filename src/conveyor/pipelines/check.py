@@ -16,6 +16,7 @@ from conveyor.pipelines import netguard
 from conveyor.pipelines.explain import explain
 from conveyor.pipelines.network import NetworkDenied, check_config
 from conveyor.pipelines.registry import Kind, get_type, validate_config
+from conveyor.secrets import secret_values
 from conveyor.settings import Settings
 
 DEFAULT_TIMEOUT = 20.0
@@ -31,8 +32,7 @@ class CheckResult:
 
 
 def _secrets(kind: Kind, type_name: str, config: dict[str, Any]) -> list[str]:
-    fields = get_type(kind, type_name).secret_fields
-    return [str(config[f]) for f in fields if config.get(f)]
+    return secret_values(config, get_type(kind, type_name).secret_fields)
 
 
 def check(

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from conveyor.db.models import Connector
+from conveyor.errors import ValidationFailed
 from conveyor.pipelines.config import TypeConfig
 from conveyor.pipelines.registry import get_type, validate_config
-from conveyor.secrets import SecretBox
+from conveyor.secrets import SecretBox, secret_values
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.pipelines")
@@ -82,6 +83,19 @@ def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
     """Merge base config and overrides, decrypt secrets, validate both sides."""
     src_info = get_type("source", connector.source.type)
     dst_info = get_type("destination", connector.destination.type)
+    # Stored before overrides were checked on save, or written past the service: an
+    # override that moves where an endpoint connects never runs.
+    for info, override, loc in (
+        (src_info, connector.source_config_override, "source_config_override"),
+        (dst_info, connector.destination_config_override, "destination_config_override"),
+    ):
+        moved = sorted(set(override or {}) & info.connection_fields)
+        if moved:
+            raise ValidationFailed.field(
+                f"{loc}.{moved[0]}",
+                f"a connector may not change where its {info.kind} connects; "
+                f"set it on the {info.kind} itself",
+            )
     src_plain = box.decrypt_config(
         merged_config(connector.source.config, connector.source_config_override),
         src_info.secret_fields,
@@ -105,7 +119,7 @@ def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
 
 
 def _secret_values(config: dict[str, Any], fields: frozenset[str]) -> list[str]:
-    values = [str(config[f]) for f in fields if config.get(f)]
+    values = secret_values(config, fields)
     # A connection string's password is a secret too, though the field holds more.
     for key in ("connection_string",):
         url = config.get(key)

@@ -182,7 +182,7 @@ def require_secrets_again(
 def _entered(value: Any) -> bool:
     if isinstance(value, dict):
         return MASK not in value.values()
-    return value != MASK
+    return bool(value != MASK)
 
 
 def with_stored_secrets(

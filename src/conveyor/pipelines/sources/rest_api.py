@@ -79,7 +79,7 @@ def origin_bound_auth(base_url: str, auth: dict[str, Any] | None, headers: dict[
     would carry custom headers, such as an API key, along)."""
     from dlt.sources.rest_api.config_setup import create_auth
 
-    inner = create_auth(auth) if auth else None
+    inner = create_auth(auth) if auth else None  # type: ignore[arg-type]
     bound = _origin_bound_class()()
     bound.setup(origin(base_url), inner, headers)
     return bound

@@ -12,7 +12,7 @@ from conveyor.domain.models import ConnectorOut
 from conveyor.errors import ConveyorError, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services import connectors as svc
 from conveyor.services import runs as runs_svc
-from conveyor.services.authz import Actor
+from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
 from conveyor.web.ui import chart, queries
 from conveyor.web.ui.base import (
@@ -256,6 +256,7 @@ def delete_confirm(request: Request, connector_id: int, actor: UIActor) -> Respo
         out = svc.to_out(c, settings)
         count = queries.run_count(connector_id, session=session)
         owner_id = c.owner_id
+    require_owner_or_admin(actor, owner_id, "delete this connector")
     return render(
         request,
         "connectors/delete.html",
