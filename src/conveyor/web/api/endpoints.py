@@ -72,13 +72,19 @@ def _router(kind: Kind) -> APIRouter:
 
         @router.get("/{endpoint_id}/discover", summary="List tables and columns, or files")
         def discover(
-            endpoint_id: int, session: SessionDep, actor: CurrentActor, box: BoxDep
+            endpoint_id: int,
+            session: SessionDep,
+            settings: SettingsDep,
+            actor: CurrentActor,
+            box: BoxDep,
         ) -> dict[str, Any]:
             from conveyor.pipelines.check import discover as run_discover
 
             require_role(actor, "editor", "discover sources")
             obj = catalog.get(kind, endpoint_id, session=session)
-            return run_discover(obj.type, catalog.decrypted_config(kind, obj, box))
+            return run_discover(
+                obj.type, catalog.decrypted_config(kind, obj, box), settings=settings
+            )
 
     return router
 

@@ -71,14 +71,14 @@ def _names_from(items: Any) -> list[str]:
     return out
 
 
-def discover(type_name: str, config: dict[str, Any]) -> Discovery:
+def discover(type_name: str, config: dict[str, Any], settings: Settings | None = None) -> Discovery:
     """Table names (SQL), file names (files) or resources (REST) the source offers."""
     try:
         from conveyor.pipelines.check import discover as run_discover
     except ImportError:
         return Discovery(error="Discovery is not available in this build: type the names.")
     try:
-        found = run_discover(type_name, config)
+        found = run_discover(type_name, config, settings=settings)
     except ConveyorError as exc:
         return Discovery(error=mask_text(str(exc), _secrets_of("source", type_name, config)))
     except Exception as exc:  # a driver's own error

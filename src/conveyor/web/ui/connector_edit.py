@@ -403,7 +403,7 @@ async def discover(request: Request, actor: UIActor) -> Response:
         found = _config_from_form("source", form, request)
         if isinstance(found, str):
             return checks.Discovery(error=found)
-        return checks.discover(found[0], found[1])
+        return checks.discover(found[0], found[1], get_settings(request))
 
     found = await run_in_threadpool(work)
     picked = set(cf.split_list(str(form.get("tables") or ""))) | set(form.getlist("table"))
