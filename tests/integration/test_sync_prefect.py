@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from conveyor.domain.vocabulary import ENTRYPOINT
 from conveyor.sync.gateway import READ_CALLS
-from conveyor.sync.spec import ENTRYPOINT
 from tests.integration.test_sync_support import (
     WORK_POOL,
     SyncEnv,

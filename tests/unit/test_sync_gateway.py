@@ -10,7 +10,8 @@ from uuid import UUID, uuid4
 import pytest
 from pydantic import ValidationError
 
-from conveyor.sync.gateway import create_payload, translate, update_payload
+from conveyor.sync.payloads import create_payload, update_payload
+from conveyor.sync.prefect_errors import translate
 from conveyor.sync.spec import DeploymentSpec, build
 
 

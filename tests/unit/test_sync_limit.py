@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conveyor.sync.gateway import AdaptiveLimit, LimitPolicy
+from conveyor.sync.limit import AdaptiveLimit, LimitPolicy
 
 
 def serve(policy: LimitPolicy, calls: int, busy: Callable[[int], float]) -> Counter[int]:

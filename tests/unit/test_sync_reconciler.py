@@ -29,15 +29,17 @@ from conveyor.db.migrations import upgrade
 from conveyor.db.models import Connector, Lease, OutboxEntry
 from conveyor.db.session import dispose_all, session_scope
 from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate
+from conveyor.domain.vocabulary import OWNER_TAG
 from conveyor.errors import ExternalError
 from conveyor.secrets import SecretBox
 from conveyor.services import catalog, connectors
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
 from conveyor.sync import store
-from conveyor.sync.gateway import FlowRunState, ObservedDeployment, PrefectUnavailable
+from conveyor.sync.payloads import FlowRunState, ObservedDeployment
+from conveyor.sync.prefect_errors import PrefectUnavailable
 from conveyor.sync.reconciler import Backoff, Reconciler
-from conveyor.sync.spec import OWNER_TAG, DeploymentSpec, build
+from conveyor.sync.spec import DeploymentSpec, build
 
 REJECTED_CRON = "1 2 3 4 5"  # valid cron that the fake Prefect refuses (like a 422)
 

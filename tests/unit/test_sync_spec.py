@@ -11,7 +11,8 @@ import pytest
 
 from conveyor.errors import ExternalError
 from conveyor.sync import spec as S
-from conveyor.sync.gateway import PrefectUnavailable, ServerBusy, observe, translate
+from conveyor.sync.payloads import observe
+from conveyor.sync.prefect_errors import PrefectUnavailable, ServerBusy, translate
 
 
 @dataclass

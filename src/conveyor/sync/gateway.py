@@ -1,37 +1,34 @@
 """The only module that talks to Prefect.
 
 Wraps the official ``prefect`` client. Every Prefect failure leaves here as an
-``ExternalError``: transient for connection errors, timeouts and 5xx (retry later),
-terminal for 4xx (the request itself is wrong; retrying it unchanged cannot help).
-Deployments are read back as ``ObservedDeployment``: Prefect's deployment projected onto
-the same ``DeploymentSpec`` the reconciler builds, so comparing them is comparing hashes.
+``ExternalError`` (``prefect_errors``). Deployments are read back as
+``ObservedDeployment`` (``payloads``); how many calls are in flight is ``limit``'s policy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
-from pydantic import ValidationError
 
+from conveyor.domain.vocabulary import FLOW_NAME, OWNER_TAG, connector_tag
 from conveyor.errors import ExternalError
-from conveyor.sync.spec import (
-    FLOW_NAME,
-    OWNER_TAG,
-    PARAMETER_SCHEMA,
-    CronSpec,
-    DeploymentSpec,
-    connector_tag,
+from conveyor.sync.limit import AdaptiveLimit
+from conveyor.sync.payloads import (
+    FlowRunState,
+    ObservedDeployment,
+    create_payload,
+    observe,
+    update_payload,
 )
+from conveyor.sync.prefect_errors import ServerBusy, prefect_errors, status_code
+from conveyor.sync.spec import DeploymentSpec
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -46,49 +43,6 @@ READ_CALLS = frozenset({"list_deployments", "flow_run_states", "read_work_pool",
 # or its schedules were replaced in Prefect by ones a PATCH may not touch): upsert instead.
 PATCH_FALLBACK = frozenset({404, 409, 422})
 T = TypeVar("T")
-FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
-
-
-class PrefectUnavailable(ExternalError):
-    """Prefect could not be reached or did not answer in time."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, hint="is the Prefect server running?", transient=True)
-
-
-class ServerBusy(ExternalError):
-    """Prefect took the request but did not answer in time."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, hint="the Prefect server is overloaded", transient=True)
-
-
-@dataclass(frozen=True)
-class ObservedDeployment:
-    """A Conveyor-tagged deployment as Prefect has it."""
-
-    id: str
-    name: str
-    spec: DeploymentSpec
-
-    @property
-    def connector_id(self) -> int | None:
-        return self.spec.connector_id
-
-    @property
-    def hash(self) -> str:
-        return self.spec.hash
-
-
-@dataclass(frozen=True)
-class FlowRunState:
-    type: str  # Prefect StateType: SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, ...
-    name: str | None
-    message: str | None
-
-    @property
-    def is_final(self) -> bool:
-        return self.type in FINAL_STATES
 
 
 class Gateway(Protocol):
@@ -103,325 +57,6 @@ class Gateway(Protocol):
     async def delete(self, deployment_id: str) -> bool: ...
     async def flow_run_states(self, flow_run_ids: list[str]) -> dict[str, FlowRunState]: ...
     async def crash_flow_run(self, flow_run_id: str, message: str) -> bool: ...
-
-
-# --- errors -----------------------------------------------------------------------
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        detail = body["detail"]
-        if isinstance(detail, list):  # FastAPI validation errors
-            return "; ".join(
-                f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
-                for d in detail
-                if isinstance(d, dict)
-            ) or str(detail)
-        return str(detail)
-    return str(body)[:300]
-
-
-def translate(exc: BaseException, doing: str) -> ExternalError | None:
-    """The Conveyor error for a Prefect client failure, or None if it is not one."""
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    if isinstance(exc, ExternalError):
-        return exc
-    if isinstance(exc, ObjectNotFound | ObjectAlreadyExists):
-        inner = exc.http_exc
-        if isinstance(inner, httpx.HTTPStatusError):
-            return translate(inner, doing)
-        return ExternalError(f"Prefect refused to {doing}: {exc}")
-    if isinstance(exc, httpx.HTTPStatusError):
-        code = exc.response.status_code
-        reason = f"Prefect answered {code} to {doing}: {_detail(exc.response)}"
-        return ExternalError(reason, transient=code >= 500 or code in (408, 429))
-    if isinstance(exc, httpx.ConnectTimeout):
-        return PrefectUnavailable(f"cannot reach Prefect to {doing}: connection timed out")
-    if isinstance(exc, httpx.TimeoutException):
-        # Connected but no answer: an overloaded server, not a missing one.
-        return ServerBusy(f"Prefect did not answer in time to {doing}")
-    if isinstance(exc, httpx.TransportError):
-        return PrefectUnavailable(f"cannot reach Prefect to {doing}: {exc or type(exc).__name__}")
-    if isinstance(exc, ValidationError):
-        # The client validates schedules itself (e.g. a cron expression it rejects).
-        why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-        return ExternalError(f"Prefect rejected the request to {doing}: {why}")
-    if isinstance(exc, ValueError):
-        return ExternalError(f"Prefect rejected the request to {doing}: {exc}")
-    return None
-
-
-@contextmanager
-def prefect_errors(doing: str) -> Iterator[None]:
-    """Re-raise Prefect client failures as ``ExternalError``."""
-    try:
-        yield
-    except Exception as exc:
-        err = translate(exc, doing)
-        if err is None or err is exc:
-            raise
-        raise err from exc
-
-
-def _status(exc: ExternalError) -> int | None:
-    cause = exc.__cause__
-    if isinstance(cause, httpx.HTTPStatusError):
-        return cause.response.status_code
-    http_exc = getattr(cause, "http_exc", None)
-    if isinstance(http_exc, httpx.HTTPStatusError):
-        return http_exc.response.status_code
-    return None
-
-
-# --- projection -------------------------------------------------------------------
-
-
-def observe(data: dict[str, Any], flow_id: str | None) -> ObservedDeployment:
-    """Project a deployment as the Prefect API returns it (JSON) onto a DeploymentSpec."""
-    schedules = []
-    for s in data.get("schedules") or []:
-        sched = s.get("schedule") or {}
-        if "cron" in sched:
-            schedules.append(
-                CronSpec(
-                    cron=sched["cron"],
-                    timezone=sched.get("timezone") or "UTC",
-                    active=bool(s.get("active")),
-                    day_or=bool(sched.get("day_or", True)),
-                    parameters=dict(s.get("parameters") or {}),
-                )
-            )
-        else:  # an interval or rrule schedule added in Prefect's UI: never ours
-            schedules.append(CronSpec(cron=f"<{sorted(sched)}>", timezone="", active=False))
-    limit = data.get("global_concurrency_limit") or {}
-    options = data.get("concurrency_options") or {}
-    spec = DeploymentSpec(
-        name=data["name"],
-        flow_name=FLOW_NAME if str(data.get("flow_id")) == flow_id else f"flow:{data['flow_id']}",
-        entrypoint=data.get("entrypoint"),
-        version=data.get("version"),
-        description=data.get("description"),
-        work_pool_name=data.get("work_pool_name"),
-        work_queue_name=data.get("work_queue_name"),
-        parameters=dict(data.get("parameters") or {}),
-        tags=tuple(sorted(set(data.get("tags") or []))),
-        schedules=tuple(schedules),
-        paused=bool(data.get("paused")),
-        concurrency_limit=limit.get("limit") if limit else data.get("concurrency_limit"),
-        collision_strategy=options.get("collision_strategy"),
-    )
-    return ObservedDeployment(id=str(data["id"]), name=data["name"], spec=spec)
-
-
-# --- requests -------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1024)
-def _schedule(cron: str, timezone: str, day_or: bool) -> dict[str, Any]:
-    """A cron schedule as the client sends it, validated by the client's own model (it
-    rejects some cron strings and timezones); cached, since most connectors share a few."""
-    from prefect.client.schemas.schedules import CronSchedule
-
-    return CronSchedule(cron=cron, timezone=timezone, day_or=day_or).model_dump(mode="json")
-
-
-def _schedules(spec: DeploymentSpec) -> list[dict[str, Any]]:
-    return [
-        {
-            "schedule": dict(_schedule(s.cron, s.timezone, s.day_or)),
-            "active": s.active,
-            "max_scheduled_runs": None,
-            "parameters": dict(s.parameters),
-            "slug": None,
-            "replaces": None,
-        }
-        for s in spec.schedules
-    ]
-
-
-def _concurrency_options(spec: DeploymentSpec) -> dict[str, Any] | None:
-    if not spec.collision_strategy:
-        return None
-    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
-
-    ConcurrencyLimitStrategy(spec.collision_strategy)  # the client's check
-    return {"collision_strategy": spec.collision_strategy}
-
-
-def create_payload(flow_id: str, spec: DeploymentSpec) -> dict[str, Any]:
-    """The JSON body of ``PrefectClient.create_deployment`` for ``spec``: an upsert on
-    (flow, name). Raises the client's ``ValidationError`` for a schedule it rejects."""
-    payload: dict[str, Any] = {
-        "name": spec.name,
-        "flow_id": flow_id,
-        "paused": spec.paused,
-        "schedules": _schedules(spec),
-        "concurrency_limit": spec.concurrency_limit,
-        "concurrency_options": _concurrency_options(spec),
-        "enforce_parameter_schema": True,
-        "parameter_openapi_schema": PARAMETER_SCHEMA,
-        "parameters": dict(spec.parameters),
-        "tags": list(spec.tags),
-        "labels": {},
-        "work_queue_name": spec.work_queue_name,
-        "storage_document_id": None,
-        "infrastructure_document_id": None,
-        "description": spec.description,
-        "path": None,
-        "entrypoint": spec.entrypoint,
-        "job_variables": {},
-        "version": spec.version,
-    }
-    if spec.work_pool_name is not None:
-        payload["work_pool_name"] = spec.work_pool_name
-    return payload
-
-
-def update_payload(old: DeploymentSpec, new: DeploymentSpec) -> dict[str, Any] | None:
-    """The body of ``PATCH /deployments/{id}`` that turns a deployment matching ``old``
-    into one matching ``new``: only the fields that differ, so Prefect does only the work
-    they need (a schedule change costs the server about half an upsert). None when a
-    PATCH cannot do it: another name or flow is another deployment.
-
-    Schedules go without slugs, which makes Prefect replace all of the deployment's
-    schedules with these (Prefect answers 422 if every schedule there has a slug: then
-    the caller upserts). Raises the client's ``ValidationError`` for a schedule it rejects.
-    """
-    if old.name != new.name or old.flow_name != new.flow_name:
-        return None
-    body: dict[str, Any] = {}
-    if old.schedules != new.schedules:
-        body["schedules"] = _schedules(new)
-    for name in ("paused", "version", "description", "entrypoint"):
-        if getattr(old, name) != getattr(new, name):
-            body[name] = getattr(new, name)
-    if old.tags != new.tags:
-        body["tags"] = list(new.tags)
-    if old.parameters != new.parameters:
-        body["parameters"] = dict(new.parameters)
-    if (old.work_pool_name, old.work_queue_name) != (new.work_pool_name, new.work_queue_name):
-        body["work_pool_name"] = new.work_pool_name
-        body["work_queue_name"] = new.work_queue_name
-    if (old.concurrency_limit, old.collision_strategy) != (
-        new.concurrency_limit,
-        new.collision_strategy,
-    ):
-        body["concurrency_limit"] = new.concurrency_limit
-        body["concurrency_options"] = _concurrency_options(new)
-    return body
-
-
-# --- the real gateway -------------------------------------------------------------
-
-
-class LimitPolicy:
-    """How many Prefect calls to keep in flight: more while the server keeps up, fewer
-    as soon as it says it is busy.
-
-    The Prefect server is one Python process whose best concurrency depends on what is
-    behind it (bench/sync.py, 1,000 schedule changes): a PostgreSQL-backed server did them
-    15-20 % faster with 16 in flight than with 4 and never answered 503; a SQLite-backed
-    one serialises writes, answers 503 when they pile up (measured at 4 in flight: 2 % of
-    schedule changes, 18 % of creates; more at 16) and was 15-30 % slower at 8 or 16 than
-    at 4. So:
-
-    - the limit starts at ``floor`` and goes up one level (4, 6, 8, 12, 16, ...) after
-      ``patience`` windows of completions with no busy answer, up to ``maximum``. Only
-      completions while every slot was taken count: then the limit, not the caller, set
-      the pace;
-    - a busy answer (503/429/5xx) halves it at once, never below ``floor``, and doubles
-      ``patience`` (up to 32); each step up halves it again. A server that says busy even
-      at the floor stays near it; one that said busy once, during a restart say, is back
-      at the maximum after a few steps.
-
-    Creates on a SQLite-backed server are the unsettled case: in one run the raw loops at
-    8 and 16 in flight created 1,000 deployments in 144 s against 185 s at 4 (run 10),
-    while later probes of this gateway held at 2, 4 and 8 found 4 the fastest and
-    steadiest (600 creates: 100-108 s at 4, 112-162 s at 8, 127-194 s at 2; 8 doubled the
-    503s). Identical passes there vary by up to 60 % (docs/benchmarks.md).
-
-    Measuring throughput instead (hill-climbing on completions per second) was tried and
-    dropped: one-second windows on a real server varied by ±30 % (its scheduler wakes every
-    5 s), far more than the 15 % it had to tell apart, and the limit wandered (bench notes
-    in docs/benchmarks.md).
-    """
-
-    LEVELS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-
-    def __init__(self, maximum: int, floor: int = 4, *, window: int = 16) -> None:
-        maximum = max(1, maximum)
-        self.levels = [n for n in self.LEVELS if n < maximum] + [maximum]
-        self._floor = self._level_at_most(floor)
-        self._at = self._floor
-        self.window = window
-        self.patience = 1
-        self.changes: list[int] = [self.limit]  # the limits it has had, in order
-        self._clean = 0  # completions with every slot taken since the last change
-
-    @property
-    def limit(self) -> int:
-        return self.levels[self._at]
-
-    def completed(self, *, saturated: bool, busy: bool = False) -> None:
-        """One call finished; ``saturated``: every slot was taken when it did."""
-        if busy:
-            self.patience = min(self.patience * 2, 32)
-            self._move(max(self._floor, self._level_at_most(self.limit // 2)))
-            return
-        if not saturated:
-            return
-        self._clean += 1
-        if self._clean >= self.patience * max(self.window, 2 * self.limit):
-            self.patience = max(1, self.patience // 2)
-            self._move(min(self._at + 1, len(self.levels) - 1))
-
-    def _level_at_most(self, n: int) -> int:
-        return max((i for i, level in enumerate(self.levels) if level <= n), default=0)
-
-    def _move(self, at: int) -> None:
-        self._clean = 0
-        if at == self._at:
-            return
-        log.debug("Prefect calls in flight: %d -> %d", self.limit, self.levels[at])
-        self._at = at
-        self.changes.append(self.limit)
-        if len(self.changes) > 1000:  # a reconciler runs for weeks: keep the recent path
-            del self.changes[:500]
-
-
-class AdaptiveLimit:
-    """A semaphore whose size a ``LimitPolicy`` sets; ``release`` reports each call."""
-
-    def __init__(self, maximum: int, floor: int = 4) -> None:
-        self.policy = LimitPolicy(maximum, floor)
-        self._in_flight = 0
-        self._waiting = 0
-        self._cond = asyncio.Condition()
-
-    @property
-    def limit(self) -> int:
-        return self.policy.limit
-
-    async def acquire(self) -> None:
-        async with self._cond:
-            self._waiting += 1
-            try:
-                await self._cond.wait_for(lambda: self._in_flight < self.limit)
-            finally:
-                self._waiting -= 1
-            self._in_flight += 1
-
-    async def release(self, *, busy: bool) -> None:
-        async with self._cond:
-            saturated = self._in_flight + self._waiting >= self.limit
-            self._in_flight -= 1
-            self.policy.completed(saturated=saturated, busy=busy)
-            self._cond.notify_all()
 
 
 class PrefectGateway:
@@ -503,7 +138,9 @@ class PrefectGateway:
                 with prefect_errors(doing):
                     return await call()
             except ExternalError as exc:
-                busy = isinstance(exc, ServerBusy) or (exc.transient and _status(exc) is not None)
+                busy = isinstance(exc, ServerBusy) or (
+                    exc.transient and status_code(exc) is not None
+                )
                 if not busy or attempt >= self.retries:
                     raise
             finally:
@@ -629,7 +266,7 @@ class PrefectGateway:
         try:
             return await self._upsert(spec)
         except ExternalError as exc:
-            if exc.transient or _status(exc) not in (404, 409):
+            if exc.transient or status_code(exc) not in (404, 409):
                 raise
             # The flow or work pool we cached may be gone (a reset Prefect database).
             self._flow_id = None
@@ -678,7 +315,7 @@ class PrefectGateway:
         try:
             await self._call("update", doing, call)
         except ExternalError as exc:
-            if exc.transient or _status(exc) not in PATCH_FALLBACK:
+            if exc.transient or status_code(exc) not in PATCH_FALLBACK:
                 raise
             return await self.upsert(new)
         return deployment_id

@@ -33,7 +33,9 @@ from conveyor.errors import ExternalError
 from conveyor.settings import Settings
 from conveyor.sync import runs, store
 from conveyor.sync.backoff import Backoff
-from conveyor.sync.gateway import Gateway, ObservedDeployment, PrefectUnavailable
+from conveyor.sync.gateway import Gateway
+from conveyor.sync.payloads import ObservedDeployment
+from conveyor.sync.prefect_errors import PrefectUnavailable
 from conveyor.sync.report import PassReport
 from conveyor.sync.spec import DeploymentSpec, build
 from conveyor.sync.store import ConnectorState, OutboxGroup

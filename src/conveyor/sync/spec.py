@@ -14,13 +14,18 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
 
-FLOW_NAME = "run_connector_pipeline"
-ENTRYPOINT = "conveyor.pipelines.flow:run_connector_pipeline"
+from conveyor.domain.vocabulary import (
+    ENTRYPOINT,
+    FLOW_NAME,
+    OWNER_TAG,
+    SCHEDULED_TAG,
+    connector_id_from_tags,
+    connector_tag,
+    deployment_name,
+)
+
 # Bump when the mapping below changes: every deployment is then re-applied once.
 SPEC_FORMAT = "conveyor/1"
-OWNER_TAG = "conveyor"
-SCHEDULED_TAG = "scheduled"
-CONNECTOR_TAG_PREFIX = "connector-"
 COLLISION_STRATEGY = "ENQUEUE"
 # What the Prefect UI shows for "Run" and validates flow-run parameters against.
 PARAMETER_SCHEMA: dict[str, Any] = {
@@ -146,24 +151,6 @@ def spec_hash(spec: DeploymentSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def connector_tag(connector_id: int) -> str:
-    return f"{CONNECTOR_TAG_PREFIX}{connector_id}"
-
-
-def connector_id_from_tags(tags: tuple[str, ...] | list[str]) -> int | None:
-    """The connector a deployment belongs to, from its ``connector-<id>`` tag."""
-    for tag in tags:
-        if tag.startswith(CONNECTOR_TAG_PREFIX):
-            rest = tag[len(CONNECTOR_TAG_PREFIX) :]
-            if rest.isdigit():
-                return int(rest)
-    return None
-
-
-def default_deployment_name(connector_id: int) -> str:
-    return f"connector-{connector_id}"
-
-
 def build(
     connector: ConnectorLike, *, default_work_pool: str, default_work_queue: str
 ) -> DeploymentSpec:
@@ -180,7 +167,7 @@ def build(
             ),
         )
     return DeploymentSpec(
-        name=connector.deployment_name or default_deployment_name(connector.id),
+        name=deployment_name(connector.id, connector.deployment_name),
         flow_name=FLOW_NAME,
         entrypoint=ENTRYPOINT,
         version=SPEC_FORMAT,

@@ -1,0 +1,121 @@
+"""The words Conveyor and Prefect share, defined once: flow, tags, deployment names, run
+statuses, how a connector's override meets its endpoint's config, which values are secret.
+
+Everything here is a constant or a pure function; every layer may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Literal
+
+# --- the flow every Conveyor deployment runs ---------------------------------------
+
+FLOW_NAME: Final = "run_connector_pipeline"
+# A module path inside the installed package: a worker needs the package, not a file.
+ENTRYPOINT: Final = f"conveyor.pipelines.flow:{FLOW_NAME}"
+
+# --- tags --------------------------------------------------------------------------
+
+OWNER_TAG: Final = "conveyor"  # the reconciler owns exactly the deployments tagged so
+SCHEDULED_TAG: Final = "scheduled"  # the connector has a schedule
+CONNECTOR_TAG_PREFIX: Final = "connector-"  # connector-<id>: finds a connector's deployment
+MANUAL_RUN_TAG: Final = "trigger:manual"  # a flow run started by "Run now"
+# Tags Conveyor derives from a connector: never user tags.
+MARKER_TAGS: Final = frozenset({OWNER_TAG, SCHEDULED_TAG})
+
+
+def connector_tag(connector_id: int) -> str:
+    """The tag that names a connector's deployment (found by tag, never by name)."""
+    return f"{CONNECTOR_TAG_PREFIX}{connector_id}"
+
+
+def connector_id_from_tags(tags: Iterable[str]) -> int | None:
+    """The connector a deployment belongs to, from its ``connector-<id>`` tag."""
+    for tag in tags:
+        if tag.startswith(CONNECTOR_TAG_PREFIX):
+            rest = tag[len(CONNECTOR_TAG_PREFIX) :]
+            if rest.isdigit():
+                return int(rest)
+    return None
+
+
+def is_reserved_tag(tag: str) -> bool:
+    """A marker or a ``connector-...`` tag: Conveyor sets these, users may not."""
+    return tag in MARKER_TAGS or tag.startswith(CONNECTOR_TAG_PREFIX)
+
+
+# --- deployment names --------------------------------------------------------------
+
+
+def default_deployment_name(connector_id: int) -> str:
+    """The deployment name of a connector no deployment file named otherwise."""
+    return f"{CONNECTOR_TAG_PREFIX}{connector_id}"
+
+
+def deployment_name(connector_id: int, stored: str | None) -> str:
+    """The name a connector's deployment has: the stored one, else the default."""
+    return stored or default_deployment_name(connector_id)
+
+
+def stored_deployment_name(connector_id: int, name: str | None) -> str | None:
+    """What to store for a deployment name: None when it is just the default."""
+    return None if name == default_deployment_name(connector_id) else name
+
+
+# --- runs --------------------------------------------------------------------------
+
+RunStatus = Literal["scheduled", "running", "succeeded", "failed", "crashed", "cancelled"]
+RUN_STATUSES: Final[tuple[RunStatus, ...]] = (
+    "scheduled",
+    "running",
+    "succeeded",
+    "failed",
+    "crashed",
+    "cancelled",
+)
+OPEN_RUN_STATUSES: Final[tuple[RunStatus, ...]] = ("scheduled", "running")
+Trigger = Literal["schedule", "manual"]
+TRIGGER_SCHEDULE: Final = "schedule"
+TRIGGER_MANUAL: Final = "manual"
+
+# --- configs -----------------------------------------------------------------------
+
+
+def merged_config(
+    base: Mapping[str, Any] | None, override: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The endpoint's config with the connector's non-null overrides on top."""
+    return {**(base or {}), **{k: v for k, v in (override or {}).items() if v is not None}}
+
+
+# Fields that hold a URL whose password is a secret, though the field holds more.
+URL_FIELDS: Final = ("connection_string",)
+
+
+def secret_values(config: Mapping[str, Any], secret_fields: Iterable[str]) -> list[str]:
+    """Every secret string in a (decrypted) config: what logs and messages must mask."""
+    found: list[str] = []
+    for name in secret_fields:
+        value = config.get(name)
+        if isinstance(value, str) and value:
+            found.append(value)
+        elif isinstance(value, dict):
+            found.extend(v for v in value.values() if isinstance(v, str) and v)
+    for name in URL_FIELDS:
+        url = config.get(name)
+        if isinstance(url, str):
+            password = _url_password(url)
+            if password and password not in found:
+                found.append(password)
+    return found
+
+
+def _url_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:
+        return None
+    return str(password) if password else None
