@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from conveyor.domain.vocabulary import secret_values as secret_values  # the one rule
 from conveyor.errors import ConfigurationError
 
 MASK = "********"
@@ -83,18 +84,6 @@ def _map_secrets(
         elif isinstance(value, dict):
             out[name] = {k: fn(v) if isinstance(v, str) else v for k, v in value.items()}
     return out
-
-
-def secret_values(config: dict[str, Any], secret_fields: Iterable[str]) -> list[str]:
-    """Every secret string in a (decrypted) config: what logs and messages must mask."""
-    found: list[str] = []
-    for name in secret_fields:
-        value = config.get(name)
-        if isinstance(value, str) and value:
-            found.append(value)
-        elif isinstance(value, dict):
-            found.extend(v for v in value.values() if isinstance(v, str) and v)
-    return found
 
 
 def is_encrypted(value: object) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from conveyor.domain.vocabulary import merged_config
 from conveyor.pipelines.explain import explain
-from conveyor.pipelines.runner import RunStats, merged_config, summary
+from conveyor.pipelines.runner import RunStats, summary
 from conveyor.pipelines.sources.filesystem import default_table_name
 from conveyor.pipelines.sources.rest_api import RestApiSourceConfig, rest_config
 from conveyor.pipelines.sources.sql_database import choose_backend

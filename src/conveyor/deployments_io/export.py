@@ -24,15 +24,16 @@ from yaml.nodes import ScalarNode
 
 from conveyor.db.models import Connector
 from conveyor.deployments_io.configs import PATH_FIELDS
-from conveyor.deployments_io.format import (
-    CONNECTOR_TAG_PREFIX,
-    ENTRYPOINT,
-    FLOW_NAME,
-    MAX_FILE_BYTES,
-    secret_fields,
-)
+from conveyor.deployments_io.format import MAX_FILE_BYTES, secret_fields
 from conveyor.deployments_io.loader import IGNORED_FILES
 from conveyor.deployments_io.yamlsrc import implicit_tag
+from conveyor.domain.vocabulary import (
+    ENTRYPOINT,
+    FLOW_NAME,
+    SCHEDULED_TAG,
+    connector_tag,
+    deployment_name,
+)
 from conveyor.pipelines.registry import Kind
 from conveyor.settings import Settings
 
@@ -218,7 +219,7 @@ class _EnvNamer:
 def _document(
     c: Connector, settings: Settings, namer: _EnvNamer, base_dir: Path | None
 ) -> dict[str, Any]:
-    doc: dict[str, Any] = {"name": c.deployment_name or f"{CONNECTOR_TAG_PREFIX}{c.id}"}
+    doc: dict[str, Any] = {"name": deployment_name(c.id, c.deployment_name)}
     if c.description is not None:
         doc["description"] = c.description
     doc.update(
@@ -233,7 +234,7 @@ def _document(
             "cron": _Quoted(c.schedule) if c.schedule else None,
             "timezone": _Quoted(c.timezone),
         }
-    markers = [f"{CONNECTOR_TAG_PREFIX}{c.id}"] + (["scheduled"] if c.schedule else [])
+    markers = [connector_tag(c.id)] + ([SCHEDULED_TAG] if c.schedule else [])
     doc["tags"] = markers + list(c.tags or [])
     block: dict[str, Any] = {"name": c.name, "active": bool(c.is_active)}
     for kind in _KINDS:

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import re
 from functools import cache, lru_cache
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from conveyor.domain.models import NAME_PATTERN, RESERVED_TAGS, TAG_PATTERN
+from conveyor.domain.models import NAME_PATTERN, TAG_PATTERN
 from conveyor.domain.schedule import validate_cron, validate_timezone
+from conveyor.domain.vocabulary import (
+    CONNECTOR_TAG_PREFIX,
+    ENTRYPOINT,
+    FLOW_NAME,
+    MARKER_TAGS,
+    connector_tag,
+    is_reserved_tag,
+    stored_deployment_name,
+)
 from conveyor.pipelines.registry import get_type, known_types
 
-FLOW_NAME: Final = "run_connector_pipeline"
-ENTRYPOINT = f"conveyor.pipelines.flow:{FLOW_NAME}"
-CONNECTOR_TAG_PREFIX = "connector-"
-# Tags every Conveyor deployment gets from its connector: markers, never user tags.
-MARKER_TAGS = frozenset({"scheduled", "conveyor"})
 MAX_FILE_BYTES = 1024 * 1024
 ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -164,15 +168,14 @@ class DeploymentFile(_Strict):
         out: list[str] = []
         extra = self.connector.tags if self.connector else []
         for tag in [*self.tags, *extra]:
-            if tag in MARKER_TAGS or tag.startswith(CONNECTOR_TAG_PREFIX) or tag in out:
+            if is_reserved_tag(tag) or tag in out:
                 continue
             out.append(tag)
         return out
 
     def deployment_name(self) -> str | None:
         """The name to store: None when it is just the default connector-<id>."""
-        default = f"{CONNECTOR_TAG_PREFIX}{self.parameters.connector_id}"
-        return None if self.name == default else self.name
+        return stored_deployment_name(self.parameters.connector_id, self.name)
 
 
 def tag_problems(tags: list[str], connector_id: int) -> list[tuple[int, str]]:
@@ -180,11 +183,11 @@ def tag_problems(tags: list[str], connector_id: int) -> list[tuple[int, str]]:
     problems = []
     for i, tag in enumerate(tags):
         if tag.startswith(CONNECTOR_TAG_PREFIX):
-            if tag != f"{CONNECTOR_TAG_PREFIX}{connector_id}":
+            if tag != connector_tag(connector_id):
                 problems.append(
                     (i, f"tag '{tag}' does not match parameters.connector_id {connector_id}")
                 )
-        elif tag in RESERVED_TAGS or tag in MARKER_TAGS:
+        elif tag in MARKER_TAGS:
             continue
         elif not re.match(TAG_PATTERN, tag) or len(tag) > 100:
             problems.append((i, f"tag '{tag}' may hold only letters, digits and _ . : -"))

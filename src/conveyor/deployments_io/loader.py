@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from conveyor.deployments_io.configs import resolve_override, resolve_values, validate
 from conveyor.deployments_io.format import (
-    CONNECTOR_TAG_PREFIX,
     MAX_FILE_BYTES,
     DeploymentFile,
     tag_problems,
@@ -30,6 +29,7 @@ from conveyor.deployments_io.yamlsrc import (
     pydantic_problems,
     too_large,
 )
+from conveyor.domain.vocabulary import CONNECTOR_TAG_PREFIX
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type
 

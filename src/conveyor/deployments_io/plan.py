@@ -29,6 +29,7 @@ from conveyor.deployments_io.state import (
     is_drifted,
     with_defaults,
 )
+from conveyor.domain.vocabulary import default_deployment_name, deployment_name
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind
 from conveyor.secrets import SecretBox
@@ -366,7 +367,7 @@ class _Planner:
         taken: dict[str, str] = {}
         for c in self.connectors:
             if c.id not in matched and c.id not in deleted:
-                taken[c.deployment_name or f"connector-{c.id}"] = f"connector '{c.name}'"
+                taken[deployment_name(c.id, c.deployment_name)] = f"connector '{c.name}'"
         for change in changes:
             if change.spec is None or change.desired is None:
                 continue
@@ -374,7 +375,7 @@ class _Planner:
             if name is None:
                 if change.db_id is None:
                     continue  # a new id: connector-<new id> is free by construction
-                name = f"connector-{change.db_id}"
+                name = default_deployment_name(change.db_id)
             other = taken.setdefault(name, f"{change.file}")
             if other != change.file:
                 self.problems.append(

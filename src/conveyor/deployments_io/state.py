@@ -12,6 +12,7 @@ from typing import Any
 
 from conveyor.db.models import Connector
 from conveyor.deployments_io.format import secret_fields
+from conveyor.domain.vocabulary import stored_deployment_name
 from conveyor.pipelines.registry import Kind
 from conveyor.secrets import SecretBox
 
@@ -45,7 +46,7 @@ def endpoint_state(kind: Kind, name: str, type_name: str, config: dict[str, Any]
 
 def default_deployment_name(deployment_name: str | None, connector_id: int) -> str | None:
     """None when the name is just the default ``connector-<id>``."""
-    return None if deployment_name == f"connector-{connector_id}" else deployment_name
+    return stored_deployment_name(connector_id, deployment_name)
 
 
 def db_state(c: Connector, box: SecretBox) -> State:

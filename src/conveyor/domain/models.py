@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from conveyor.domain.schedule import validate_cron, validate_timezone
+from conveyor.domain.vocabulary import is_reserved_tag
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
-RESERVED_TAGS = frozenset({"conveyor", "scheduled"})
 
 Role = Literal["admin", "editor", "viewer"]
 SyncStatus = Literal["pending", "synced", "error"]
@@ -64,7 +64,7 @@ def _check_tags(tags: list[str]) -> list[str]:
     for i, tag in enumerate(tags):
         if not re.match(TAG_PATTERN, tag) or len(tag) > 100:
             raise ValueError(f"tag {i} '{tag}' may hold only letters, digits and _ . : -")
-        if tag in RESERVED_TAGS or tag.startswith("connector-"):
+        if is_reserved_tag(tag):
             raise ValueError(f"tag '{tag}' is reserved for Conveyor")
         if tag not in seen:
             seen.append(tag)

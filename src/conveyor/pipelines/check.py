@@ -11,12 +11,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.domain.vocabulary import secret_values
 from conveyor.errors import ExternalError, ValidationFailed
 from conveyor.pipelines import netguard
 from conveyor.pipelines.explain import explain
 from conveyor.pipelines.network import NetworkDenied, check_config
 from conveyor.pipelines.registry import Kind, get_type, validate_config
-from conveyor.secrets import secret_values
 from conveyor.settings import Settings
 
 DEFAULT_TIMEOUT = 20.0

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from conveyor.db.models import Connector
+from conveyor.domain.vocabulary import merged_config, secret_values
 from conveyor.errors import ValidationFailed
 from conveyor.pipelines.config import TypeConfig
 from conveyor.pipelines.registry import get_type, validate_config
-from conveyor.secrets import SecretBox, secret_values
+from conveyor.secrets import SecretBox
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.pipelines")
@@ -74,11 +75,6 @@ class RunStats:
         return sum(self.rows.values())
 
 
-def merged_config(base: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any]:
-    """The endpoint's config with the connector's (non-null) overrides on top."""
-    return {**(base or {}), **{k: v for k, v in (override or {}).items() if v is not None}}
-
-
 def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
     """Merge base config and overrides, decrypt secrets, validate both sides."""
     src_info = get_type("source", connector.source.type)
@@ -104,7 +100,7 @@ def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
         merged_config(connector.destination.config, connector.destination_config_override),
         dst_info.secret_fields,
     )
-    secrets = _secret_values(src_plain, src_info.secret_fields) + _secret_values(
+    secrets = secret_values(src_plain, src_info.secret_fields) + secret_values(
         dst_plain, dst_info.secret_fields
     )
     return ResolvedConnector(
@@ -116,23 +112,6 @@ def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
         destination=validate_config("destination", dst_info.name, dst_plain, loc="destination"),
         secrets=tuple(secrets),
     )
-
-
-def _secret_values(config: dict[str, Any], fields: frozenset[str]) -> list[str]:
-    values = secret_values(config, fields)
-    # A connection string's password is a secret too, though the field holds more.
-    for key in ("connection_string",):
-        url = config.get(key)
-        if isinstance(url, str):
-            from sqlalchemy.engine import make_url
-
-            try:
-                password = make_url(url).password
-            except Exception:
-                password = None
-            if password:
-                values.append(str(password))
-    return values
 
 
 # A DuckDB file takes one writing process at a time, and connectors share the default file:

@@ -17,6 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from conveyor.db.models import Connector, ConnectorRun, Destination, OutboxEntry, Source
 from conveyor.domain import schedule as sched
+from conveyor.domain import vocabulary
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunSummary
 from conveyor.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, validate_config
@@ -30,7 +31,7 @@ MANAGED_BY = ("ui", "api", "file")
 
 def deployment_name(connector: Connector) -> str:
     """The Prefect deployment's name: the one a deployment file gave it, or connector-<id>."""
-    return connector.deployment_name or f"connector-{connector.id}"
+    return vocabulary.deployment_name(connector.id, connector.deployment_name)
 
 
 def get(connector_id: int, *, session: Session) -> Connector:
@@ -212,7 +213,7 @@ def _validate_override(
     if not isinstance(override, dict):
         raise ValidationFailed.field(loc, "must be an object")
     check_override_fields(kind, endpoint.type, override, loc)
-    merged = {**endpoint.config, **{k: v for k, v in override.items() if v is not None}}
+    merged = vocabulary.merged_config(endpoint.config, override)
     validate_config(kind, endpoint.type, merged, loc=loc)
 
 

@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor.domain.vocabulary import secret_values
 from conveyor.errors import ConveyorError
 from conveyor.pipelines.registry import Kind, get_type
-from conveyor.secrets import mask_text, secret_values
+from conveyor.secrets import mask_text
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.web.ui")
