@@ -24,8 +24,8 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from conveyor.db.migrations import upgrade
 from conveyor.settings import Settings
+from tests.fixtures.db import migrated_sqlite_url
 from tests.fixtures.ui import PASSWORD, make_user
 
 CHROMIUM = "/usr/bin/chromium"
@@ -165,8 +165,7 @@ class Platform:
 def _platform(tmp_path: Path, prefect_api_url: str | None) -> Platform:
     home = tmp_path / "home"
     home.mkdir()
-    db = f"sqlite:///{tmp_path / 'conveyor.db'}"
-    upgrade(db)
+    db = migrated_sqlite_url(tmp_path / "conveyor.db")
     key = Fernet.generate_key().decode()
     pool = f"e2e-{uuid.uuid4().hex[:8]}"
     settings = Settings(

@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conveyor.db.migrations import upgrade
 from conveyor.db.models import ConnectorRun
 from conveyor.db.session import session_scope
 from conveyor.domain.models import ConnectorCreate, EndpointCreate, UserCreate
@@ -36,6 +35,7 @@ from conveyor.services import users as users_svc
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
 from conveyor.web.app import create_app
+from tests.fixtures.db import migrated_sqlite_url
 from tests.fixtures.ui import PASSWORD, UIClient, cheap_password_hashing
 
 RULES: dict[str, str] = {
@@ -192,8 +192,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     mp = pytest.MonkeyPatch()
     cheap_password_hashing(mp)
     tmp = tmp_path_factory.mktemp("authz")
-    url = f"sqlite:///{tmp / 'conveyor.db'}"
-    upgrade(url)
+    url = migrated_sqlite_url(tmp / "conveyor.db")
     home = tmp / "home"
     (home / "data").mkdir(parents=True)
     settings = Settings(home=home, database_url=url, secret_key=Fernet.generate_key().decode())

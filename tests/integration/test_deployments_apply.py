@@ -13,7 +13,6 @@ from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conveyor.db.migrations import upgrade
 from conveyor.db.models import AuditEntry, Connector, OutboxEntry, Source
 from conveyor.db.session import session_scope
 from conveyor.deployments_io import (
@@ -29,7 +28,7 @@ from conveyor.services import catalog
 from conveyor.services import connectors as svc
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
-from tests.fixtures.db import create_pg_database, drop_pg_database
+from tests.fixtures.db import create_pg_database, drop_pg_database, migrated_sqlite_url
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,8 +41,11 @@ def box(settings: Settings) -> SecretBox:
 @pytest.fixture
 def other_settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
     """A second, empty environment: its own database and its own secret key."""
-    url = f"sqlite:///{tmp_path / 'other.db'}" if backend == "sqlite" else create_pg_database()
-    upgrade(url)
+    url = (
+        migrated_sqlite_url(tmp_path / "other.db")
+        if backend == "sqlite"
+        else create_pg_database(migrated=True)
+    )
     home = tmp_path / "other-home"
     home.mkdir()
     yield Settings(home=home, database_url=url, secret_key=Fernet.generate_key().decode())

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from conveyor.db.migrations import upgrade
+from tests.fixtures.db import migrated_sqlite_url
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,8 +31,7 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    url = f"sqlite:///{tmp_path / 'conveyor.db'}"
-    upgrade(url)
+    url = migrated_sqlite_url(tmp_path / "conveyor.db")
     return {
         **os.environ,
         "CONVEYOR_DATABASE_URL": url,

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from conveyor.db.base import Base
-from conveyor.db.migrations import upgrade
 from conveyor.db.session import get_engine, session_scope
 from conveyor.deployments_io import apply_directory, plan_directory, render_export
 from conveyor.deployments_io.format import ENV_REF
@@ -236,8 +235,7 @@ def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     if not POSTGRES_URL:
         pytest.skip(SKIP_PG_REASON)
-    url = create_pg_database()
-    upgrade(url)
+    url = create_pg_database(migrated=True)
     yield url
     get_engine(url).dispose()
     drop_pg_database(url)

@@ -9,7 +9,6 @@ from pathlib import Path
 import duckdb
 from cryptography.fernet import Fernet
 
-from conveyor.db.migrations import upgrade
 from conveyor.db.session import session_scope
 from conveyor.deployments_io import apply_directory, export_directory
 from conveyor.pipelines import runner
@@ -19,13 +18,13 @@ from conveyor.secrets import SecretBox
 from conveyor.services import connectors as svc
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
+from tests.fixtures.db import migrated_sqlite_url
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _environment(tmp: Path, name: str) -> Settings:
-    url = f"sqlite:///{tmp / f'{name}.db'}"
-    upgrade(url)
+    url = migrated_sqlite_url(tmp / f"{name}.db")
     return Settings(
         home=tmp / f"{name}-home", database_url=url, secret_key=Fernet.generate_key().decode()
     )

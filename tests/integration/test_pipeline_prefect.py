@@ -14,11 +14,11 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from conveyor.db.migrations import upgrade
 from conveyor.db.models import ConnectorRun
 from conveyor.db.session import session_scope
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
+from tests.fixtures.db import migrated_sqlite_url
 from tests.fixtures.pipelines import ConnectorFactory, duckdb_rows, pg_exec
 from tests.fixtures.worker import wait_for
 from tests.integration.test_sync_support import delete_all_conveyor_deployments
@@ -35,8 +35,7 @@ def e2e_settings(tmp_path: Path, prefect_api_url: str) -> Settings:
     delete_all_conveyor_deployments()
     home = tmp_path / "home"
     home.mkdir()
-    url = f"sqlite:///{tmp_path / 'conveyor.db'}"
-    upgrade(url)
+    url = migrated_sqlite_url(tmp_path / "conveyor.db")
     return Settings(
         home=home,
         database_url=url,
