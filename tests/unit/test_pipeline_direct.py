@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.pipelines import direct
+from conveyor.pipelines.destinations import duckdb as duck_dest
 
 
 def _closed_port() -> int:
@@ -20,7 +21,10 @@ def _closed_port() -> int:
 def test_duckdb_attach_error_names_the_server_not_the_password(tmp_path: Path) -> None:
     assert direct.postgres_extension(), "the PostgreSQL scanner for DuckDB is installed"
     url = f"postgresql://reader:s3cr3t-'pw@127.0.0.1:{_closed_port()}/sales?sslmode=disable"
-    with pytest.raises(Exception) as caught, direct._duckdb(str(tmp_path / "d.duckdb"), url):
+    with (
+        pytest.raises(Exception) as caught,
+        duck_dest.scanner_connection(str(tmp_path / "d.duckdb"), url),
+    ):
         pass
     text = str(caught.value)
     assert "127.0.0.1" in text and "sales" in text  # says where it tried to connect

@@ -10,7 +10,6 @@ from conveyor.db.models import Source
 from conveyor.db.session import session_scope
 from conveyor.pipelines.registry import list_types
 from conveyor.settings import Settings
-from conveyor.web.ui.schema_form import COPY_FIELDS
 from tests.fixtures.ui import (
     Seed,
     UIClient,
@@ -44,7 +43,7 @@ def test_every_type_gets_a_labelled_form(seed: Seed, ui: UIClient, kind: str) ->
         }
         for field in t.json_schema()["properties"]:
             shown = f"cfg.{field}" in names
-            assert shown is not (kind == "source" and field in COPY_FIELDS), field
+            assert shown is not (field in t.copy_fields), field
         for secret in t.secret_fields:
             field = doc.find("input", name=f"cfg.{secret}")
             if field is None:  # a mapping of secrets (headers): JSON with masked values

@@ -84,7 +84,7 @@ def test_schema_fields_and_parsing() -> None:
         "source",
         "sql_database",
         {"host": "db", "port": 5432, "password": "********"},
-        exclude=schema_form.COPY_FIELDS,
+        exclude=schema_form.copy_fields("source", "sql_database"),
     )
     by_name = {f.name: f for f in fields}
     assert by_name["password"].kind == "password" and by_name["password"].is_set

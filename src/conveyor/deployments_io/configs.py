@@ -21,13 +21,12 @@ from conveyor.deployments_io.yamlsrc import Doc, Loc, field_names, unknown_key
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, validate_config
 
-# Config keys holding a local path, per (kind, type): relative values are taken relative
-# to the deployment file's directory, so files never carry machine-specific paths.
-PATH_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("source", "filesystem"): ("path",),
-    ("destination", "filesystem"): ("path",),
-    ("destination", "duckdb"): ("path",),
-}
+
+def path_fields(kind: str, type_name: str) -> frozenset[str]:
+    """Config keys holding a local path (the type's ``PATH_FIELDS``): relative values are
+    taken relative to the deployment file's directory, so files never carry
+    machine-specific paths."""
+    return get_type(kind, type_name).path_fields  # type: ignore[arg-type]
 
 
 # Never substituted, whatever CONVEYOR_DEPLOYMENT_ENV says: Conveyor's and Prefect's settings.
@@ -122,7 +121,7 @@ def resolve_values(
             )
         out[key] = value
     if not {**(merged_with or {}), **out}.get("bucket"):
-        for key in PATH_FIELDS.get((kind, type_name), ()):
+        for key in sorted(path_fields(kind, type_name)):
             value = out.get(key)
             if not isinstance(value, str) or not value or _is_absolute(value):
                 continue

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from yaml.nodes import ScalarNode
 
 from conveyor.db.models import Connector
-from conveyor.deployments_io.configs import PATH_FIELDS
+from conveyor.deployments_io.configs import path_fields
 from conveyor.deployments_io.format import MAX_FILE_BYTES, secret_fields
 from conveyor.deployments_io.loader import IGNORED_FILES
 from conveyor.deployments_io.yamlsrc import implicit_tag
@@ -279,7 +279,7 @@ def _config(
                 value = {name: f"${{{var_for(f'{key}_{name}')}}}" for name in value}
             else:
                 value = f"${{{var_for(key)}}}"
-        elif local and key in PATH_FIELDS.get((kind, type_name), ()) and base_dir is not None:
+        elif local and key in path_fields(kind, type_name) and base_dir is not None:
             value = _relative(value, base_dir)
         out[key] = _sorted(value)
     return out

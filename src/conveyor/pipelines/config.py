@@ -122,6 +122,22 @@ class DatabaseConnection(BaseModel):
         return self
 
 
+def connection_url(cfg: DatabaseConnection) -> str:
+    """The SQLAlchemy URL (password in clear: keep it in memory)."""
+    if cfg.connection_string:
+        return cfg.connection_string
+    from sqlalchemy.engine import URL
+
+    return URL.create(
+        cfg.drivername,
+        username=cfg.username,
+        password=cfg.password,
+        host=cfg.host,
+        port=cfg.port,
+        database=cfg.database,
+    ).render_as_string(hide_password=False)
+
+
 class S3Options(BaseModel):
     """Credentials and endpoint for s3:// paths (endpoint_url for MinIO or moto)."""
 

@@ -315,13 +315,11 @@ def _policy(
 
 def targets(model: Any, prefix: str) -> list[Target]:
     """Every network place a validated type config connects to, by field."""
-    from conveyor.pipelines.config import DatabaseConnection
+    from conveyor.pipelines.config import DatabaseConnection, connection_url
 
     out: list[Target] = []
     fields = model.connection_fields() if hasattr(model, "connection_fields") else frozenset()
     if isinstance(model, DatabaseConnection):
-        from conveyor.pipelines.sources.sql_database import connection_url
-
         found = database_target(connection_url(model))
         if found is not None:
             host, port, database = found

@@ -7,7 +7,7 @@ Whatever the roots, Conveyor's home (all of it but ``data/``), its database file
 are never reachable, and neither is a folder that contains one of them.
 
 Checked when a config is saved (``registry.validate_config``) and again where it is used:
-each run and check (``confine``), every file a filesystem source lists or reads
+each run and check (``ConveyorType.confine``), every file a filesystem source lists or reads
 (``inside``), every file a transfer writes, and the DuckDB destination file.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from conveyor.errors import ValidationFailed
 
@@ -120,47 +120,13 @@ def database_file(url: str) -> Path | None:
     return Path(db)
 
 
-def local_paths(kind: str, type_name: str, model: Any, settings: Settings) -> list[tuple[str, str]]:
-    """(field, path) of every local path the config makes a connector touch."""
-    out: list[tuple[str, str]] = []
-    fields = set(type(model).path_fields()) if hasattr(type(model), "path_fields") else set()
-    if getattr(model, "bucket", None):
-        fields.discard("path")  # the key prefix inside an S3 bucket
-    if kind == "destination" and type_name == "duckdb":
-        from conveyor.pipelines.destinations.duckdb import database_path
+def confine_paths(found: list[tuple[str, str]], *, settings: Settings, loc: str = "config") -> None:
+    """Raise ValidationFailed (every bad field) unless each (field, path) is allowed.
 
-        out.append(("path", str(database_path(model, settings))))
-        fields.discard("path")
-    if kind == "destination" and type_name == "filesystem" and "path" in fields:
-        # The folder written into is path/prefix; transfers also add dataset_name.
-        parts = [model.path, model.prefix or "", getattr(model, "dataset_name", None) or ""]
-        out.append(("path", os.path.join(*parts)))
-        fields.discard("path")
-    for name in sorted(fields):
-        value = getattr(model, name, None)
-        if isinstance(value, str) and value:
-            out.append((name, value))
-    if kind == "source" and type_name == "sql_database":
-        from conveyor.pipelines.sources.sql_database import connection_url
-
-        try:
-            db = database_file(connection_url(model))
-        except Exception:
-            db = None
-        if db is not None:
-            field = "connection_string" if model.connection_string else "database"
-            out.append((field, str(db)))
-    return out
-
-
-def confine(
-    kind: str, type_name: str, model: Any, *, settings: Settings, loc: str = "config"
-) -> None:
-    """Raise ValidationFailed (every bad field) unless each local path of the config is
-    allowed."""
+    A type says which paths its config touches (``ConveyorType.local_paths``)."""
     rules = policy(settings)
     problems = []
-    for name, value in local_paths(kind, type_name, model, settings):
+    for name, value in found:
         field = f"{loc}.{name}" if loc else name
         try:
             check_resolved(resolve(value), shown=value, field=field, rules=rules)
@@ -168,15 +134,3 @@ def confine(
             problems.extend(exc.problems)
     if problems:
         raise ValidationFailed(problems)
-
-
-def confine_connector(connector: Any, *, settings: Settings) -> None:
-    """Both ends of a resolved connector, before it runs."""
-    confine("source", connector.source_type, connector.source, settings=settings, loc="source")
-    confine(
-        "destination",
-        connector.destination_type,
-        connector.destination,
-        settings=settings,
-        loc="destination",
-    )

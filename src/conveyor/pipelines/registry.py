@@ -1,93 +1,176 @@
-"""The registry of source and destination types.
+"""The registry of source and destination types: the built-ins and the plugins.
 
-Adding a type is adding one module under ``sources/`` or ``destinations/`` and one line
-here. Type modules import dlt lazily, so loading the registry stays cheap for the web app.
+Adding a built-in type is adding one module under ``sources/`` or ``destinations/`` (its
+config model and its ``ConveyorType`` class, see ``contract``) and one line in ``BUILT_IN``.
+A Python package adds types through the ``conveyor.types`` entry point group: each entry
+names a type class (or a list of them); they are loaded once, on first use, and a plugin
+that fails to load is reported by name and left out. Type modules import dlt lazily, so
+loading the registry stays cheap for the web app.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+import importlib.metadata
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import ValidationError
 
 from conveyor.errors import FieldProblem, ValidationFailed
-from conveyor.pipelines import network, paths
+from conveyor.pipelines import network
 from conveyor.pipelines.config import TypeConfig
-from conveyor.pipelines.destinations.duckdb import DuckdbConfig
-from conveyor.pipelines.destinations.filesystem import FilesystemDestinationConfig
-from conveyor.pipelines.destinations.postgres import PostgresDestinationConfig
-from conveyor.pipelines.destinations.rest_api import RestApiDestinationConfig
-from conveyor.pipelines.destinations.sftp import SftpConfig
-from conveyor.pipelines.sources.filesystem import FilesystemSourceConfig
-from conveyor.pipelines.sources.rest_api import RestApiSourceConfig
-from conveyor.pipelines.sources.sql_database import SqlDatabaseConfig
+from conveyor.pipelines.contract import ConveyorType, Kind
+from conveyor.pipelines.destinations.duckdb import DuckdbDestination
+from conveyor.pipelines.destinations.filesystem import FilesystemDestination
+from conveyor.pipelines.destinations.postgres import PostgresDestination
+from conveyor.pipelines.destinations.rest_api import RestApiDestination
+from conveyor.pipelines.destinations.sftp import SftpDestination
+from conveyor.pipelines.failures import GENERIC, TypeFailure
+from conveyor.pipelines.sources.filesystem import FilesystemSource
+from conveyor.pipelines.sources.rest_api import RestApiSource
+from conveyor.pipelines.sources.sql_database import SqlDatabaseSource
 from conveyor.settings import Settings, get_settings
 
-Kind = Literal["source", "destination"]
+__all__ = ["ENTRY_POINT_GROUP", "Kind", "TypeInfo", "get_type", "list_types", "validate_config"]
 
+log = logging.getLogger("conveyor.pipelines.registry")
 
-@dataclass(frozen=True)
-class TypeInfo:
-    kind: Kind
-    name: str
-    title: str
-    config_model: type[TypeConfig]
-    module: str  # where the runtime code for the type lives
+ENTRY_POINT_GROUP = "conveyor.types"
+TypeInfo = ConveyorType  # the name callers used before types were classes
 
-    @property
-    def secret_fields(self) -> frozenset[str]:
-        return self.config_model.secret_fields()
-
-    @property
-    def connection_fields(self) -> frozenset[str]:
-        """Fields that say where the type connects (see ``TypeConfig``)."""
-        return self.config_model.connection_fields()
-
-    def json_schema(self) -> dict[str, Any]:
-        return self.config_model.model_json_schema(by_alias=True)
-
-
-_TYPES: dict[tuple[Kind, str], TypeInfo] = {}
-
-
-def register(kind: Kind, name: str, title: str, model: type[TypeConfig], module: str) -> None:
-    _TYPES[(kind, name)] = TypeInfo(kind, name, title, model, module)
-
-
-_S = "conveyor.pipelines.sources."
-_D = "conveyor.pipelines.destinations."
-register("source", "sql_database", "SQL database", SqlDatabaseConfig, _S + "sql_database")
-register(
-    "source", "filesystem", "Files (local, NFS, S3)", FilesystemSourceConfig, _S + "filesystem"
+BUILT_IN: tuple[type[ConveyorType], ...] = (
+    SqlDatabaseSource,
+    FilesystemSource,
+    RestApiSource,
+    DuckdbDestination,
+    PostgresDestination,
+    FilesystemDestination,
+    SftpDestination,
+    RestApiDestination,
 )
-register("source", "rest_api", "REST API", RestApiSourceConfig, _S + "rest_api")
-register("destination", "duckdb", "DuckDB", DuckdbConfig, _D + "duckdb")
-register("destination", "postgres", "PostgreSQL", PostgresDestinationConfig, _D + "postgres")
-register(
-    "destination",
-    "filesystem",
-    "Files (local, NFS, S3)",
-    FilesystemDestinationConfig,
-    _D + "filesystem",
-)
-register("destination", "sftp", "SFTP", SftpConfig, _D + "sftp")
-register("destination", "rest_api", "REST endpoint", RestApiDestinationConfig, _D + "rest_api")
+
+_TYPES: dict[tuple[Kind, str], ConveyorType] = {}
+_PLUGIN_ERRORS: dict[str, str] = {}
+_plugins_loaded = False
+_loading = False  # a plugin module being imported may itself look types up
+_lock = threading.RLock()
 
 
-def get_type(kind: Kind, name: str) -> TypeInfo:
-    """The registered type, or a NotFound naming the known ones."""
+class PluginError(Exception):
+    """A ``conveyor.types`` entry point that could not be loaded or is not a valid type."""
+
+
+def register(type_class: type[ConveyorType] | ConveyorType, *, origin: str = "built-in") -> None:
+    """Add a type; a second type of the same kind and name is refused."""
+    instance = type_class() if isinstance(type_class, type) else type_class
+    if not isinstance(instance, ConveyorType):
+        raise PluginError(f"{origin}: {instance!r} is not a Conveyor type (ConveyorType)")
+    for attr in ("kind", "name", "title", "config_model"):
+        if not hasattr(instance, attr):
+            raise PluginError(f"{origin}: type {type(instance).__name__} declares no {attr}")
+    key = (instance.kind, instance.name)
+    if key in _TYPES and type(_TYPES[key]) is not type(instance):
+        raise PluginError(
+            f"{origin}: a {instance.kind} type named '{instance.name}' is already registered "
+            f"({_TYPES[key].module})"
+        )
+    _TYPES[key] = instance
+
+
+def unregister(kind: Kind, name: str) -> None:
+    """Remove a type (tests that register their own)."""
+    _TYPES.pop((kind, name), None)
+
+
+for _built_in in BUILT_IN:
+    register(_built_in)
+
+
+def load_plugins(*, force: bool = False) -> dict[str, str]:
+    """Register the types of every ``conveyor.types`` entry point (once per process);
+    the plugins that failed, by entry point, with the reason."""
+    global _plugins_loaded, _loading
+    with _lock:
+        if (_plugins_loaded and not force) or _loading:
+            return dict(_PLUGIN_ERRORS)
+        _loading = True
+        try:
+            for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                _load_entry(entry)
+        finally:
+            _loading = False
+            _plugins_loaded = True
+        return dict(_PLUGIN_ERRORS)
+
+
+def _load_entry(entry: importlib.metadata.EntryPoint) -> None:
+    name = _describe(entry)
     try:
-        return _TYPES[(kind, name)]
+        for found in _as_types(entry.load(), name):
+            register(found, origin=f"plugin {name}")
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        _PLUGIN_ERRORS[name] = reason
+        log.error("Conveyor type plugin %s could not be loaded: %s", name, reason)
+    else:
+        _PLUGIN_ERRORS.pop(name, None)
+
+
+def _describe(entry: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(entry, "dist", None)
+    package = f" from {dist.name} {dist.version}" if dist is not None else ""
+    return f"'{entry.name}' ({entry.value}{package})"
+
+
+def _as_types(loaded: Any, origin: str) -> Iterable[Any]:
+    if isinstance(loaded, (type, ConveyorType)):
+        return [loaded]
+    if isinstance(loaded, (list, tuple)):
+        return loaded
+    raise PluginError(f"{origin} is neither a type class nor a list of them: {loaded!r}")
+
+
+def plugin_errors() -> dict[str, str]:
+    """Entry points that failed to load, with the reason (for ``doctor`` and the logs)."""
+    return load_plugins()
+
+
+def _types() -> dict[tuple[Kind, str], ConveyorType]:
+    if not _plugins_loaded:
+        load_plugins()
+    return _TYPES
+
+
+def failure_classes() -> list[type[TypeFailure]]:
+    """Every registered type's failure classes, in registry order, the generic ones last."""
+    out: list[type[TypeFailure]] = []
+    for t in _types().values():
+        out += [f for f in t.failures if f not in out]
+    return out + [f for f in GENERIC if f not in out]
+
+
+def get_type(kind: Kind, name: str) -> ConveyorType:
+    """The registered type, or a NotFound naming the known ones."""
+    types = _types()
+    try:
+        return types[(kind, name)]
     except KeyError:
-        known = ", ".join(sorted(n for k, n in _TYPES if k == kind))
+        known = ", ".join(sorted(n for k, n in types if k == kind))
+        broken = "".join(f"; plugin {p} failed to load: {why}" for p, why in _PLUGIN_ERRORS.items())
         raise ValidationFailed.field(
-            "type", f"unknown {kind} type '{name}' (known: {known})"
+            "type", f"unknown {kind} type '{name}' (known: {known}){broken}"
         ) from None
 
 
-def list_types(kind: Kind) -> list[TypeInfo]:
-    return sorted((t for (k, _), t in _TYPES.items() if k == kind), key=lambda t: t.name)
+def list_types(kind: Kind) -> list[ConveyorType]:
+    return sorted((t for (k, _), t in _types().items() if k == kind), key=lambda t: t.name)
+
+
+def default_type(kind: Kind) -> str:
+    """The type a new source or destination form starts with."""
+    return list_types(kind)[0].name
 
 
 def validate_config(
@@ -109,7 +192,7 @@ def validate_config(
         model = info.config_model.model_validate(config)
     except ValidationError as exc:
         raise ValidationFailed(pydantic_problems(exc, loc)) from None
-    paths.confine(kind, type_name, model, settings=settings or get_settings(), loc=loc)
+    info.confine(model, settings or get_settings(), loc=loc)
     # Addresses the network policy refuses (the platform's own services, metadata, loopback
     # in production); names are resolved and judged at each run, check and connection.
     network.validate_config(model, settings or get_settings(), prefix=loc)

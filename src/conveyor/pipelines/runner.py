@@ -3,76 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from conveyor.db.models import Connector
 from conveyor.domain.vocabulary import merged_config, secret_values
 from conveyor.errors import ValidationFailed
-from conveyor.pipelines.config import TypeConfig
+from conveyor.pipelines import direct, transfer
+from conveyor.pipelines.contract import TypeContext
 from conveyor.pipelines.registry import get_type, validate_config
+from conveyor.pipelines.resolved import ResolvedConnector, RunStats
 from conveyor.secrets import SecretBox
 from conveyor.settings import Settings
 
+__all__ = ["ResolvedConnector", "RunStats", "merged_config", "resolve", "run", "summary"]
+
 log = logging.getLogger("conveyor.pipelines")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, repr=False)
-class ResolvedConnector:
-    """A connector as the flow needs it: merged, decrypted (in memory only), validated."""
-
-    def __repr__(self) -> str:  # never print the decrypted configs
-        return f"ResolvedConnector(id={self.id}, {self.source_type} -> {self.destination_type})"
-
-    id: int
-    name: str
-    source_type: str
-    source: TypeConfig
-    destination_type: str
-    destination: TypeConfig
-    secrets: tuple[str, ...] = ()
-
-    @property
-    def pipeline_name(self) -> str:
-        return f"conveyor_connector_{self.id}"
-
-    @property
-    def is_transfer(self) -> bool:
-        """Files copied as they are instead of rows loaded into tables."""
-        if self.source_type != "filesystem":
-            return False
-        if getattr(self.source, "mode", "parse") == "transfer":
-            return True
-        if getattr(self.destination, "mode", "parse") == "transfer":
-            return True
-        return self.destination_type == "rest_api" and bool(
-            getattr(self.destination, "use_multipart", False)
-        )
-
-
-@dataclass
-class RunStats:
-    """What a run moved: rows per table, bytes, schema changes and notes for the log."""
-
-    rows: dict[str, int] = field(default_factory=dict)
-    bytes: int = 0
-    schema_changes: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    files: int | None = None
-    steps: dict[str, float] = field(default_factory=dict)  # dlt step -> seconds
-
-    @property
-    def total_rows(self) -> int:
-        return sum(self.rows.values())
 
 
 def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
@@ -125,11 +78,10 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
 
     Whole tables go database to database where that is possible, everything else with dlt.
     """
-    from conveyor.pipelines import paths
-
     # Judged again at every run, with this run's settings: a root an admin removed, or a
     # symlink swapped in since the save, stops the run here.
-    paths.confine_connector(connector, settings=settings)
+    connector.source_info.confine(connector.source, settings, loc="source")
+    connector.destination_info.confine(connector.destination, settings, loc="destination")
     from conveyor.pipelines import netguard
 
     # Every connection of the run is checked from here on (netguard); its fields first, so
@@ -137,11 +89,7 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
     netguard.activate(settings)
     netguard.check_connector(connector, settings)
     if connector.is_transfer:
-        from conveyor.pipelines import transfer
-
         return transfer.run(connector, settings)
-    from conveyor.pipelines import direct
-
     plan = direct.plan(connector)
     if plan is None:
         return _when_unlocked(connector, lambda: run_dlt(connector, settings))
@@ -180,26 +128,22 @@ def _when_unlocked(connector: ResolvedConnector, step: Callable[[], T]) -> T:
 
 
 def _file_locked(exc: BaseException) -> bool:
+    from conveyor.pipelines.destinations.duckdb import is_locked
     from conveyor.pipelines.explain import causes
 
-    return any("could not set lock on file" in str(e).lower() for e in causes(exc))
-
-
-def _module(kind: str, type_name: str) -> Any:
-    return importlib.import_module(get_type(kind, type_name).module)  # type: ignore[arg-type]
+    return any(is_locked(e) for e in causes(exc))
 
 
 def run_dlt(connector: ResolvedConnector, settings: Settings) -> RunStats:
     """One dlt pipeline per connector, its state kept in the destination."""
     import dlt
 
-    target = _module("destination", connector.destination_type).build(
-        connector.destination, settings=settings, connector_id=connector.id
-    )
-    source = _module("source", connector.source_type).build(connector.source)
+    context = TypeContext(settings=settings, connector_id=connector.id)
+    target = connector.destination_info.build(connector.destination, context)
+    source = connector.source_info.build(connector.source, context)
     stats = RunStats()
     resources = _resources(source)
-    if not target.supports_merge:
+    if not connector.destination_info.capabilities.merge:
         for resource in resources:
             if resource.write_disposition == "merge":
                 resource.apply_hints(write_disposition="append")

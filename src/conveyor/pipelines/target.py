@@ -16,8 +16,6 @@ class DltTarget:
     # True when the destination keeps no dlt state of its own (a REST sink): the runner then
     # keeps the pipeline's working directory under CONVEYOR_HOME between runs.
     local_state: bool = False
-    # Files (filesystem/S3/SFTP) cannot update rows in place: merge lands as append.
-    supports_merge: bool = True
     description: str = ""
     # dlt settings for this run (environment-style keys), e.g. load-file rotation.
     dlt_env: dict[str, str] = field(default_factory=dict)

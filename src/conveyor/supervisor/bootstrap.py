@@ -139,10 +139,14 @@ def data_location(settings: Settings, connector_ids: list[int]) -> str:
     if connector_ids:
         with session_scope(settings.effective_database_url) as session:
             c = session.get(Connector, connector_ids[0])
-            if c is not None and c.destination.type == "duckdb":
-                from conveyor.pipelines.destinations.duckdb import DuckdbConfig, database_path
+            if c is not None:
+                from conveyor.pipelines.registry import get_type
 
+                info = get_type("destination", c.destination.type)
                 cfg = {**(c.destination.config or {}), **(c.destination_config_override or {})}
-                known = {k: v for k, v in cfg.items() if k in DuckdbConfig.model_fields}
-                return f"DuckDB file {database_path(DuckdbConfig(**known), settings)}"
+                known = {k: v for k, v in cfg.items() if k in info.config_model.model_fields}
+                try:  # the demo's own destinations hold no secrets
+                    return info.where(info.config_model(**known), settings)
+                except ValueError:
+                    pass
     return f"DuckDB files under {settings.data_dir}"

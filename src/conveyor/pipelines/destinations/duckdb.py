@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from conveyor.pipelines.config import TypeConfig
+from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
+from conveyor.pipelines.direct import DirectTable, check_required, conninfo, postgres_extension
+from conveyor.pipelines.failures import TransientFailure, TypeFailure
+from conveyor.pipelines.netguard import pin_conninfo
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
+
+if TYPE_CHECKING:
+    from conveyor.pipelines.resolved import ResolvedConnector, RunStats
 
 
 class DuckdbConfig(TypeConfig):
@@ -71,3 +80,172 @@ def check(cfg: DuckdbConfig, *, settings: Settings) -> str:
     finally:
         con.close()
     return f"can write to {path}"
+
+
+# --- the direct copy (database to database, see ``conveyor.pipelines.direct``) -----
+
+_ALIAS = "conveyor_source"
+
+
+class DuckdbWriter:
+    """Whole tables from PostgreSQL into the DuckDB file (``conveyor.pipelines.direct``):
+    DuckDB's own PostgreSQL scanner (the extension shipped on PyPI as
+    ``duckdb-extension-postgres-scanner``) reads each table with parallel binary ``COPY`` and
+    inserts it in the same statement."""
+
+    max_identifier_length: int | None = None
+
+    def available(self) -> bool:
+        """Only with the PostgreSQL scanner extension installed."""
+        return postgres_extension() is not None
+
+    def run(
+        self,
+        connector: ResolvedConnector,
+        tables: list[DirectTable],
+        settings: Settings,
+        stats: RunStats,
+    ) -> None:
+        _to_duckdb(connector, tables, settings, stats)
+
+
+WRITER = DuckdbWriter()
+
+
+def _to_duckdb(
+    connector: ResolvedConnector, tables: list[DirectTable], settings: Settings, stats: RunStats
+) -> None:
+    from conveyor.pipelines.readonly import read_only_url
+    from conveyor.pipelines.sources.sql_database import connection_url
+    from conveyor.pipelines.target import default_dataset
+
+    path = confined_path(connector.destination, settings)  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset = connector.destination.dataset_name or default_dataset(connector.id)  # type: ignore[attr-defined]
+    # Read-only in PostgreSQL too, not only in DuckDB's ATTACH: the session option survives
+    # anything the scanner sends.
+    src_url = read_only_url(connection_url(connector.source))  # type: ignore[arg-type]
+    with scanner_connection(str(path), src_url) as con:
+        for table in tables:
+            _duck_table(con, dataset, table, stats)
+
+
+@contextlib.contextmanager
+def scanner_connection(path: str, source_url: str) -> Iterator[Any]:
+    """The DuckDB file, with the source attached read-only as ``conveyor_source``."""
+    import duckdb
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(pin_conninfo(conninfo(source_url)))
+    password = params.pop("password", None)
+    con = duckdb.connect(path, config={"preserve_insertion_order": False})
+    try:
+        con.execute(f"LOAD {_literal(postgres_extension() or '')}")
+        # The password goes into a temporary (in-memory) secret: DuckDB's errors repeat the
+        # ATTACH string, which holds everything else (host, TLS options, ...).
+        secret = f", PASSWORD {_literal(str(password))}" if password else ""
+        con.execute(f"CREATE TEMPORARY SECRET {_ALIAS} (TYPE postgres{secret})")
+        con.execute(
+            f"ATTACH {_literal(make_conninfo('', **params))} AS {_ALIAS} "
+            f"(TYPE postgres, SECRET {_ALIAS}, READ_ONLY)"
+        )
+        yield con
+    finally:
+        con.close()
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(*parts: str) -> str:
+    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+
+def _duck_table(con: Any, dataset: str, table: DirectTable, stats: RunStats) -> None:
+    target = _ident(dataset, table.dest)
+    source = _ident(_ALIAS, table.schema, table.name)
+    select = ", ".join(f"{_ident(c.name)} AS {_ident(c.dest)}" for c in table.columns)
+    con.execute("BEGIN")
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(dataset)}")
+    existing = {
+        r[0]: (r[1], not r[2])
+        for r in con.execute(
+            "SELECT column_name, data_type, is_nullable FROM duckdb_columns()"
+            " WHERE database_name = current_database() AND schema_name = ? AND table_name = ?",
+            [dataset, table.dest],
+        ).fetchall()
+    }
+    if not existing:
+        con.execute(f"CREATE TABLE {target} AS SELECT {select} FROM {source}")
+        rows = con.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        stats.schema_changes.append(
+            {"table": table.dest, "columns": [c.dest for c in table.columns]}
+        )
+    else:
+        check_required(existing, table)
+        added = [c for c in table.columns if c.dest not in existing]
+        if added:
+            # The scanner's own mapping of each new column's type, read from the source.
+            types = con.execute(f"DESCRIBE SELECT {select} FROM {source}").fetchall()
+            by_name = {t[0]: t[1] for t in types}
+            for c in added:
+                con.execute(f"ALTER TABLE {target} ADD COLUMN {_ident(c.dest)} {by_name[c.dest]}")
+            stats.schema_changes.append({"table": table.dest, "columns": [c.dest for c in added]})
+        if table.disposition == "replace":
+            con.execute(f"DELETE FROM {target}")
+        columns = ", ".join(_ident(c.dest) for c in table.columns)
+        rows = con.execute(
+            f"INSERT INTO {target} ({columns}) SELECT {select} FROM {source}"
+        ).fetchone()[0]
+    # DuckDB does not say how many bytes the scan read: the source table's size stands in.
+    size_query = f"SELECT pg_relation_size({_literal(_ident(table.schema, table.name))}::regclass)"
+    size = con.execute(
+        f"SELECT * FROM postgres_query({_literal(_ALIAS)}, {_literal(size_query)})"
+    ).fetchone()[0]
+    con.execute("COMMIT")
+    stats.rows[table.dest] = stats.rows.get(table.dest, 0) + int(rows)
+    stats.bytes += int(size or 0)
+
+
+# --- the type ---------------------------------------------------------------------
+
+
+class FileLocked(TransientFailure):
+    @classmethod
+    def recognise(cls, exc: BaseException) -> TypeFailure | None:
+        if is_locked(exc):
+            return cls(
+                "The DuckDB file is in use by another process; try again when that run ends."
+            )
+        return None
+
+
+def is_locked(exc: BaseException) -> bool:
+    """True when another process holds the DuckDB file (one writer at a time)."""
+    return "could not set lock on file" in str(exc).lower()
+
+
+class DuckdbDestination(DestinationType):
+    """A DuckDB file: the embedded default."""
+
+    name = "duckdb"
+    title = "DuckDB"
+    config_model = DuckdbConfig
+    capabilities = Capabilities(merge=True, incremental=True, direct_copy=True, lands_in="tables")
+    failures = (FileLocked,)
+
+    def build(self, config: Any, context: TypeContext) -> Any:
+        return build(config, settings=context.settings, connector_id=context.connector_id or 0)
+
+    def check(self, config: Any, context: TypeContext) -> str:
+        return check(config, settings=context.settings)
+
+    def local_paths(self, config: Any, settings: Settings) -> list[tuple[str, str]]:
+        return [("path", str(database_path(config, settings)))]
+
+    def direct_writer(self) -> Any:
+        return WRITER
+
+    def where(self, config: Any, settings: Settings) -> str:
+        return f"DuckDB file {database_path(config, settings)}"

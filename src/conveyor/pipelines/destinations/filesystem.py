@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import os
+from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
+from conveyor.pipelines import failures
 from conveyor.pipelines.config import FileFormat, S3Options, TypeConfig
+from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
 from conveyor.pipelines.storage import Location, files_location
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
@@ -43,8 +46,15 @@ def confined_location(cfg: FilesystemDestinationConfig, settings: Settings) -> L
     """``location``, refused when a local folder lies outside the allowed roots."""
     from conveyor.pipelines import paths
 
-    paths.confine("destination", "filesystem", cfg, settings=settings, loc="destination")
+    paths.confine_paths(local_paths(cfg), settings=settings, loc="destination")
     return location(cfg)
+
+
+def local_paths(cfg: FilesystemDestinationConfig) -> list[tuple[str, str]]:
+    """The folder written into: path/prefix (transfers also add dataset_name); none in S3."""
+    if cfg.bucket or not cfg.path:
+        return []
+    return [("path", os.path.join(cfg.path, cfg.prefix or "", cfg.dataset_name or ""))]
 
 
 def build(cfg: FilesystemDestinationConfig, *, settings: Settings, connector_id: int) -> DltTarget:
@@ -55,7 +65,6 @@ def build(cfg: FilesystemDestinationConfig, *, settings: Settings, connector_id:
         destination=dlt.destinations.filesystem(bucket_url=loc.url, credentials=loc.credentials),
         dataset_name=cfg.dataset_name or default_dataset(connector_id),
         loader_file_format=cfg.format,
-        supports_merge=False,
         description=loc.display(),
     )
 
@@ -81,3 +90,36 @@ def check_location(loc: Location) -> str:
     finally:
         fs.rm_file(probe)
     return f"can write to {loc.display()}"
+
+
+# --- the type ---------------------------------------------------------------------
+
+
+class FilesystemDestination(DestinationType):
+    """Parquet, CSV or JSONL files in a local/NFS folder or an S3 bucket."""
+
+    name = "filesystem"
+    title = "Files (local, NFS, S3)"
+    config_model = FilesystemDestinationConfig
+    capabilities = Capabilities(incremental=True, file_transfer=True, lands_in="files")
+    failures = failures.S3
+
+    def build(self, config: Any, context: TypeContext) -> Any:
+        return build(config, settings=context.settings, connector_id=context.connector_id or 0)
+
+    def check(self, config: Any, context: TypeContext) -> str:
+        return check(config, settings=context.settings)
+
+    def local_paths(self, config: Any, settings: Settings) -> list[tuple[str, str]]:
+        return local_paths(config)
+
+    def wants_transfer(self, config: Any) -> bool:
+        return bool(config.mode == "transfer")
+
+    def open_sink(self, config: Any, context: TypeContext) -> Any:
+        from conveyor.pipelines.sinks import FilesSink
+
+        return FilesSink(location(config), context.connector_id or 0, config.dataset_name)
+
+    def where(self, config: Any, settings: Settings) -> str:
+        return location(config).display()

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pydantic import Field
 
+from conveyor.pipelines import failures
 from conveyor.pipelines.config import DatabaseConnection, TypeConfig
+from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
+from conveyor.pipelines.direct import DirectTable, check_required, conninfo
+from conveyor.pipelines.netguard import pin_conninfo
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
+
+if TYPE_CHECKING:
+    from conveyor.pipelines.resolved import ResolvedConnector, RunStats
 
 
 class PostgresDestinationConfig(DatabaseConnection, TypeConfig):
@@ -83,3 +92,197 @@ def check(cfg: PostgresDestinationConfig, *, settings: Settings) -> str:
         host = conn.info.host
         database = conn.info.dbname
     return f"can create tables in database {database} on {host}"
+
+
+# --- the direct copy (database to database, see ``conveyor.pipelines.direct``) -----
+
+
+class PostgresWriter:
+    """Whole tables from PostgreSQL into PostgreSQL (``conveyor.pipelines.direct``): the
+    source's ``COPY ... TO STDOUT`` piped into the destination's ``COPY ... FROM STDIN``
+    (binary when the column types match, text otherwise)."""
+
+    # PostgreSQL cuts identifiers at 63 bytes: dlt names tables and columns to fit.
+    max_identifier_length: int | None = 63
+
+    def available(self) -> bool:
+        return True
+
+    def run(
+        self,
+        connector: ResolvedConnector,
+        tables: list[DirectTable],
+        settings: Settings,
+        stats: RunStats,
+    ) -> None:
+        _to_postgres(connector, tables, stats)
+
+
+WRITER = PostgresWriter()
+
+
+def _to_postgres(connector: ResolvedConnector, tables: list[DirectTable], stats: RunStats) -> None:
+    import psycopg
+
+    from conveyor.pipelines.readonly import read_only_url
+    from conveyor.pipelines.sources.sql_database import connection_url
+
+    schema_name = dataset(connector.destination, connector.id)  # type: ignore[arg-type]
+    # libpq connects without Python sockets: checked and pinned to the checked address here.
+    src_url = read_only_url(connection_url(connector.source))  # type: ignore[arg-type]
+    src_info = pin_conninfo(conninfo(src_url))
+    dst_info = pin_conninfo(conninfo(connection_url(connector.destination)))  # type: ignore[arg-type]
+    with (
+        psycopg.connect(src_info, connect_timeout=30) as src,
+        psycopg.connect(dst_info, connect_timeout=30) as dst,
+    ):
+        # One snapshot for every table of the run: the copies are consistent with each other.
+        src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for table in tables:
+            _pg_table(src, dst, schema_name, table, stats)
+
+
+def _pg_table(src: Any, dst: Any, dataset: str, table: DirectTable, stats: RunStats) -> None:
+    from psycopg import sql
+
+    target = sql.Identifier(dataset, table.dest)
+    dst.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(dataset)))
+    existing = _pg_columns(dst, dataset, table.dest)
+    if existing is None:
+        dst.execute(
+            sql.SQL("CREATE TABLE {} ({})").format(
+                target,
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}{}").format(
+                        sql.Identifier(c.dest),
+                        sql.SQL(c.pg_type),
+                        sql.SQL(" NOT NULL" if c.not_null else ""),
+                    )
+                    for c in table.columns
+                ),
+            )
+        )
+        stats.schema_changes.append(
+            {"table": table.dest, "columns": [c.dest for c in table.columns]}
+        )
+        binary = True
+    else:
+        check_required(existing, table)
+        added = [c for c in table.columns if c.dest not in existing]
+        for c in added:
+            dst.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    target, sql.Identifier(c.dest), sql.SQL(c.pg_type)
+                )
+            )
+        if added:
+            stats.schema_changes.append({"table": table.dest, "columns": [c.dest for c in added]})
+        binary = all(existing.get(c.dest, (c.pg_type,))[0] == c.pg_type for c in table.columns)
+        if table.disposition == "replace":
+            dst.execute(sql.SQL("TRUNCATE {}").format(target))
+    fmt = sql.SQL("binary" if binary else "text")
+    select = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT {})").format(
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
+        sql.Identifier(table.schema, table.name),
+        fmt,
+    )
+    insert = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+        target, sql.SQL(", ").join(sql.Identifier(c.dest) for c in table.columns), fmt
+    )
+    with dst.cursor() as wcur:
+        with wcur.copy(insert) as writer:
+            size = _pipe(src, select.as_string(src), writer.write)
+        rows = wcur.rowcount
+    dst.commit()
+    stats.rows[table.dest] = stats.rows.get(table.dest, 0) + max(rows, 0)
+    stats.bytes += size
+
+
+# libpq hands out COPY data a row at a time; going through psycopg's Copy object for each
+# row costs more CPU than both servers together (measured: 6M rows took 2.5x as long). So the
+# source side is read straight off libpq and written on in blocks of about a megabyte.
+_BLOCK = 1 << 20
+
+
+def _pipe(src: Any, copy_to: str, write: Any) -> int:
+    """Run ``COPY ... TO STDOUT`` on ``src`` and pass its data to ``write`` in large blocks;
+    the number of bytes."""
+    from psycopg import pq
+
+    pgconn = src.pgconn
+    encoding = src.info.encoding
+    pgconn.send_query(copy_to.encode(encoding))
+    result = pgconn.get_result()
+    if result is None or result.status != pq.ExecStatus.COPY_OUT:
+        _drain_results(pgconn)
+        raise _error(pgconn, result, encoding)
+    get = pgconn.get_copy_data
+    block = bytearray()
+    size = 0
+    while True:
+        nbytes, data = get(0)  # blocks until a row (or the end) arrives
+        if nbytes <= 0:
+            break
+        block += data
+        if len(block) >= _BLOCK:
+            write(block)
+            size += len(block)
+            block = bytearray()
+    if block:
+        write(block)
+        size += len(block)
+    result = pgconn.get_result()
+    _drain_results(pgconn)
+    if result is None or result.status != pq.ExecStatus.COMMAND_OK:
+        raise _error(pgconn, result, encoding)
+    return size
+
+
+def _error(pgconn: Any, result: Any, encoding: str) -> Exception:
+    from psycopg import errors
+
+    if result is None:
+        return errors.OperationalError(pgconn.error_message.decode(encoding, "replace"))
+    return errors.error_from_result(result, encoding=encoding)
+
+
+def _drain_results(pgconn: Any) -> None:
+    while pgconn.get_result() is not None:
+        pass
+
+
+def _pg_columns(conn: Any, schema: str, table: str) -> dict[str, tuple[str, bool]] | None:
+    """Column name → (type, required-without-default) of a destination table, None if absent."""
+    from psycopg import sql
+
+    qualified = sql.Identifier(schema, table).as_string(conn)
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod),"
+        " a.attnotnull AND NOT a.atthasdef"
+        " FROM pg_attribute a WHERE a.attrelid = to_regclass(%s)"
+        " AND a.attnum > 0 AND NOT a.attisdropped",
+        (qualified,),
+    ).fetchall()
+    return {r[0]: (r[1], bool(r[2])) for r in rows} if rows else None
+
+
+# --- the type ---------------------------------------------------------------------
+
+
+class PostgresDestination(DestinationType):
+    """Tables in a PostgreSQL database."""
+
+    name = "postgres"
+    title = "PostgreSQL"
+    config_model = PostgresDestinationConfig
+    capabilities = Capabilities(merge=True, incremental=True, direct_copy=True, lands_in="tables")
+    failures = failures.DATABASE
+
+    def build(self, config: Any, context: TypeContext) -> Any:
+        return build(config, settings=context.settings, connector_id=context.connector_id or 0)
+
+    def check(self, config: Any, context: TypeContext) -> str:
+        return check(config, settings=context.settings)
+
+    def direct_writer(self) -> Any:
+        return WRITER

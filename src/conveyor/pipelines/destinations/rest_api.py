@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections.abc import Callable
 from datetime import date, datetime
@@ -11,7 +12,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, HttpUrl
 
+from conveyor.pipelines import failures, sinks
 from conveyor.pipelines.config import HttpAuth, TypeConfig
+from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
 
@@ -127,7 +130,6 @@ def build(cfg: RestApiDestinationConfig, *, settings: Settings, connector_id: in
         destination=sink(),
         dataset_name=default_dataset(connector_id),
         local_state=True,
-        supports_merge=False,
         description=str(cfg.url),
     )
 
@@ -160,3 +162,85 @@ def check(cfg: RestApiDestinationConfig, *, settings: Settings) -> str:
     if response.status_code >= 500:
         raise ConnectionError(f"{cfg.url} answered {response.status_code}")
     return f"{cfg.url} is reachable (HTTP {response.status_code})"
+
+
+class UploadSink:
+    """A REST endpoint taking one multipart/form-data upload per file."""
+
+    def __init__(self, cfg: Any, connector_id: int, settings: Settings) -> None:
+        import httpx
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.cfg = cfg
+        self.client = httpx.Client()
+        self.fs = LocalFileSystem()
+        self.dir = str(settings.home / "transfers")
+        self.connector_id = connector_id
+
+    def manifest(self) -> sinks.Manifest:
+        return sinks.Manifest(self.fs, f"{self.dir}/connector_{self.connector_id}.json")
+
+    def put(self, src_fs: Any, f: sinks.SourceFile) -> None:
+        cfg = self.cfg
+        assert isinstance(cfg, RestApiDestinationConfig)
+        handles: list[Any] = []
+
+        def request() -> dict[str, Any]:
+            for h in handles:
+                h.close()
+            handles.clear()
+            handles.append(src_fs.open(sinks.fs_path(f.url), "rb"))
+            name = posixpath.basename(f.relative_path)
+            data = {k: str(v) for k, v in cfg.additional_fields.items()}
+            data.setdefault("path", f.relative_path)
+            return {"files": {cfg.file_field_name: (name, handles[0])}, "data": data}
+
+        try:
+            send(cfg, self.client, what=f"file {f.relative_path}", request=request)
+        finally:
+            for h in handles:
+                h.close()
+
+
+# --- the type ---------------------------------------------------------------------
+
+
+class EndpointRefused(failures.TerminalFailure):
+    @classmethod
+    def recognise(cls, exc: BaseException) -> failures.TypeFailure | None:
+        if isinstance(exc, UploadFailed) and not exc.transient:
+            return cls(f"The destination endpoint did not accept the data: {exc}")
+        return None
+
+
+class EndpointUnavailable(failures.TransientFailure):
+    @classmethod
+    def recognise(cls, exc: BaseException) -> failures.TypeFailure | None:
+        if isinstance(exc, UploadFailed) and exc.transient:
+            return cls(f"The destination endpoint did not accept the data: {exc}")
+        return None
+
+
+class RestApiDestination(DestinationType):
+    """Batches of rows POSTed as JSON, or files uploaded, to an HTTP endpoint."""
+
+    name = "rest_api"
+    title = "REST endpoint"
+    config_model = RestApiDestinationConfig
+    capabilities = Capabilities(incremental=True, file_transfer=True, lands_in="endpoint")
+    failures = (*failures.HTTP, EndpointRefused, EndpointUnavailable)
+
+    def build(self, config: Any, context: TypeContext) -> Any:
+        return build(config, settings=context.settings, connector_id=context.connector_id or 0)
+
+    def check(self, config: Any, context: TypeContext) -> str:
+        return check(config, settings=context.settings)
+
+    def wants_transfer(self, config: Any) -> bool:
+        return bool(config.use_multipart)
+
+    def open_sink(self, config: Any, context: TypeContext) -> Any:
+        return UploadSink(config, context.connector_id or 0, context.settings)
+
+    def where(self, config: Any, settings: Settings) -> str:
+        return str(config.url)

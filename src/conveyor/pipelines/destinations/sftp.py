@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
+from conveyor.pipelines import failures
 from conveyor.pipelines.config import FileFormat, SecretStrField, TypeConfig
+from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
 from conveyor.pipelines.storage import Location, sftp_location
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
@@ -53,23 +55,46 @@ def location(cfg: SftpConfig) -> Location:
 def build(cfg: SftpConfig, *, settings: Settings, connector_id: int) -> DltTarget:
     import dlt
 
-    from conveyor.pipelines import paths
-
-    paths.confine("destination", "sftp", cfg, settings=settings, loc="destination")
+    SftpDestination().confine(cfg, settings, loc="destination")
     loc = location(cfg)
     return DltTarget(
         destination=dlt.destinations.filesystem(bucket_url=loc.url, credentials=loc.credentials),
         dataset_name=cfg.dataset_name or default_dataset(connector_id),
         loader_file_format=cfg.format,
-        supports_merge=False,
         description=f"sftp://{cfg.host}:{cfg.port}{cfg.path}",
     )
 
 
 def check(cfg: SftpConfig, *, settings: Settings) -> str:
-    from conveyor.pipelines import paths
     from conveyor.pipelines.destinations.filesystem import check_location
 
-    paths.confine("destination", "sftp", cfg, settings=settings, loc="destination")
+    SftpDestination().confine(cfg, settings, loc="destination")
 
     return check_location(location(cfg))
+
+
+# --- the type ---------------------------------------------------------------------
+
+
+class SftpDestination(DestinationType):
+    """Files on an SFTP server."""
+
+    name = "sftp"
+    title = "SFTP"
+    config_model = SftpConfig
+    capabilities = Capabilities(incremental=True, file_transfer=True, lands_in="files")
+    failures = failures.SFTP
+
+    def build(self, config: Any, context: TypeContext) -> Any:
+        return build(config, settings=context.settings, connector_id=context.connector_id or 0)
+
+    def check(self, config: Any, context: TypeContext) -> str:
+        return check(config, settings=context.settings)
+
+    def open_sink(self, config: Any, context: TypeContext) -> Any:
+        from conveyor.pipelines.sinks import FilesSink
+
+        return FilesSink(location(config), context.connector_id or 0, config.dataset_name)
+
+    def where(self, config: Any, settings: Settings) -> str:
+        return f"sftp://{config.host}:{config.port}{config.path}"

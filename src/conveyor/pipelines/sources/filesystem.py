@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from conveyor.pipelines import failures
 from conveyor.pipelines.config import CopyOptions, FileFormat, S3Options, TypeConfig
+from conveyor.pipelines.contract import Capabilities, CopyField, SourceType, TypeContext
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
 
 
 class FilesystemSourceConfig(CopyOptions, S3Options, TypeConfig):
@@ -245,3 +250,53 @@ def check(cfg: FilesystemSourceConfig) -> str:
         raise ValueError(f"the folder {where.display()} does not exist or is not a folder")
     files = list_files(cfg, limit=10_000)
     return f"{len(files)} file(s) match {cfg.file_pattern} at {location(cfg).display()}"
+
+
+# --- the type ---------------------------------------------------------------------
+
+
+class UnreadableFile(failures.TerminalFailure):
+    @classmethod
+    def recognise(cls, exc: BaseException) -> failures.TypeFailure | None:
+        if isinstance(exc, FileReadError):
+            return cls(f"A source file could not be read: {failures.first_lines(str(exc))}")
+        return None
+
+
+class FilesystemSource(SourceType):
+    """Files matched by a glob in a local/NFS folder or an S3 bucket."""
+
+    name = "filesystem"
+    title = "Files (local, NFS, S3)"
+    config_model = FilesystemSourceConfig
+    capabilities = Capabilities(merge=True, incremental=True, file_transfer=True)
+    failures = (UnreadableFile, *failures.S3)
+    copy_form = (
+        CopyField(
+            "file_pattern",
+            "File pattern",
+            help="A glob such as orders/*.csv; empty: every file.",
+            placeholder="*.csv",
+        ),
+        CopyField(
+            "table_name",
+            "Table name (optional)",
+            help="Where the rows land; by default derived from the pattern.",
+        ),
+    )
+
+    def build(self, config: Any, context: TypeContext) -> Any:
+        return build(config)
+
+    def check(self, config: Any, context: TypeContext) -> str:
+        return check(config)
+
+    def discover(self, config: Any, context: TypeContext) -> dict[str, Any]:
+        return discover(config)
+
+    def local_paths(self, config: Any, settings: Settings) -> list[tuple[str, str]]:
+        # With a bucket, path is the key prefix inside it.
+        return [] if config.bucket else super().local_paths(config, settings)
+
+    def wants_transfer(self, config: Any) -> bool:
+        return bool(config.mode == "transfer")

@@ -6,7 +6,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, HttpUrl
 
+from conveyor.pipelines import failures
 from conveyor.pipelines.config import CopyOptions, HttpAuth, TypeConfig
+from conveyor.pipelines.contract import CopyField, SourceType, TypeContext
 
 
 class RestApiSourceConfig(CopyOptions, HttpAuth, TypeConfig):
@@ -200,3 +202,32 @@ def discover(cfg: RestApiSourceConfig) -> dict[str, Any]:
                 {"name": str(resource.get("name", "")), "endpoint": _endpoint_path(resource)}
             )
     return {"base_url": str(cfg.base_url), "resources": resources}
+
+
+# --- the type ---------------------------------------------------------------------
+
+
+class RestApiSource(SourceType):
+    """Resources of an HTTP API, described declaratively (dlt's rest_api)."""
+
+    name = "rest_api"
+    title = "REST API"
+    config_model = RestApiSourceConfig
+    failures = failures.HTTP
+    copy_form = (
+        CopyField(
+            "resources",
+            "Resources",
+            help="Comma-separated endpoint names, e.g. customers, orders",
+            many=True,
+        ),
+    )
+
+    def build(self, config: Any, context: TypeContext) -> Any:
+        return build(config)
+
+    def check(self, config: Any, context: TypeContext) -> str:
+        return check(config)
+
+    def discover(self, config: Any, context: TypeContext) -> dict[str, Any]:
+        return discover(config)

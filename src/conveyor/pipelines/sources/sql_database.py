@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
-from conveyor.pipelines.config import CopyOptions, DatabaseConnection, TypeConfig
+from conveyor.pipelines import failures
+from conveyor.pipelines.config import CopyOptions, DatabaseConnection, TypeConfig, connection_url
+from conveyor.pipelines.contract import Capabilities, CopyField, SourceType, TypeContext
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
 
 
 class TableSpec(BaseModel):
@@ -73,21 +78,7 @@ _CONNECTORX_SAFE = {
 }
 _CONNECTORX_DIALECTS = {"postgresql"}
 
-
-def connection_url(cfg: DatabaseConnection) -> str:
-    """The SQLAlchemy URL (password in clear: keep it in memory)."""
-    if cfg.connection_string:
-        return cfg.connection_string
-    from sqlalchemy.engine import URL
-
-    return URL.create(
-        cfg.drivername,
-        username=cfg.username,
-        password=cfg.password,
-        host=cfg.host,
-        port=cfg.port,
-        database=cfg.database,
-    ).render_as_string(hide_password=False)
+__all__ = ["SqlDatabaseConfig", "SqlDatabaseSource", "TableSpec", "connection_url"]
 
 
 def table_options(cfg: SqlDatabaseConfig, spec: TableSpec) -> CopyOptions:
@@ -344,3 +335,56 @@ def check(cfg: SqlDatabaseConfig) -> str:
         return f"connected to {sa.engine.make_url(url).render_as_string(hide_password=True)}"
     finally:
         engine.dispose()
+
+
+# --- the type ---------------------------------------------------------------------
+
+
+class SqlDatabaseSource(SourceType):
+    """Tables or one read-only query from any SQLAlchemy database."""
+
+    name = "sql_database"
+    title = "SQL database"
+    config_model = SqlDatabaseConfig
+    capabilities = Capabilities(merge=True, incremental=True, direct_copy=True)
+    failures = failures.DATABASE
+    copy_form = (
+        CopyField(
+            "tables",
+            "Tables",
+            help="Comma-separated names, or pick them after “Discover tables”. Empty: every table.",
+            many=True,
+            choice="tables",
+            choice_label="Whole tables",
+            discover="Discover tables",
+        ),
+        CopyField(
+            "query",
+            "SQL query (read-only SELECT)",
+            multiline=True,
+            choice="query",
+            choice_label="The result of a query",
+        ),
+    )
+    extra_copy_fields = frozenset({"query_table_name"})
+
+    def build(self, config: Any, context: TypeContext) -> Any:
+        return build(config)
+
+    def check(self, config: Any, context: TypeContext) -> str:
+        return check(config)
+
+    def discover(self, config: Any, context: TypeContext) -> dict[str, Any]:
+        return discover(config)
+
+    def local_paths(self, config: Any, settings: Settings) -> list[tuple[str, str]]:
+        from conveyor.pipelines import paths
+
+        out = super().local_paths(config, settings)
+        try:
+            db = paths.database_file(connection_url(config))
+        except Exception:
+            db = None
+        if db is not None:  # an SQLite or DuckDB file
+            out.append(("connection_string" if config.connection_string else "database", str(db)))
+        return out

@@ -14,7 +14,14 @@ from conveyor.db.session import session_scope
 from conveyor.domain import schedule as sched
 from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate
 from conveyor.errors import Conflict, FieldProblem, ValidationFailed
-from conveyor.pipelines.registry import Kind, get_type, list_types, pydantic_problems
+from conveyor.pipelines.contract import ConveyorType
+from conveyor.pipelines.registry import (
+    Kind,
+    default_type,
+    get_type,
+    list_types,
+    pydantic_problems,
+)
 from conveyor.services import catalog
 from conveyor.services import connectors as svc
 from conveyor.services.authz import Actor, require_owner_or_admin, require_role
@@ -33,8 +40,14 @@ class _FormProblems(Exception):
         self.problems = problems
 
 
-def _exclude(kind: Kind) -> frozenset[str]:
-    return schema_form.COPY_FIELDS if kind == "source" else frozenset()
+def _copy_type(source_type: str | None) -> ConveyorType | None:
+    """The source type whose "what to copy" inputs the form shows (None: none chosen)."""
+    if not source_type:
+        return None
+    try:
+        return get_type("source", source_type)
+    except ValidationFailed:
+        return None
 
 
 def inline_fields(
@@ -42,14 +55,14 @@ def inline_fields(
 ) -> list[schema_form.FormField]:
     """The fields to create a source/destination inside the connector form."""
     fields = schema_form.fields_for(
-        kind, type_name, {}, prefix=f"{kind}.cfg.", exclude=_exclude(kind)
+        kind, type_name, {}, prefix=f"{kind}.cfg.", exclude=get_type(kind, type_name).copy_fields
     )
     return schema_form.refill(fields, form) if form is not None else fields
 
 
 def _source_type(values: Mapping[str, Any], sources: list[Any]) -> str | None:
     if values.get("source_mode") == "new":
-        return str(values.get("source.new.type") or "sql_database")
+        return str(values.get("source.new.type") or default_type("source"))
     chosen = str(values.get("source_id") or "")
     return next((s.type for s in sources if str(s.id) == chosen), None)
 
@@ -100,6 +113,7 @@ def _context(
         "new_types": new_types,
         "inline": {kind: inline_fields(kind, new_types[kind], form) for kind in KINDS},
         "source_type": _source_type(values, sources),
+        "copy_type": _copy_type(_source_type(values, sources)),
         "presets": cf.PRESETS,
         "weekdays": cf.WEEKDAYS,
         "write_modes": cf.WRITE_MODES,
@@ -114,6 +128,7 @@ def new_form(request: Request, actor: UIActor) -> Response:
     ctx = _context(request, {"schedule": cf.Schedule()}, {})
     ctx["v"] = cf.empty_values(ctx["sources"], ctx["destinations"])
     ctx["source_type"] = _source_type(ctx["v"], ctx["sources"])
+    ctx["copy_type"] = _copy_type(ctx["source_type"])
     return render(request, "connectors/form.html", ctx)
 
 
@@ -331,6 +346,7 @@ def copy_section(request: Request, actor: UIActor) -> Response:
         {
             "v": values,
             "source_type": _source_type(values, sources),
+            "copy_type": _copy_type(_source_type(values, sources)),
             "write_modes": cf.WRITE_MODES,
             "errors": {},
         },

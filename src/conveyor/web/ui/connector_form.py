@@ -16,7 +16,8 @@ from croniter import CroniterBadDateError
 from conveyor.domain.models import ConnectorOut
 from conveyor.domain.schedule import next_runs, validate_cron
 from conveyor.errors import FieldProblem, ValidationFailed
-from conveyor.web.ui.schema_form import COPY_FIELDS
+from conveyor.pipelines.contract import ConveyorType, CopyField
+from conveyor.pipelines.registry import get_type, list_types
 
 PRESETS: list[tuple[str, str]] = [
     ("hourly", "Every hour"),
@@ -132,55 +133,55 @@ def _names(tables: Any) -> list[str]:
     return [t["name"] if isinstance(t, dict) else str(t) for t in tables]
 
 
+def _copy_form_names() -> list[str]:
+    """Every input any source type's copy form shows."""
+    names = [f.name for t in list_types("source") for f in t.copy_form]
+    return list(dict.fromkeys(names))
+
+
 def copy_values(override: Mapping[str, Any]) -> dict[str, str]:
     """The 'what to copy' inputs, filled from a connector's source override."""
     pk = override.get("primary_key")
-    resources = override.get("resources") or []
-    return {
-        "copy_mode": "query" if override.get("query") else "tables",
-        "tables": ", ".join(_names(override.get("tables"))),
-        "query": str(override.get("query") or ""),
-        "file_pattern": str(override.get("file_pattern") or ""),
-        "table_name": str(override.get("table_name") or ""),
-        "resources": ", ".join(r["name"] if isinstance(r, dict) else str(r) for r in resources),
+    choices = [f for t in list_types("source") for f in t.copy_form if f.choice]
+    chosen = next((f.choice for f in choices if override.get(f.name)), "")
+    out = {
+        "copy_mode": chosen or (choices[0].choice if choices else ""),
         "write_disposition": str(override.get("write_disposition") or ""),
         "primary_key": ", ".join(pk) if isinstance(pk, list) else str(pk or ""),
         "cursor_column": str(override.get("cursor_column") or ""),
     }
+    for name in _copy_form_names():
+        value = override.get(name)
+        out[name] = ", ".join(_names(value)) if isinstance(value, list) else str(value or "")
+    return out
 
 
 def copy_override(
     form: Mapping[str, Any], source_type: str | None, current: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The source override the form asks for; keys the form does not show are kept."""
-    out = {k: v for k, v in current.items() if k not in COPY_FIELDS}
+    """The source override the form asks for; keys the form does not show are kept.
+
+    The inputs are the source type's copy form (``ConveyorType.copy_form``)."""
+    info: ConveyorType | None = get_type("source", source_type) if source_type else None
+    owned = (
+        info.copy_fields
+        if info
+        else frozenset().union(*(t.copy_fields for t in list_types("source")))
+    )
+    out = {k: v for k, v in current.items() if k not in owned}
 
     def text(key: str) -> str:
         return str(form.get(key) or "").strip()
 
-    if source_type == "sql_database":
-        if text("copy_mode") == "query":
-            if text("query"):
-                out["query"] = text("query")
-        else:
-            picked = _getlist(form, "table") + split_list(text("tables"))
-            names = list(dict.fromkeys(picked))
-            if names:
-                kept = current.get("tables")
-                # Unchanged names keep their per-table settings (columns, keys).
-                out["tables"] = kept if _names(kept) == names else names
-    elif source_type == "filesystem":
-        for key in ("file_pattern", "table_name"):
-            if text(key):
-                out[key] = text(key)
-    elif source_type == "rest_api" and text("resources"):
-        names = split_list(text("resources"))
-        kept = current.get("resources")
-        same = (
-            isinstance(kept, list)
-            and [r["name"] if isinstance(r, dict) else r for r in kept] == names
-        )
-        out["resources"] = kept if same else names
+    fields = info.copy_form if info else ()
+    choices = [f.choice for f in fields if f.choice]
+    chosen = text("copy_mode") if text("copy_mode") in choices else (choices[0] if choices else "")
+    for f in fields:
+        if f.choice and f.choice != chosen:
+            continue
+        value = _copy_value(f, form, text(f.name), current.get(f.name))
+        if value is not None:
+            out[f.name] = value
     if text("write_disposition"):
         out["write_disposition"] = text("write_disposition")
     pk = split_list(text("primary_key"))
@@ -189,6 +190,18 @@ def copy_override(
     if text("cursor_column"):
         out["cursor_column"] = text("cursor_column")
     return out
+
+
+def _copy_value(f: CopyField, form: Mapping[str, Any], typed: str, kept: Any) -> Any:
+    """One copy input's value for the override (None: leave it out)."""
+    if not f.many:
+        return typed or None
+    picked = (_getlist(form, "table") if f.discover else []) + split_list(typed)
+    names = list(dict.fromkeys(picked))
+    if not names:
+        return None
+    # Unchanged names keep their per-item settings (columns, keys, endpoints).
+    return kept if _names(kept) == names else names
 
 
 def _getlist(form: Mapping[str, Any], key: str) -> list[str]:
@@ -230,11 +243,7 @@ def values_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
         "destination_id",
         "version",
         "copy_mode",
-        "tables",
-        "query",
-        "file_pattern",
-        "table_name",
-        "resources",
+        *_copy_form_names(),
         "write_disposition",
         "primary_key",
         "cursor_column",

@@ -53,10 +53,10 @@ def build_router(kind: Kind) -> APIRouter:
     plural = f"{kind}s"
     base = f"/{plural}"
     router = APIRouter(route_class=UIRoute)
-    exclude = schema_form.COPY_FIELDS if kind == "source" else frozenset()
     fk = Connector.source_id if kind == "source" else Connector.destination_id
 
     def fields(type_name: str, config: Mapping[str, Any] | None = None) -> list[Any]:
+        exclude = get_type(kind, type_name).copy_fields  # set per connector, not here
         return schema_form.fields_for(kind, type_name, config, prefix=PREFIX, exclude=exclude)
 
     def page(request: Request, ctx: dict[str, Any], status: int = 200) -> Response:

@@ -14,21 +14,15 @@ from typing import Any
 from conveyor.errors import FieldProblem
 from conveyor.pipelines.registry import Kind, get_type
 
-# What to copy belongs to the connector (its form), not to the reusable connection.
-COPY_FIELDS = frozenset(
-    {
-        "tables",
-        "query",
-        "query_table_name",
-        "file_pattern",
-        "table_name",
-        "resources",
-        "write_disposition",
-        "primary_key",
-        "cursor_column",
-        "initial_value",
-    }
-)
+# What to copy belongs to the connector (its form), not to the reusable connection: each
+# type declares those fields (``ConveyorType.copy_fields``), and forms leave them out.
+
+
+def copy_fields(kind: Kind, type_name: str) -> frozenset[str]:
+    """The fields of a type that belong to a connector, not to the source itself."""
+    return get_type(kind, type_name).copy_fields
+
+
 # Shown folded under "Advanced settings": sensible defaults that most users keep.
 ADVANCED_FIELDS = frozenset(
     {
