@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(default=60.0, gt=0)
     reconcile_concurrency: int = Field(default=16, ge=1, le=64)  # the most in flight
     run_heartbeat_timeout: float = Field(default=300.0, gt=0)
+    # The watchdog closes run records whose flow run ended or whose worker went silent.
+    watchdog_enabled: bool = True
+    watchdog_interval: float = Field(default=60.0, gt=0)
     session_secure_cookie: bool = False
     # Login throttling: after this many failures an account name (or a client address) waits
     # login_backoff seconds, doubling with each further failure up to login_backoff_max;

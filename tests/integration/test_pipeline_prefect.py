@@ -75,10 +75,10 @@ def runs(s: Settings, cid: int) -> list[ConnectorRun]:
 
 
 def trigger(s: Settings, cid: int) -> int:
-    from conveyor.sync.runs import trigger_manual_run
+    from conveyor.services import runs as runs_svc
+    from conveyor.sync.gateway import create_flow_run
 
-    with session_scope(s.effective_database_url) as session:
-        return int(trigger_manual_run(cid, session=session, settings=s, actor=SYSTEM).id)
+    return int(runs_svc.trigger(cid, settings=s, actor=SYSTEM, start=create_flow_run).id)
 
 
 def run_status(s: Settings, run_id: int) -> str:
@@ -128,7 +128,7 @@ def test_worker_killed_mid_run_then_next_run_completes(
     e2e_settings: Settings, process_worker: Any, pg_database: Any
 ) -> None:
     from conveyor.sync.loop import open_gateway
-    from conveyor.sync.runs import close_stale_runs
+    from conveyor.sync.watchdog import one_pass
 
     s = e2e_settings
     db = pg_database()
@@ -147,7 +147,7 @@ def test_worker_killed_mid_run_then_next_run_completes(
 
     async def watchdog() -> int:
         async with open_gateway(s) as gateway:
-            return await close_stale_runs(settings=s, gateway=gateway)
+            return await one_pass(settings=s, gateway=gateway)
 
     wait_for(lambda: asyncio.run(watchdog()) > 0, 60, "the watchdog to close the run", every=2)
     assert run_status(s, first) == "crashed"

@@ -1,4 +1,4 @@
-"""Manual runs and the stale-run watchdog against the real Prefect server (no worker
+"""Manual runs ("Run now") and the run watchdog against the real Prefect server (no worker
 polls the test work pool, so flow runs stay where the test puts them)."""
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ import pytest
 from conveyor.db.base import utcnow
 from conveyor.db.models import ConnectorRun
 from conveyor.db.session import session_scope
+from conveyor.domain.vocabulary import MANUAL_RUN_TAG, run_record_tag
 from conveyor.errors import Conflict, PermissionDenied
+from conveyor.services import runs
 from conveyor.services.authz import SYSTEM, Actor
-from conveyor.sync.gateway import PrefectGateway
-from conveyor.sync.runs import HEARTBEAT_REASON, MANUAL_TAG, close_stale_runs, trigger_manual_run
+from conveyor.sync.gateway import PrefectGateway, create_flow_run
+from conveyor.sync.loop import run_once
+from conveyor.sync.watchdog import HEARTBEAT_REASON, one_pass
 from tests.integration.test_sync_support import (
     SyncEnv,
     prefect,
@@ -26,11 +29,7 @@ pytestmark = pytest.mark.prefect
 
 
 def trigger(env: SyncEnv, cid: int, actor: Actor = SYSTEM) -> ConnectorRun:
-    with session_scope(env.url) as s:
-        run = trigger_manual_run(cid, session=s, settings=env.settings, actor=actor)
-        s.flush()
-        s.expunge(run)
-        return run
+    return runs.trigger(cid, settings=env.settings, actor=actor, start=create_flow_run)
 
 
 def run_row(env: SyncEnv, run_id: int) -> ConnectorRun:
@@ -62,7 +61,7 @@ def test_manual_run_creates_a_flow_run_tagged_manual_and_a_run_record(sync_env: 
     run = trigger(env, cid)
     assert (run.status, run.trigger, run.connector_id) == ("scheduled", "manual", cid)
     flow_run = prefect(lambda c: c.read_flow_run(run.prefect_flow_run_id))
-    assert MANUAL_TAG in flow_run.tags
+    assert MANUAL_RUN_TAG in flow_run.tags and run_record_tag(run.id) in flow_run.tags
     assert str(flow_run.deployment_id) == env.row(cid).prefect_deployment_id
     assert flow_run.parameters == {"connector_id": cid}
     assert flow_run.state.type.value == "SCHEDULED"
@@ -84,7 +83,7 @@ def _close_stale(env: SyncEnv) -> int:
     async def go() -> int:
         assert env.settings.prefect_api_url
         async with PrefectGateway(env.settings.prefect_api_url) as gw:
-            return await close_stale_runs(settings=env.settings, gateway=gw)
+            return await one_pass(settings=env.settings, gateway=gw)
 
     return asyncio.run(go())
 
@@ -138,7 +137,9 @@ def test_stale_runs_are_closed_with_a_status_and_a_reason(sync_env: SyncEnv) -> 
     assert _close_stale(env) == 0  # closed once
 
 
-def test_a_full_pass_runs_the_watchdog(sync_env: SyncEnv) -> None:
+def test_the_watchdog_is_not_in_the_full_pass_but_reconcile_once_runs_it(
+    sync_env: SyncEnv,
+) -> None:
     from prefect.states import Failed
 
     env = sync_env
@@ -147,5 +148,14 @@ def test_a_full_pass_runs_the_watchdog(sync_env: SyncEnv) -> None:
     run = trigger(env, cid)
     _force(run.prefect_flow_run_id, Failed(message="boom"))
     report, _ = env.full_pass()
-    assert report.stale_runs_closed == 1
-    assert run_row(env, run.id).status == "failed"
+    assert report.stale_runs_closed == 0
+    assert run_row(env, run.id).status == "scheduled"  # the full pass leaves runs alone
+
+    async def once() -> int:
+        assert env.settings.prefect_api_url
+        async with PrefectGateway(env.settings.prefect_api_url) as gw:
+            return (await run_once(env.settings, gateway=gw)).stale_runs_closed
+
+    assert asyncio.run(once()) == 1  # `conveyor reconcile --once`
+    r = run_row(env, run.id)
+    assert (r.status, r.error) == ("failed", "boom")

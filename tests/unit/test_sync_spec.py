@@ -243,7 +243,7 @@ def test_the_reconciler_imports_neither_the_web_app_nor_the_flow() -> None:
 
     code = (
         "import sys\n"
-        "import conveyor.sync.loop, conveyor.sync.runs, conveyor.sync.status\n"
+        "import conveyor.sync.loop, conveyor.sync.watchdog, conveyor.sync.status\n"
         "import conveyor.cli.reconcile\n"
         "forbidden = ('conveyor.web', 'conveyor.pipelines.flow')\n"
         "bad = [m for m in sys.modules if m.startswith(forbidden)]\n"

@@ -21,6 +21,8 @@ OWNER_TAG: Final = "conveyor"  # the reconciler owns exactly the deployments tag
 SCHEDULED_TAG: Final = "scheduled"  # the connector has a schedule
 CONNECTOR_TAG_PREFIX: Final = "connector-"  # connector-<id>: finds a connector's deployment
 MANUAL_RUN_TAG: Final = "trigger:manual"  # a flow run started by "Run now"
+# run-record:<id> on a manual flow run names the record "Run now" made for it.
+RUN_RECORD_TAG_PREFIX: Final = "run-record:"
 # Tags Conveyor derives from a connector: never user tags.
 MARKER_TAGS: Final = frozenset({OWNER_TAG, SCHEDULED_TAG})
 
@@ -37,6 +39,20 @@ def connector_id_from_tags(tags: Iterable[str]) -> int | None:
             rest = tag[len(CONNECTOR_TAG_PREFIX) :]
             if rest.isdigit():
                 return int(rest)
+    return None
+
+
+def run_record_tag(run_id: int) -> str:
+    """The tag that tells a manual flow run which run record is its own."""
+    return f"{RUN_RECORD_TAG_PREFIX}{run_id}"
+
+
+def run_record_id_from_tags(tags: Iterable[str]) -> int | None:
+    """The run record a flow run's tags name, if any."""
+    for tag in tags:
+        rest = tag.removeprefix(RUN_RECORD_TAG_PREFIX)
+        if rest != tag and rest.isdigit():
+            return int(rest)
     return None
 
 

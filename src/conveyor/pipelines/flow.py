@@ -11,125 +11,36 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
-from sqlalchemy import select
 
-from conveyor.db.base import utcnow
-from conveyor.db.models import Connector, ConnectorRun
 from conveyor.db.session import session_scope
-from conveyor.errors import ConveyorError, NotFound
+from conveyor.domain.vocabulary import FLOW_NAME, MANUAL_RUN_TAG
+from conveyor.errors import ConveyorError
 from conveyor.pipelines import runner
 from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
+from conveyor.services import connectors, runs
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.pipelines.flow")
 T = TypeVar("T")
 
-MANUAL_TAG = "trigger:manual"
-OPEN_STATUSES = ("scheduled", "running")
+MANUAL_TAG = MANUAL_RUN_TAG
 
 
 class RunFailed(ConveyorError):
     """The connector run failed; the message is already in words and masked."""
 
 
-# --- run records -------------------------------------------------------------------
+# --- run records (kept by services.runs) -------------------------------------------
 
-
-def open_run(
-    connector_id: int,
-    *,
-    settings: Settings,
-    flow_run_id: str | None = None,
-    tags: list[str] | tuple[str, ...] = (),
-) -> int:
-    """Mark the pre-created record running, or insert one; close stale ones of the connector."""
-    now = utcnow()
-    manual = flow_run_id is None or MANUAL_TAG in tags
-    with session_scope(settings.effective_database_url) as session:
-        if session.get(Connector, connector_id) is None:
-            raise NotFound(f"connector {connector_id} does not exist")
-        _close_stale(session, connector_id, settings, now)
-        run = None
-        if flow_run_id is not None:
-            run = session.scalars(
-                select(ConnectorRun).where(ConnectorRun.prefect_flow_run_id == flow_run_id)
-            ).first()
-        if run is None:
-            run = ConnectorRun(
-                connector_id=connector_id,
-                prefect_flow_run_id=flow_run_id,
-                trigger="manual" if manual else "schedule",
-            )
-            session.add(run)
-        run.status = "running"
-        run.started_at = now
-        run.heartbeat_at = now
-        run.finished_at = None
-        run.error = None
-        session.flush()
-        return int(run.id)
-
-
-def _close_stale(session: Any, connector_id: int, settings: Settings, now: Any) -> None:
-    # Runs of one connector never overlap (concurrency limit 1), so a record still
-    # "running" whose heartbeat stopped belongs to a worker that died.
-    cutoff = now - timedelta(seconds=settings.run_heartbeat_timeout)
-    stale = session.scalars(
-        select(ConnectorRun).where(
-            ConnectorRun.connector_id == connector_id,
-            ConnectorRun.status == "running",
-            ConnectorRun.heartbeat_at < cutoff,
-        )
-    )
-    for run in stale:
-        run.status = "crashed"
-        run.finished_at = now
-        run.error = (
-            "The worker running this connector stopped (no heartbeat since "
-            f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)."
-        )
-        run.log_summary = run.log_summary or "Closed by the next run: heartbeat stopped."
-
-
-def close_run(
-    run_id: int,
-    *,
-    settings: Settings,
-    status: str,
-    stats: runner.RunStats | None = None,
-    summary: str | None = None,
-    error: str | None = None,
-    only_if_open: bool = False,
-) -> None:
-    """Close the record with its outcome, rows per table, bytes and schema changes."""
-    with session_scope(settings.effective_database_url) as session:
-        run = session.get(ConnectorRun, run_id)
-        if run is None or (only_if_open and run.status not in OPEN_STATUSES):
-            return
-        run.status = status
-        run.finished_at = utcnow()
-        if stats is not None:
-            run.rows_loaded = stats.total_rows
-            run.bytes_loaded = stats.bytes
-            run.table_stats = {t: {"rows": n} for t, n in sorted(stats.rows.items())}
-            run.schema_changes = stats.schema_changes
-        run.log_summary = summary
-        run.error = error
-
-
-def heartbeat(run_id: int, *, settings: Settings) -> None:
-    """Renew the run's heartbeat (the watchdog closes runs whose heartbeat stops)."""
-    with session_scope(settings.effective_database_url) as session:
-        run = session.get(ConnectorRun, run_id)
-        if run is not None and run.status == "running":
-            run.heartbeat_at = utcnow()
+open_run = runs.open_run
+close_run = runs.close
+heartbeat = runs.heartbeat
 
 
 class Heartbeat:
@@ -167,10 +78,7 @@ def load_connector(connector_id: int, *, settings: Settings) -> runner.ResolvedC
     """Read the connector; decrypt its configs in memory only."""
     box = SecretBox(settings.secret_keys())
     with session_scope(settings.effective_database_url) as session:
-        connector = session.get(Connector, connector_id)
-        if connector is None:
-            raise NotFound(f"connector {connector_id} does not exist")
-        resolved = runner.resolve(connector, box)
+        resolved = runner.resolve(connectors.get(connector_id, session=session), box)
     MASKING_FILTER.register(*resolved.secrets)
     _install_masking()
     return resolved
@@ -311,22 +219,18 @@ class _TaskSteps:
 
 def _close_from_hook(flow_run: Any, status: str, state: Any) -> None:
     try:
-        settings = Settings()
-        with session_scope(settings.effective_database_url) as session:
-            run = session.scalars(
-                select(ConnectorRun).where(ConnectorRun.prefect_flow_run_id == str(flow_run.id))
-            ).first()
-            if run is None or run.status not in OPEN_STATUSES:
-                return
-            message = getattr(state, "message", None) or ""
-            run.status = status
-            run.finished_at = utcnow()
-            run.error = (
+        message = getattr(state, "message", None) or ""
+        runs.close_flow_run(
+            str(flow_run.id),
+            settings=Settings(),
+            status=status,
+            error=(
                 "The run was cancelled."
                 if status == "cancelled"
                 else "The run crashed: the worker process ended unexpectedly."
-            )
-            run.log_summary = f"Prefect state {state.type.value}: {message}"[:1000]
+            ),
+            summary=f"Prefect state {state.type.value}: {message}",
+        )
     except Exception as exc:  # a hook must not raise; the watchdog is the backstop
         log.warning("could not close run of flow run %s: %s", flow_run.id, exc)
 
@@ -340,7 +244,7 @@ def _on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 @flow(
-    name="run_connector_pipeline",
+    name=FLOW_NAME,
     on_crashed=[_on_crashed],
     on_cancellation=[_on_cancellation],
     persist_result=False,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import sys
 
-from conveyor.db.session import session_scope
 from conveyor.errors import ConveyorError
+from conveyor.services import runs
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
-from conveyor.sync.runs import trigger_manual_run
+from conveyor.sync.gateway import create_flow_run
 
 
 def main(argv: list[str]) -> int:
@@ -23,11 +23,8 @@ def main(argv: list[str]) -> int:
     for raw in argv:
         connector_id = int(raw)
         try:
-            with session_scope(settings.effective_database_url) as session:
-                run = trigger_manual_run(
-                    connector_id, session=session, settings=settings, actor=SYSTEM
-                )
-                out: dict[str, object] = {"connector_id": connector_id, "run_id": run.id}
+            run = runs.trigger(connector_id, settings=settings, actor=SYSTEM, start=create_flow_run)
+            out: dict[str, object] = {"connector_id": connector_id, "run_id": run.id}
         except ConveyorError as exc:
             failed += 1
             out = {"connector_id": connector_id, "error": str(exc)}

@@ -1,5 +1,6 @@
 """The reconciler's loop: take the lock, then outbox passes every ``poll_interval`` and a
-full pass every ``CONVEYOR_RECONCILE_INTERVAL`` seconds, until stopped or the lock is lost.
+full pass every ``CONVEYOR_RECONCILE_INTERVAL`` seconds, until stopped or the lock is lost;
+the run watchdog (``sync/watchdog.py``) loops beside it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import logging
 from collections.abc import AsyncIterator
 from time import monotonic
 
-from conveyor.errors import ConfigurationError, Conflict
+from conveyor.errors import ConfigurationError, Conflict, ExternalError
 from conveyor.settings import Settings
+from conveyor.sync import watchdog
 from conveyor.sync.gateway import Gateway, PrefectGateway
 from conveyor.sync.lock import Lock, make_lock
 from conveyor.sync.reconciler import Backoff, LeadershipLost, PassReport, Reconciler
@@ -79,11 +81,22 @@ async def run_once(
         )
     try:
         if gateway is not None:
-            return await Reconciler(settings, gateway).full_pass()
+            return await _full_pass_then_watchdog(settings, gateway)
         async with open_gateway(settings) as gw:
-            return await Reconciler(settings, gw).full_pass()
+            return await _full_pass_then_watchdog(settings, gw)
     finally:
         await asyncio.to_thread(lock.release)
+
+
+async def _full_pass_then_watchdog(settings: Settings, gateway: Gateway) -> PassReport:
+    # `conveyor reconcile --once` is also how cron-style setups close stale runs.
+    report = await Reconciler(settings, gateway).full_pass()
+    if report.error is None:
+        try:
+            report.stale_runs_closed = await watchdog.one_pass(settings=settings, gateway=gateway)
+        except ExternalError as exc:
+            report.note(report.errors, connector_id=None, error=f"stale runs: {exc}")
+    return report
 
 
 async def run_forever(
@@ -95,14 +108,31 @@ async def run_forever(
     lease_ttl: float = 30.0,
     backoff: Backoff | None = None,
 ) -> None:
-    """Wait for the lock, then reconcile until ``stop`` is set; wait again if it is lost."""
+    """Wait for the lock, then reconcile until ``stop`` is set; wait again if it is lost.
+
+    The run watchdog runs beside it, a loop of its own (it needs no lock: its closes are
+    conditional on a record still being open).
+    """
     lock = make_lock(settings.effective_database_url, ttl=lease_ttl)
     backoff = backoff or Backoff()
     if gateway is not None:
-        await _lead_while_held(settings, gateway, lock, stop, poll_interval, backoff)
+        await _both(settings, gateway, lock, stop, poll_interval, backoff)
         return
     async with open_gateway(settings) as gw:
-        await _lead_while_held(settings, gw, lock, stop, poll_interval, backoff)
+        await _both(settings, gw, lock, stop, poll_interval, backoff)
+
+
+async def _both(
+    settings: Settings,
+    gateway: Gateway,
+    lock: Lock,
+    stop: asyncio.Event,
+    poll_interval: float,
+    backoff: Backoff,
+) -> None:
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(watchdog.run_forever(settings, stop=stop, gateway=gateway))
+        tg.create_task(_lead_while_held(settings, gateway, lock, stop, poll_interval, backoff))
 
 
 async def _lead_while_held(

@@ -31,7 +31,7 @@ from conveyor.db.base import utcnow
 from conveyor.db.session import session_scope
 from conveyor.errors import ExternalError
 from conveyor.settings import Settings
-from conveyor.sync import runs, store
+from conveyor.sync import store
 from conveyor.sync.backoff import Backoff
 from conveyor.sync.gateway import Gateway
 from conveyor.sync.payloads import ObservedDeployment
@@ -313,12 +313,6 @@ class Reconciler:
             await writer.flush()
             raise group.exceptions[0] from None
         await writer.flush()
-        try:
-            report.stale_runs_closed = await runs.close_stale_runs(
-                settings=self.settings, gateway=self.gateway, now=self.clock()
-            )
-        except ExternalError as exc:
-            report.note(report.errors, connector_id=None, error=f"stale runs: {exc}")
         return self._save(self._finish(report, t0), "last_full_pass")
 
     def _snapshot(self, now: datetime) -> tuple[dict[int, ConnectorState], dict[int, OutboxGroup]]:

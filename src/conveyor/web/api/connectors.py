@@ -168,12 +168,11 @@ def delete_connector(connector_id: int, session: SessionDep, actor: CurrentActor
 
 
 @router.post("/{connector_id}/run", response_model=RunOut, status_code=202, summary="Run it now")
-def run_connector(
-    connector_id: int, session: SessionDep, settings: SettingsDep, actor: CurrentActor
-) -> RunOut:
-    from conveyor.sync.runs import trigger_manual_run
+def run_connector(connector_id: int, settings: SettingsDep, actor: CurrentActor) -> RunOut:
+    # No request transaction: the run record commits before Prefect is called.
+    from conveyor.sync.gateway import create_flow_run
 
-    run = trigger_manual_run(connector_id, session=session, settings=settings, actor=actor)
+    run = runs_svc.trigger(connector_id, settings=settings, actor=actor, start=create_flow_run)
     return runs_svc.to_out(run)
 
 

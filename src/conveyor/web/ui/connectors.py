@@ -230,15 +230,12 @@ def toggle(request: Request, connector_id: int, actor: UIActor) -> Response:
 @router.post("/connectors/{connector_id:int}/run", include_in_schema=False)
 def run_now(request: Request, connector_id: int, actor: UIActor) -> Response:
     settings = get_settings(request)
+    from conveyor.sync.gateway import create_flow_run
+
     try:
-        from conveyor.sync.runs import trigger_manual_run
-    except ImportError:
-        flash(request, "Run now is not available: this build has no sync engine.", "error")
-        return redirect(request, f"/connectors/{connector_id}")
-    try:
-        with session_scope(settings.effective_database_url) as session:
-            run = trigger_manual_run(connector_id, session=session, settings=settings, actor=actor)
-            run_id = run.id
+        run_id = runs_svc.trigger(
+            connector_id, settings=settings, actor=actor, start=create_flow_run
+        ).id
     except ConveyorError as exc:
         if isinstance(exc, PermissionDenied | NotFound):
             raise
