@@ -1,7 +1,10 @@
 """Conveyor's errors: each carries a reason, and where useful a hint and the field at fault.
 
 The web app maps them to HTTP status codes (``web/errors.py``), the CLI to exit codes
-(``cli/main.py``); the reconciler and the flow use ``transient`` to decide on retries.
+(``cli/common.py``, put around every command by ``cli/main.py``). ``ExternalError.transient``
+says whether trying again later can help: the reconciler retries a transient Prefect error
+with backoff and leaves a terminal one on the connector; the flow does not retry (Prefect's
+next scheduled run, or "Run now", is the retry).
 """
 
 from __future__ import annotations

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.secrets import install_log_masking
-from conveyor.services.audit import REQUEST_ID
+
+# Set per request by the web app: log lines and audit entries carry the request id.
+REQUEST_ID: ContextVar[str | None] = ContextVar("conveyor_request_id", default=None)
 
 # LogRecord attributes that are not "extra" fields passed by the caller.
 _SKIP = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

@@ -7,8 +7,7 @@ import json
 import logging
 import logging.config
 
-from conveyor.logs import JsonFormatter, RequestIdFilter, dict_config
-from conveyor.services.audit import REQUEST_ID
+from conveyor.logs import REQUEST_ID, JsonFormatter, RequestIdFilter, dict_config
 
 
 def _capture() -> tuple[logging.Logger, io.StringIO]:

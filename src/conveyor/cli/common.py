@@ -43,7 +43,11 @@ def exit_code(exc: ConveyorError) -> int:
 
 
 def handle_errors(func: F) -> F:
-    """Turn ConveyorErrors into one line on stderr and a non-zero exit code."""
+    """The CLI's error boundary: a ConveyorError ends as one line on stderr and the exit code
+    of its class; Ctrl-C as ``interrupted`` and 130. ``install_error_boundary`` puts it
+    around every command of the app."""
+    if getattr(func, "__conveyor_boundary__", False):
+        return func
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -56,7 +60,18 @@ def handle_errors(func: F) -> F:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
 
+    wrapper.__conveyor_boundary__ = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def install_error_boundary(app: typer.Typer) -> None:
+    """Wrap every command of ``app`` and of its groups in ``handle_errors``."""
+    for command in app.registered_commands:
+        if command.callback is not None:
+            command.callback = handle_errors(command.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            install_error_boundary(group.typer_instance)
 
 
 def settings() -> Settings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from conveyor.cli.common import console, handle_errors, settings
+from conveyor.cli.common import console, settings
 from conveyor.db import migrations
 from conveyor.secrets import mask_text
 
@@ -12,7 +12,6 @@ app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 
 
 @app.command()
-@handle_errors
 def upgrade(revision: str = typer.Argument("head", help="Target revision")) -> None:
     """Bring the database up to the latest schema (safe to run repeatedly)."""
     url = settings().effective_database_url
@@ -22,7 +21,6 @@ def upgrade(revision: str = typer.Argument("head", help="Target revision")) -> N
 
 
 @app.command()
-@handle_errors
 def current() -> None:
     """Print the database's current schema revision."""
     console.print(migrations.current_revision(settings().effective_database_url) or "empty")

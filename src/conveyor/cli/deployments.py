@@ -18,7 +18,6 @@ from conveyor.cli.common import (
     console,
     err_console,
     exit_code,
-    handle_errors,
     secret_box,
     settings,
 )
@@ -64,7 +63,6 @@ def _fail(exc: ValidationFailed) -> typer.Exit:
 
 
 @app.command()
-@handle_errors
 def export(
     directory: Path = DirArg,
     name: list[str] = typer.Option([], "--name", help="Only this connector (repeatable)"),
@@ -95,7 +93,6 @@ def export(
 
 
 @app.command()
-@handle_errors
 def validate(
     directory: Path = DirArg,
     no_env: bool = typer.Option(
@@ -121,7 +118,6 @@ def validate(
 
 
 @app.command()
-@handle_errors
 def plan(
     directory: Path = DirArg,
     prune: bool = PruneOpt,
@@ -146,7 +142,6 @@ def plan(
 
 
 @app.command()
-@handle_errors
 def apply(
     directory: Path = DirArg,
     prune: bool = PruneOpt,
@@ -191,7 +186,6 @@ def apply(
 
 
 @app.command("prefect-yaml")
-@handle_errors
 def prefect_yaml(
     directory: Path = DirArg,
     output: Path = typer.Option(
@@ -213,7 +207,6 @@ def prefect_yaml(
 
 
 @app.command()
-@handle_errors
 def schema(
     output: Path | None = typer.Option(None, "-o", "--output", help="Write to this file"),
 ) -> None:

@@ -1,6 +1,7 @@
 """Entry point of the ``conveyor`` command: registers every command group.
 
-Errors end as one line on stderr and a non-zero exit code (see ``run``).
+Errors end as one line on stderr and a non-zero exit code: ``common.handle_errors`` is put
+around every command below by ``install_error_boundary``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from conveyor.cli import (
     web,
     worker,
 )
+from conveyor.cli.common import install_error_boundary
 
 app = typer.Typer(
     name="conveyor",
@@ -42,3 +44,4 @@ app.command("up")(up.up)
 app.command("worker")(worker.worker)
 app.command("prefect-server")(prefect_server.prefect_server)
 app.command("doctor")(doctor.doctor)
+install_error_boundary(app)  # last: after every command is registered

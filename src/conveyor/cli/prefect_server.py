@@ -14,14 +14,13 @@ import sys
 
 import typer
 
-from conveyor.cli.common import handle_errors, settings
+from conveyor.cli.common import settings
 from conveyor.errors import ConfigurationError
 from conveyor.logs import prefect_logging_env
 
 WILDCARDS = {"0.0.0.0", "::", ""}
 
 
-@handle_errors
 def prefect_server(
     host: str = typer.Option("127.0.0.1", envvar="PREFECT_SERVER_API_HOST", help="Interface"),
     port: int = typer.Option(4200, envvar="PREFECT_SERVER_API_PORT", help="Port"),

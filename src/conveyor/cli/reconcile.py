@@ -7,10 +7,9 @@ import signal
 
 import typer
 
-from conveyor.cli.common import console, handle_errors, settings
+from conveyor.cli.common import console, settings
 
 
-@handle_errors
 def reconcile(
     once: bool = typer.Option(False, "--once", help="Do one full pass and exit"),
     poll: float = typer.Option(1.0, help="Seconds between looks at the queued changes"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from cryptography.fernet import Fernet
 
-from conveyor.cli.common import console, handle_errors, secret_box, settings
+from conveyor.cli.common import console, secret_box, settings
 from conveyor.db.session import session_scope
 from conveyor.services.secrets_rotation import rotate_all
 
@@ -19,7 +19,6 @@ def generate_key() -> None:
 
 
 @app.command()
-@handle_errors
 def rotate() -> None:
     """Re-encrypt every stored secret with the newest key in CONVEYOR_SECRET_KEY."""
     s = settings()

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from conveyor.cli.common import console, handle_errors, settings
+from conveyor.cli.common import console, settings
 from conveyor.db.session import session_scope
 from conveyor.sync import status as sync_status
 
@@ -14,7 +14,6 @@ app = typer.Typer(help="Prefect sync of connectors.", no_args_is_help=True)
 
 
 @app.command("status")
-@handle_errors
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
     """Connectors by sync status, the oldest queued change and the last full pass."""
     with session_scope(settings().effective_database_url) as session:

@@ -8,7 +8,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from conveyor.cli.common import console, handle_errors, read_stdin_line, settings
+from conveyor.cli.common import console, read_stdin_line, settings
 from conveyor.db.session import session_scope
 from conveyor.domain.models import UserCreate
 from conveyor.errors import NotFound, ValidationFailed
@@ -21,7 +21,6 @@ tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
 
 @users_app.command("create")
-@handle_errors
 def create_user(
     username: str,
     role: str = typer.Option(..., help="admin, editor or viewer"),
@@ -44,7 +43,6 @@ def create_user(
 
 
 @users_app.command("list")
-@handle_errors
 def list_users() -> None:
     """List users and their roles."""
     with session_scope(settings().effective_database_url) as session:
@@ -60,7 +58,6 @@ def _user_id(username: str, session: Session) -> int:
 
 
 @users_app.command("set-password")
-@handle_errors
 def set_password(
     username: str,
     password_stdin: bool = typer.Option(
@@ -83,7 +80,6 @@ def set_password(
 
 
 @users_app.command("disable")
-@handle_errors
 def disable_user(username: str) -> None:
     """Stop USERNAME logging in; their logins end and their API tokens are revoked."""
     with session_scope(settings().effective_database_url) as session:
@@ -92,7 +88,6 @@ def disable_user(username: str) -> None:
 
 
 @users_app.command("enable")
-@handle_errors
 def enable_user(username: str) -> None:
     """Let a disabled USERNAME log in again (their old tokens stay revoked)."""
     with session_scope(settings().effective_database_url) as session:
@@ -101,7 +96,6 @@ def enable_user(username: str) -> None:
 
 
 @users_app.command("delete")
-@handle_errors
 def delete_user(
     username: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask to confirm")
 ) -> None:
@@ -114,7 +108,6 @@ def delete_user(
 
 
 @tokens_app.command("create")
-@handle_errors
 def create_token(
     username: str, name: str = typer.Option("cli", "--name", help="A label for the token")
 ) -> None:

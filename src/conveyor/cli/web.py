@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from conveyor.cli.common import handle_errors
 
-
-@handle_errors
 def web(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
     port: int = typer.Option(8000, help="Port to listen on"),

@@ -14,7 +14,7 @@ import sys
 import psutil
 import typer
 
-from conveyor.cli.common import console, handle_errors, settings
+from conveyor.cli.common import console, settings
 from conveyor.errors import ConfigurationError
 from conveyor.logs import prefect_logging_env, settings_for_logging
 from conveyor.secrets import install_log_masking
@@ -41,7 +41,6 @@ async def _ensure_pool(api_url: str, pool: str, limit: int) -> None:
         await gateway.ensure_work_pool(pool)
 
 
-@handle_errors
 def worker(
     pool: str | None = typer.Option(
         None, help="Work pool to poll [default: CONVEYOR_DEFAULT_WORK_POOL, 'default']"

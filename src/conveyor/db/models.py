@@ -1,4 +1,5 @@
-"""Conveyor's tables. Repositories in this package are the only code that queries them."""
+"""Conveyor's tables. The services (``services/``) and the reconciler's store
+(``sync/store.py``) query them; the web app, the CLI and the flow go through those."""
 
 from __future__ import annotations
 

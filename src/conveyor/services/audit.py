@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import AuditEntry
+from conveyor.logs import REQUEST_ID
 from conveyor.services.authz import Actor
-
-# Set per request by the web app so audit entries carry the request id.
-REQUEST_ID: ContextVar[str | None] = ContextVar("conveyor_request_id", default=None)
 
 
 def record(

@@ -1,6 +1,6 @@
 """Connectors: a source, a destination, what to copy, and a schedule.
 
-Every change commits an outbox entry in the same transaction (invariant 2): the caller's
+Every change commits an outbox entry in the same transaction (invariant 2 of docs/design.md): the caller's
 request never waits on Prefect; the reconciler applies the entry.
 """
 

@@ -15,8 +15,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor import __version__
+from conveyor.logs import REQUEST_ID
 from conveyor.secrets import SecretBox, install_log_masking
-from conveyor.services.audit import REQUEST_ID
 from conveyor.settings import Settings, get_settings
 from conveyor.web import api_docs, errors, ui
 from conveyor.web.api import connectors, deployments, endpoints, meta, metrics, runs, users
