@@ -1,0 +1,109 @@
+"""Every registered type (built-in, and any installed plugin) keeps the type contract:
+declared fields exist in its config model, capabilities agree with what it implements,
+build/check/discover take the one (config, context) signature, failure classes say
+terminal or transient."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from conveyor.pipelines import registry
+from conveyor.pipelines.config import CopyOptions, TypeConfig
+from conveyor.pipelines.contract import ConveyorType, DestinationType, SourceType
+from conveyor.pipelines.failures import TerminalFailure, TransientFailure, TypeFailure
+
+
+def assert_contract(t: ConveyorType) -> None:
+    """The checks, callable for a plugin's type too (tests/integration/test_type_plugin.py)."""
+    where = f"{t.kind} type {t.name!r}"
+    assert t.name and t.title and t.kind in ("source", "destination"), where
+    assert isinstance(t, SourceType if t.kind == "source" else DestinationType), where
+    assert issubclass(t.config_model, TypeConfig), where
+    fields = set(t.config_model.model_fields)
+    for declared in ("connection_fields", "path_fields", "secret_fields", "copy_fields"):
+        assert getattr(t, declared) <= fields, (where, declared, getattr(t, declared) - fields)
+    assert not (t.copy_fields & t.connection_fields), where  # an override never moves it
+    assert not (t.secret_fields & t.copy_fields), where
+    for f in t.copy_form:
+        assert f.label, (where, f.name)
+        assert bool(f.choice) == bool(f.choice_label), (where, f.name)
+    _assert_capabilities(t, where)
+    for method in ("build", "check", "discover"):
+        params = list(inspect.signature(getattr(t, method)).parameters)
+        assert params == ["config", "context"], (where, method, params)
+    assert type(t).build is not ConveyorType.build, f"{where} does not build"
+    assert type(t).check is not ConveyorType.check, f"{where} does not check"
+    for failure in t.failures:
+        assert issubclass(failure, (TerminalFailure, TransientFailure)), (where, failure)
+        assert failure.transient is issubclass(failure, TransientFailure), (where, failure)
+        assert failure.recognise(ValueError("nothing in particular")) is None, (where, failure)
+    assert registry.get_type(t.kind, t.name) is t, where
+
+
+def _assert_capabilities(t: ConveyorType, where: str) -> None:
+    caps = t.capabilities
+    if isinstance(t, SourceType):
+        assert not caps.lands_in, where
+        if caps.merge or caps.incremental:  # keys and cursors are the copy options
+            assert issubclass(t.config_model, CopyOptions), where
+        if caps.file_transfer:
+            assert type(t).wants_transfer is not ConveyorType.wants_transfer, where
+        return
+    assert isinstance(t, DestinationType)
+    assert caps.lands_in in ("tables", "files", "endpoint"), where
+    overrides = type(t).__dict__
+    assert caps.file_transfer is ("open_sink" in overrides), where
+    assert caps.direct_copy is ("direct_writer" in overrides), where
+    if caps.direct_copy:
+        writer = t.direct_writer()
+        assert callable(writer.available) and callable(writer.run), where
+
+
+ALL = [(t.kind, t.name) for kind in ("source", "destination") for t in registry.list_types(kind)]
+
+
+@pytest.mark.parametrize(("kind", "name"), ALL, ids=[f"{k}-{n}" for k, n in ALL])
+def test_every_registered_type_keeps_the_contract(kind: Any, name: str) -> None:
+    assert_contract(registry.get_type(kind, name))
+
+
+def test_failure_classes_put_library_errors_in_words() -> None:
+    from conveyor.pipelines.explain import explain
+
+    refused = explain(RuntimeError('password authentication failed for user "reader"'))
+    assert refused.message == "The database refused the user name or password for user 'reader'."
+    assert not refused.transient
+    locked = explain(RuntimeError("IO Error: Could not set lock on file x.duckdb"))
+    assert locked.transient and "in use by another process" in locked.message
+    classes = registry.failure_classes()
+    assert len(classes) == len(set(classes))
+    assert all(issubclass(c, TypeFailure) for c in classes)
+
+
+def test_a_broken_plugin_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata as md
+
+    broken = md.EntryPoint("broken", "no_such_module_here:Type", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(md, "entry_points", lambda group: [broken])
+    errors = registry.load_plugins(force=True)
+    try:
+        assert list(errors) == ["'broken' (no_such_module_here:Type)"]
+        assert "ModuleNotFoundError" in errors["'broken' (no_such_module_here:Type)"]
+        with pytest.raises(Exception, match=r"plugin .broken. .* failed to load"):
+            registry.get_type("source", "json_api_nope")
+    finally:
+        registry._PLUGIN_ERRORS.clear()
+
+
+def test_a_plugin_may_not_replace_a_built_in_type() -> None:
+    class Impostor(SourceType):
+        name = "sql_database"
+        title = "not the real one"
+        config_model = TypeConfig
+
+    with pytest.raises(registry.PluginError, match="already registered"):
+        registry.register(Impostor, origin="plugin 'impostor'")
+    assert type(registry.get_type("source", "sql_database")).__name__ == "SqlDatabaseSource"
