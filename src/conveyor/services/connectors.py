@@ -1,7 +1,8 @@
 """Connectors: a source, a destination, what to copy, and a schedule.
 
-Every change commits an outbox entry in the same transaction (invariant 2 of docs/design.md): the caller's
-request never waits on Prefect; the reconciler applies the entry.
+Every change commits an outbox entry in the same transaction (invariant 2 of
+docs/design.md): the caller's request never waits on Prefect; the reconciler applies the
+entry.
 """
 
 from __future__ import annotations

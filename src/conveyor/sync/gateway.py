@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.sync.gateway")
 
 PAGE_SIZE = 200  # the Prefect server's maximum page size
-# A process worker without a limit starts every queued run at once: 50 queued runs made ~25
-# flow processes, ~2 GB and 26 crashed runs of 150; with 4, none crashed (measured on this machine kind).
+# A process worker without a limit starts every queued run at once: 50 queued runs made
+# ~25 flow processes, ~2 GB and 26 crashed runs of 150; a limit of 4 ran them steadily.
 DEFAULT_POOL_CONCURRENCY = 4
 READ_CALLS = frozenset({"list_deployments", "flow_run_states", "read_work_pool", "read_flow"})
 # A PATCH answered with one of these cannot be applied as sent (the deployment is gone,

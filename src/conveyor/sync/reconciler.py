@@ -21,7 +21,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from time import monotonic
 
@@ -39,6 +38,7 @@ from conveyor.sync.prefect_errors import PrefectUnavailable
 from conveyor.sync.report import PassReport
 from conveyor.sync.spec import DeploymentSpec, build
 from conveyor.sync.store import ConnectorState, OutboxGroup
+from conveyor.sync.work import Item, Synced, Write, Writer, synced_spec
 
 log = logging.getLogger("conveyor.sync.reconciler")
 
@@ -47,105 +47,6 @@ __all__ = ["Backoff", "LeadershipLost", "PassReport", "Reconciler"]
 
 class LeadershipLost(Exception):
     """Another reconciler holds the lock now: stop acting."""
-
-
-@dataclass
-class _Item:
-    """One connector's work in a pass."""
-
-    connector_id: int
-    action: str  # upsert | update | pause | resume | delete | record
-    why: str
-    state: ConnectorState | None = None
-    spec: DeploymentSpec | None = None
-    deployment_id: str | None = None  # update/pause/resume/record: the deployment concerned
-    old_spec: DeploymentSpec | None = None  # update: what that deployment matches now
-    stale_ids: set[str] = field(default_factory=set)  # to delete once the spec is applied
-    outbox_max_id: int | None = None
-    attempts: int = 0  # outbox attempts so far (deleted connectors have no row)
-
-
-Write = Callable[[Session], None]
-
-
-@dataclass(frozen=True)
-class _Synced:
-    """A success to record: the connector's deployment (if any) and its settled outbox."""
-
-    connector_id: int
-    state: ConnectorState | None
-    deployment_id: str | None
-    spec: DeploymentSpec | None
-    outbox_max_id: int | None
-    now: datetime
-
-    def __call__(self, session: Session) -> None:
-        _record_synced(session, [self])
-
-
-def _record_synced(session: Session, done: list[_Synced]) -> None:
-    """Many successes in two executemany statements (per-row statements cost more CPU
-    than the Prefect calls they record)."""
-    store.record_synced_many(
-        session,
-        [
-            (d.state, d.deployment_id, d.spec, d.now)
-            for d in done
-            if d.state is not None and d.spec is not None and d.deployment_id
-        ],
-    )
-    store.settle_outbox_many(
-        session, [(d.connector_id, d.outbox_max_id) for d in done if d.outbox_max_id is not None]
-    )
-
-
-class _Writer:
-    """Commits results in batches in a worker thread, in the order they came."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._pending: list[Write] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, write: Write) -> None:
-        self._pending.append(write)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            await asyncio.to_thread(self._commit, batch)
-
-    def _commit(self, batch: list[Write]) -> None:
-        with session_scope(self.url) as session:
-            run: list[_Synced] = []  # consecutive successes, written together
-            for write in batch:
-                if isinstance(write, _Synced):
-                    run.append(write)
-                    continue
-                if run:
-                    _record_synced(session, run)
-                    run = []
-                write(session)
-            if run:
-                _record_synced(session, run)
-
-    async def flush(self) -> None:
-        while self._task is not None and not self._task.done():
-            await self._task
-        if self._task is not None:
-            self._task.result()  # a write that failed fails the pass
-        if self._pending:
-            await self._drain()
-
-
-def synced_spec(state: ConnectorState) -> DeploymentSpec | None:
-    """The spec the connector's deployment was last synced to, if it is on record."""
-    if state.synced_spec is None or state.prefect_deployment_id is None:
-        return None
-    spec = DeploymentSpec.from_content(state.synced_spec)
-    return spec if spec is not None and spec.hash == state.synced_spec_hash else None
 
 
 class Reconciler:
@@ -189,7 +90,7 @@ class Reconciler:
         report = PassReport(kind="outbox", started_at=self.clock())
         t0 = monotonic()
         self._unavailable = None
-        writer = _Writer(self.url)
+        writer = Writer(self.url)
         running: dict[int, asyncio.Task[None]] = {}
         taken: dict[int, int] = {}  # connector → newest outbox id taken in this pass
         # After the first look, only at what is new, and at connectors that changed again
@@ -243,9 +144,9 @@ class Reconciler:
             states = store.load_connectors(session, [g.connector_id for g in groups])
         return groups, states
 
-    def _outbox_item(self, g: OutboxGroup, state: ConnectorState | None) -> _Item:
+    def _outbox_item(self, g: OutboxGroup, state: ConnectorState | None) -> Item:
         if state is None:
-            return _Item(
+            return Item(
                 g.connector_id,
                 "delete",
                 "connector deleted",
@@ -263,7 +164,7 @@ class Reconciler:
         # Prefect already has this spec (e.g. only the source config changed).
         in_step = only_ours and state.synced_spec_hash == spec.hash
         old = None if in_step or not only_ours else synced_spec(state)
-        return _Item(
+        return Item(
             g.connector_id,
             "record" if in_step else "update" if old else "upsert",
             "no change for Prefect" if in_step else "connector changed",
@@ -303,7 +204,7 @@ class Reconciler:
         report.deployments = len(observed)
         items = self._repairs(states, groups, observed, now, report)
         self._unavailable = None
-        writer = _Writer(self.url)
+        writer = Writer(self.url)
         try:
             # A TaskGroup, not gather: losing the lock must stop the whole batch.
             async with asyncio.TaskGroup() as tg:
@@ -326,12 +227,12 @@ class Reconciler:
         observed: list[ObservedDeployment],
         now: datetime,
         report: PassReport,
-    ) -> list[_Item]:
+    ) -> list[Item]:
         waiting = {cid for cid, g in groups.items() if not g.due}  # in backoff
         by_connector: dict[int | None, list[ObservedDeployment]] = {}
         for obs in observed:
             by_connector.setdefault(obs.connector_id, []).append(obs)
-        items: list[_Item] = []
+        items: list[Item] = []
         for cid, state in states.items():
             found = by_connector.pop(cid, [])
             if cid in waiting or self._resting(state, now):
@@ -352,7 +253,7 @@ class Reconciler:
                 if maybe_cid is None and obs.name in wanted:
                     continue  # its connector tag was removed: the upsert by name reclaims it
                 items.append(
-                    _Item(
+                    Item(
                         maybe_cid if maybe_cid is not None else -1,
                         "delete",
                         "Conveyor-tagged deployment with no connector",
@@ -371,7 +272,7 @@ class Reconciler:
             return state.sync_failed_spec_hash == self._spec(state).hash
         return state.sync_status == "pending" and state.sync_attempts > 0
 
-    def _compare(self, state: ConnectorState, found: list[ObservedDeployment]) -> _Item | None:
+    def _compare(self, state: ConnectorState, found: list[ObservedDeployment]) -> Item | None:
         """The repair one connector needs, or None when Prefect and the database agree."""
         spec = self._spec(state)
         same_name = [o for o in found if o.name == spec.name]
@@ -384,7 +285,7 @@ class Reconciler:
             )
             if db_current:
                 return None
-            return _Item(
+            return Item(
                 state.id, "record", "Prefect already matches", state, spec, deployment_id=obs.id
             )
         if len(found) == 1 and same_name:
@@ -392,7 +293,7 @@ class Reconciler:
             if obs.spec.with_paused(spec.paused).hash == spec.hash:
                 action = "pause" if spec.paused else "resume"
                 why = f"{'resumed' if spec.paused else 'paused'} in Prefect"
-                return _Item(state.id, action, why, state, spec, deployment_id=obs.id)
+                return Item(state.id, action, why, state, spec, deployment_id=obs.id)
         stale = {o.id for o in found}
         if state.prefect_deployment_id:
             stale.add(state.prefect_deployment_id)
@@ -408,7 +309,7 @@ class Reconciler:
         if len(found) == 1 and same_name:
             # What Prefect has now is known: a PATCH of what differs sets it right.
             obs = same_name[0]
-            return _Item(
+            return Item(
                 state.id,
                 "update",
                 why,
@@ -418,12 +319,12 @@ class Reconciler:
                 old_spec=obs.spec,
                 stale_ids=stale,
             )
-        return _Item(state.id, "upsert", why, state, spec, stale_ids=stale)
+        return Item(state.id, "upsert", why, state, spec, stale_ids=stale)
 
     # --- applying -------------------------------------------------------------
 
     async def _run(
-        self, item: _Item, report: PassReport, writer: _Writer, *, repairs: bool = False
+        self, item: Item, report: PassReport, writer: Writer, *, repairs: bool = False
     ) -> None:
         try:
             deployment_id = await self._apply(item)
@@ -472,7 +373,7 @@ class Reconciler:
         if not self.is_leader():
             raise LeadershipLost("another reconciler holds the lock")
 
-    async def _apply(self, item: _Item) -> str | None:
+    async def _apply(self, item: Item) -> str | None:
         if item.action == "record":
             return item.deployment_id
         async with self._sem:
@@ -503,8 +404,8 @@ class Reconciler:
                 await gw.delete(old)
             return new_id
 
-    def _success(self, item: _Item, deployment_id: str | None) -> Write:
-        return _Synced(
+    def _success(self, item: Item, deployment_id: str | None) -> Write:
+        return Synced(
             connector_id=item.connector_id,
             state=item.state if item.spec is not None else None,
             deployment_id=deployment_id,
@@ -513,7 +414,7 @@ class Reconciler:
             now=self.clock(),
         )
 
-    def _failure(self, item: _Item, err: ExternalError) -> Write:
+    def _failure(self, item: Item, err: ExternalError) -> Write:
         now = self.clock()
         prior = item.state.sync_attempts if item.state else item.attempts
         attempts = prior + 1
