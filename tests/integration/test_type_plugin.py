@@ -32,9 +32,13 @@ RECORDS = [{"id": i, "name": f"thing {i}", "price": i * 2.5} for i in range(1, 8
 def plugin() -> Iterator[Path]:
     """pip install --target a temporary directory (no network, no build isolation), put it
     on sys.path and load the entry points; undone afterwards."""
+    import shutil
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="conveyor-plugin-") as target:
+    with tempfile.TemporaryDirectory(prefix="conveyor-plugin-") as work:
+        # Built from a copy: setuptools writes build/ and *.egg-info next to the sources.
+        source = shutil.copytree(PLUGIN, Path(work) / "src")
+        target = str(Path(work) / "site")
         subprocess.run(
             [
                 sys.executable,
@@ -47,7 +51,7 @@ def plugin() -> Iterator[Path]:
                 "--no-build-isolation",
                 "--target",
                 target,
-                str(PLUGIN),
+                str(source),
             ],
             check=True,
             capture_output=True,
