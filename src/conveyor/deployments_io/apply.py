@@ -136,6 +136,28 @@ def execute(
             _create(change, None, session, box, actor, endpoint_id, key, result)
             step(change.name)
 
+    _apply_existing(by_action, session, box, actor, endpoint_id, key, result, step)
+
+    for change in by_action.get("drift", []):
+        result.kept_drift.append(change.name)
+        if change.db_id is not None and change.file is not None:
+            result.ids[change.name] = change.db_id
+        step(change.name)
+    session.flush()
+    return result
+
+
+def _apply_existing(
+    by_action: dict[str, list[ConnectorChange]],
+    session: Session,
+    box: SecretBox,
+    actor: Actor,
+    endpoint_id: Callable[[Kind, str], int],
+    key: bytes,
+    result: ApplyResult,
+    step: _Stepper,
+) -> None:
+    """Update, adopt or confirm the connectors that already exist; all become file-managed."""
     # One query for every existing connector (the session's identity map is weak, so
     # the plan's rows may be gone by now).
     existing = {c.id: c for c in session.scalars(select(Connector)).unique()}
@@ -157,14 +179,6 @@ def execute(
                 c.applied_file_hash = applied
             result.ids[c.name] = c.id
             step(change.name)
-
-    for change in by_action.get("drift", []):
-        result.kept_drift.append(change.name)
-        if change.db_id is not None and change.file is not None:
-            result.ids[change.name] = change.db_id
-        step(change.name)
-    session.flush()
-    return result
 
 
 class _Stepper:
