@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from conveyor import __version__
 from conveyor.db.models import Connector, ConnectorRun, Lease, OutboxEntry
 from conveyor.db.session import session_scope
+from conveyor.domain.vocabulary import RUN_STATUSES
 from conveyor.services.health import RECONCILER_LEASE
 from conveyor.settings import Settings
 
@@ -32,7 +33,6 @@ router = APIRouter(tags=["meta"])
 
 DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 SYNC_STATUSES = ("pending", "synced", "error")
-RUN_STATUSES = ("scheduled", "running", "succeeded", "failed", "crashed", "cancelled")
 
 
 def _duration_seconds(session: Session) -> ColumnElement[Any]:
