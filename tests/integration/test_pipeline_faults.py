@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.errors import ValidationFailed
 from conveyor.pipelines.flow import RunFailed, run_connector
 from tests.fixtures.pipelines import duckdb_rows, last_run, pg_exec, pg_rows
 from tests.fixtures.servers import free_port
@@ -82,17 +83,22 @@ def test_missing_table_then_created(factory: Any, source_db: str) -> None:
 
 
 def test_non_select_queries_are_refused(factory: Any, source_db: str) -> None:
-    # passes the first-word check, but tries to write: the read-only transaction refuses
+    # A data-modifying CTE passes a first-word check: the parser refuses it on save.
     sneaky = "WITH gone AS (DELETE FROM orders RETURNING *) SELECT * FROM gone"
+    with pytest.raises(ValidationFailed, match="contains DELETE"):
+        factory(("sql_database", {"connection_string": source_db, "query": sneaky}), ("duckdb", {}))
     cid = factory(
-        ("sql_database", {"connection_string": source_db, "query": sneaky}), ("duckdb", {})
+        ("sql_database", {"connection_string": source_db, "query": "SELECT * FROM orders"}),
+        ("duckdb", {}),
     )
-    failed(factory, cid, "only read-only SELECT queries are allowed")
-    assert pg_rows(source_db, "SELECT count(*) FROM orders") == [(100,)]
-    # a stored config that bypassed validation (e.g. an older version) is refused too
-    factory.update_source(cid, {"connection_string": source_db, "query": "DELETE FROM orders"})
-    failed(factory, cid, "query must be a read-only SELECT statement")
-    assert pg_rows(source_db, "SELECT count(*) FROM orders") == [(100,)]
+    # Stored configs that bypassed validation (e.g. an older version) are refused at run time.
+    for query, why in (
+        (sneaky, "query must only read, but it contains DELETE"),
+        ("DELETE FROM orders", "query must be a SELECT statement, not DELETE"),
+    ):
+        factory.update_source(cid, {"connection_string": source_db, "query": query})
+        failed(factory, cid, why)
+        assert pg_rows(source_db, "SELECT count(*) FROM orders") == [(100,)]
 
 
 def test_malformed_csv_row_then_fixed(factory: Any, tmp_path: Path) -> None:
