@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
+from collections.abc import Callable
+
+import pytest
+
+from tests.fixtures.net import free_port
+
+# What this file chose itself (rather than found set by the caller). pytest-xdist workers
+# inherit the controlling process's environment, so a worker makes its own choice of each:
+# every worker runs its own Prefect server on its own port, with its own homes.
+_CHOSEN = "CONVEYOR_TEST_CHOSEN_ENV"
+_chosen_by_parent = set(filter(None, os.environ.get(_CHOSEN, "").split(",")))
+_chosen: set[str] = set()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _choose(name: str, make: Callable[[], str]) -> None:
+    if name not in os.environ or name in _chosen_by_parent:
+        os.environ[name] = make()
+        _chosen.add(name)
 
 
 # Importing prefect with no PREFECT_API_URL can start a throwaway server of its own, so
 # every test process points Prefect at the port its session server will use, before any
 # test module imports prefect. The server itself starts only when a test asks for it.
-if "CONVEYOR_TEST_PREFECT_API_URL" not in os.environ:
-    os.environ["CONVEYOR_TEST_PREFECT_API_URL"] = f"http://127.0.0.1:{_free_port()}/api"
+_choose("CONVEYOR_TEST_PREFECT_API_URL", lambda: f"http://127.0.0.1:{free_port()}/api")
+_choose("PREFECT_HOME", lambda: tempfile.mkdtemp(prefix="conveyor-test-prefect-home-"))
+os.environ[_CHOSEN] = ",".join(sorted(_chosen))
 os.environ["PREFECT_API_URL"] = os.environ["CONVEYOR_TEST_PREFECT_API_URL"]
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="conveyor-test-prefect-home-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"  # dlt
@@ -50,3 +61,12 @@ pytest_plugins = [
     "tests.fixtures.worker",
     "tests.fixtures.recorders",
 ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (pyproject's addopts), tests that share one thing outside
+    the test process run on one worker: the k8s tests share the loopback kube-apiserver
+    (a fixed port, started and stopped by tests/chart/conftest.py)."""
+    for item in items:
+        if item.get_closest_marker("k8s"):
+            item.add_marker(pytest.mark.xdist_group("k8s"))

@@ -20,7 +20,8 @@ from sqlalchemy.engine import URL, make_url
 
 from conveyor.db.models import Connector
 from conveyor.db.session import session_scope
-from tests.e2e.conftest import Platform, login, screenshot, wait_for
+from tests.e2e.conftest import Platform, login, screenshot
+from tests.fixtures.net import wait_for
 from tests.fixtures.pipelines import pg_exec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prefect, pytest.mark.timeout(900)]

@@ -1,12 +1,14 @@
 """End to end through Prefect: a real server, the reconciler's deployment and a real process
-worker. A scheduled run (every minute) and a manual run both complete and are recorded; a
-worker killed mid-run leaves a record the watchdog closes as crashed, and the next run
+worker. A scheduled run (of an every-minute cron, scheduled by Prefect from this minute's
+start so that no test waits for the clock) and a manual run both complete and are recorded;
+a worker killed mid-run leaves a record the watchdog closes as crashed, and the next run
 completes."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,13 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from conveyor.db.models import ConnectorRun
+from conveyor.db.models import Connector, ConnectorRun
 from conveyor.db.session import session_scope
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
 from tests.fixtures.db import migrated_sqlite_url
+from tests.fixtures.net import wait_for
 from tests.fixtures.pipelines import ConnectorFactory, duckdb_rows, pg_exec
-from tests.fixtures.worker import wait_for
 from tests.integration.test_sync_support import delete_all_conveyor_deployments
 
 pytestmark = [pytest.mark.prefect, pytest.mark.timeout(420)]
@@ -88,6 +90,37 @@ def run_status(s: Settings, run_id: int) -> str:
         return run.status
 
 
+def schedule_from_last_minute(s: Settings, cid: int) -> Any:
+    """Ask Prefect to schedule connector ``cid``'s deployment from the start of this minute,
+    as its scheduler service does (Prefect's own scheduling of the deployment's active
+    schedules, in the mode Prefect documents for backfills). Every minute has a cron time, so
+    the run it creates is due at once: the test waits for no minute to turn. Returns it."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with session_scope(s.effective_database_url) as session:
+        deployment_id = session.get(Connector, cid).prefect_deployment_id  # type: ignore[union-attr]
+    assert deployment_id, "the reconciler did not record the deployment"
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    resp = httpx.post(
+        f"{s.prefect_api_url}/deployments/{deployment_id}/schedule",
+        json={"start_time": (minute - timedelta(seconds=1)).isoformat(), "max_runs": 1},
+        timeout=30,
+    )
+    assert resp.status_code < 300, resp.text
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            )
+
+    due = [r for r in asyncio.run(read()) if r.auto_scheduled and r.expected_start_time == minute]
+    assert len(due) == 1, "Prefect scheduled no run from the deployment's cron schedule"
+    return due[0]
+
+
 def test_scheduled_and_manual_runs_complete(
     e2e_settings: Settings, process_worker: Any, tmp_path: Path
 ) -> None:
@@ -103,14 +136,14 @@ def test_scheduled_and_manual_runs_complete(
     reconcile(s)
     worker = process_worker(s.default_work_pool, worker_env(s))
     manual = trigger(s, cid)
+    scheduled = schedule_from_last_minute(s, cid)
     try:
         wait_for(lambda: run_status(s, manual) not in ("scheduled", "running"), 120, "manual run")
         assert run_status(s, manual) == "succeeded", worker.tail()
         wait_for(
             lambda: any(r.trigger == "schedule" and r.status == "succeeded" for r in runs(s, cid)),
-            150,
+            120,
             "a scheduled run",
-            every=2,
         )
     except AssertionError:
         print(worker.tail())
@@ -118,6 +151,7 @@ def test_scheduled_and_manual_runs_complete(
     recorded = runs(s, cid)
     by_trigger = {r.trigger: r for r in recorded if r.status == "succeeded"}
     assert set(by_trigger) == {"manual", "schedule"}
+    assert str(scheduled.id) in {r.prefect_flow_run_id for r in recorded}
     for run in by_trigger.values():
         assert run.prefect_flow_run_id and run.rows_loaded == 50 and run.finished_at
         assert run.table_stats == {"numbers": {"rows": 50}}

@@ -12,7 +12,6 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
 from conveyor.sync.gateway import PrefectGateway
 from conveyor.sync.reconciler import PassReport, Reconciler
+from tests.fixtures.net import wait_for as wait_for  # re-exported for test_sync_*.py
 
 WORK_POOL = "conveyor-sync-tests"
 _names = itertools.count(1)
@@ -80,17 +80,6 @@ def delete_all_conveyor_deployments() -> None:
                 await client.delete_deployment(d.id)
 
     prefect(wipe)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass

@@ -12,7 +12,6 @@ import csv
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ from sqlalchemy import func, select
 from conveyor.db.models import Connector, User
 from conveyor.db.session import dispose_all, session_scope
 from conveyor.services import users as users_service
+from tests.fixtures.net import wait_for
 from tests.integration.up_process import UpProcess, conveyor, processes_using
 
 pytestmark = [pytest.mark.prefect, pytest.mark.timeout(600)]
@@ -34,17 +34,6 @@ DEMO_CRON = "0 */6 * * *"
 def _demo_rows() -> int:
     with open(REPO / "deployments" / "data" / "orders.csv", newline="") as fh:
         return sum(1 for _ in csv.DictReader(fh))
-
-
-def _wait(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not true after {timeout} s (last: {last!r})")
 
 
 def _healthy(base: str) -> bool:
@@ -100,7 +89,7 @@ def test_up_first_start_demo_run_ctrl_c_and_second_start(tmp_path: Path) -> None
             assert all(r["status"] not in ("failed", "crashed") for r in runs), runs
             return next((r for r in runs if r["status"] == "succeeded"), None)
 
-        run = _wait(succeeded, 120, "demo run succeeded")
+        run = wait_for(succeeded, 120, "demo run succeeded")
         assert run["rows_loaded"] == _demo_rows()
         up.wait_for(r"Demo run \d+ succeeded: [\d,]+ rows", 30)
 
@@ -142,7 +131,7 @@ def test_up_first_start_demo_run_ctrl_c_and_second_start(tmp_path: Path) -> None
         os.kill(up.child_pid(" worker "), signal.SIGKILL)
         up.wait_for(r"Prefect worker exited with code -9; restarting", 15)
         up.wait_for(r"Prefect worker restarted", 30)
-        _wait(lambda: _healthy(up.web_url), 90, "healthy again after the restart")
+        wait_for(lambda: _healthy(up.web_url), 90, "healthy again after the restart")
 
         _assert_stopped_cleanly(up, up.tree())
     finally:

@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,14 +15,9 @@ from pathlib import Path
 import psutil
 
 from conveyor.supervisor.report import READY_LINE
+from tests.fixtures.net import free_port as free_port  # re-exported
 
 CONVEYOR = [sys.executable, "-m", "conveyor.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def up_env(home: Path, **extra: str) -> dict[str, str]:
