@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import delete, select
 
-from conveyor.db.models import ConnectorRun
+from conveyor.db.models import ConnectorRun, OutboxEntry
 from conveyor.db.session import session_scope
 from conveyor.settings import Settings
 from tests.fixtures.web import ApiUser
@@ -55,9 +56,21 @@ def test_metrics_count_connectors_runs_and_lag(
     assert m[("conveyor_run_duration_seconds_bucket", (("le", "5.0"), *ok))] == 1
     assert m[("conveyor_run_duration_seconds_bucket", (("le", "60.0"), *ok))] == 2
     assert m[("conveyor_run_duration_seconds_bucket", (("le", "600.0"), ("status", "failed")))] == 0
-    # Two connector changes wait in the outbox (no reconciler runs here).
+    # Two connector changes wait in the outbox (no reconciler runs here), made moments ago.
+    lag = ("conveyor_reconcile_lag_seconds", ())
     assert m[("conveyor_outbox_pending", ())] == 2
-    assert m[("conveyor_reconcile_lag_seconds", ())] >= 0
+    assert 0 <= m[lag] < 60
+    # The lag is the age of the oldest waiting change: make it two minutes old.
+    with session_scope(settings.effective_database_url) as session:
+        oldest = session.scalars(select(OutboxEntry).order_by(OutboxEntry.id)).first()
+        assert oldest is not None
+        oldest.created_at = datetime.now(UTC) - timedelta(seconds=120)
+    assert 120 <= _samples(client.get("/metrics").text)[lag] < 180
+    # Nothing waiting: no lag.
+    with session_scope(settings.effective_database_url) as session:
+        session.execute(delete(OutboxEntry))
+    m = _samples(client.get("/metrics").text)
+    assert m[("conveyor_outbox_pending", ())] == 0 and m[lag] == 0
 
 
 def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
