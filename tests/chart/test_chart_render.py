@@ -187,11 +187,12 @@ def test_no_secret_value_appears_outside_a_secret(render):
     decoded = "".join(base64.b64decode(v).decode() for s in secrets for v in s["data"].values())
     for canary in KNOWN_SECRETS.values():
         assert canary in decoded  # the canaries did reach the Secrets ...
-    for obj in objs:
-        if obj["kind"] != "Secret":
-            text = json.dumps(obj)
-            for canary in KNOWN_SECRETS.values():
-                assert canary not in text, f"{obj['kind']}/{obj['metadata']['name']} leaks a secret"
+    others = [obj for obj in objs if obj["kind"] != "Secret"]
+    assert len(others) > len(secrets)
+    for obj in others:
+        text = json.dumps(obj)
+        for canary in KNOWN_SECRETS.values():
+            assert canary not in text, f"{obj['kind']}/{obj['metadata']['name']} leaks a secret"
 
 
 def test_bundled_database_urls_and_a_generated_fernet_key(render):
@@ -278,6 +279,7 @@ def test_every_container_has_resources_and_a_locked_down_security_context(render
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_long_running_containers_have_probes(render, name):
     objs = render(*VALUE_SETS[name])
+    ready = set()
     for obj in objs:
         if obj["kind"] not in ("Deployment", "StatefulSet"):
             continue
@@ -285,6 +287,9 @@ def test_long_running_containers_have_probes(render, name):
             assert "livenessProbe" in c, (obj["metadata"]["name"], c["name"])
             if c["name"] in ("web", "prefect-server", "postgresql"):
                 assert "readinessProbe" in c, (obj["metadata"]["name"], c["name"])
+                ready.add(c["name"])
+    # Every value set runs the web app and Prefect's server (the database may be external).
+    assert {"web", "prefect-server"} <= ready
     web = one(objs, "Deployment", "-web")["spec"]["template"]["spec"]["containers"][0]
     assert web["readinessProbe"]["httpGet"]["path"] == "/api/v1/health"
     # Liveness must not depend on the database, or an outage restarts every web pod.
@@ -295,6 +300,7 @@ def test_long_running_containers_have_probes(render, name):
 
 
 def test_probe_ports_name_real_container_ports(render):
+    checked = 0
     for name in VALUE_SETS:
         for obj in render(*VALUE_SETS[name]):
             if obj["kind"] not in ("Deployment", "StatefulSet"):
@@ -309,6 +315,10 @@ def test_probe_ports_name_real_container_ports(render):
                             obj["metadata"]["name"],
                             probe,
                         )
+                        checked += 1
+    # web (liveness, readiness), prefect-server and the worker's health check at the least,
+    # in each of the value sets.
+    assert checked >= 4 * len(VALUE_SETS)
 
 
 # RBAC -------------------------------------------------------------------------------------------
@@ -319,10 +329,10 @@ def test_process_worker_has_no_rbac_and_no_token(render):
     assert not find(objs, "Role") and not find(objs, "RoleBinding")
     assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
     assert [o["metadata"]["name"] for o in find(objs, "ServiceAccount")] == ["rel-conveyor"]
-    for obj in objs:
-        spec = pod_spec(obj)
-        if spec:
-            assert spec.get("automountServiceAccountToken") is False, obj["metadata"]["name"]
+    specs = [(obj["metadata"]["name"], pod_spec(obj)) for obj in objs if pod_spec(obj)]
+    assert len(specs) >= 4  # web, worker, prefect-server, postgresql (and hook Jobs)
+    for name, spec in specs:
+        assert spec.get("automountServiceAccountToken") is False, name
     worker = one(objs, "Deployment", "-worker")["spec"]["template"]["spec"]
     assert worker["containers"][0]["command"] == ["prefect"]
     assert worker["containers"][0]["args"][:6] == [
@@ -353,10 +363,14 @@ def test_kubernetes_worker_gets_a_role_to_create_jobs_and_nothing_more(render):
     assert worker["serviceAccountName"] == "rel-conveyor-worker"
     assert worker["automountServiceAccountToken"] is True
     # Only the worker gets a token; the flow-run pods get their own token-less identity.
-    for obj in objs:
-        spec = pod_spec(obj)
-        if spec and obj["metadata"]["name"] != "rel-conveyor-worker":
-            assert spec.get("automountServiceAccountToken") is False, obj["metadata"]["name"]
+    others = [
+        (obj["metadata"]["name"], pod_spec(obj))
+        for obj in objs
+        if pod_spec(obj) and obj["metadata"]["name"] != "rel-conveyor-worker"
+    ]
+    assert len(others) >= 3  # web, prefect-server, postgresql (and hook Jobs)
+    for name, spec in others:
+        assert spec.get("automountServiceAccountToken") is False, name
     flow_sa = one(objs, "ServiceAccount", "-flow-run")
     assert flow_sa["automountServiceAccountToken"] is False
     env = {e["name"]: e.get("value") for e in worker["containers"][0]["env"]}
@@ -489,6 +503,8 @@ def test_ingress_with_tls_and_prefect_dashboard(render):
 def test_services_select_pods_and_names_are_dns_labels(render, name):
     objs = render(*VALUE_SETS[name], release="a-release-name-that-is-quite-long-for-testing-0123")
     pods = _pod_labels(objs)
+    kinds = {obj["kind"] for obj in objs}
+    assert {"Service", "Deployment"} <= kinds, kinds  # both checks below do run
     for obj in objs:
         name_ = obj["metadata"]["name"]
         assert len(name_) <= 63 and DNS_LABEL.match(name_), name_
@@ -505,12 +521,16 @@ def test_prefect_api_url_points_at_the_prefect_service(render):
     objs = render()
     svc = one(objs, "Service", "-prefect-server")
     port = svc["spec"]["ports"][0]["port"]
+    users = set()
     for obj in objs:
         spec = pod_spec(obj)
         for c in containers(spec) if spec else []:
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             if "PREFECT_API_URL" in env:
                 assert env["PREFECT_API_URL"] == f"http://{svc['metadata']['name']}:{port}/api"
+                users.add(obj["metadata"]["name"])
+    # The web app (Run now, health) and the worker talk to Prefect at the least.
+    assert {"rel-conveyor-web", "rel-conveyor-worker"} <= users, users
 
 
 def test_all_images_are_configurable(render):
