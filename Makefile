@@ -3,6 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Two pytest-xdist workers (each with its own Prefect server); PYTEST_XDIST= runs in one process.
+PYTEST_XDIST ?= -n 2 --dist loadgroup
 
 .DEFAULT_GOAL := help
 
@@ -23,7 +25,7 @@ up: $(STAMP) ## Run the whole platform on embedded defaults (SQLite, Prefect, wo
 	$(VENV)/bin/conveyor up
 
 test: $(STAMP) ## Run the test suite (PostgreSQL tests too when CONVEYOR_TEST_POSTGRES_URL is set)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Ruff lint + format check, mypy on src/
 	$(VENV)/bin/ruff check src tests bench

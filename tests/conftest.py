@@ -64,9 +64,13 @@ pytest_plugins = [
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup`` (pyproject's addopts), tests that share one thing outside
-    the test process run on one worker: the k8s tests share the loopback kube-apiserver
-    (a fixed port, started and stopped by tests/chart/conftest.py)."""
+    """Under ``--dist loadgroup`` (``make test`` runs ``-n 2 --dist loadgroup``), tests that
+    share one thing outside the test process run on one worker: the k8s tests share the
+    loopback kube-apiserver (a fixed port, started and stopped by tests/chart/conftest.py).
+    Each browser module stays on one worker, so its module-scoped browser starts once.
+    Everything else (Prefect tests included: each worker has its own server) is spread."""
     for item in items:
         if item.get_closest_marker("k8s"):
             item.add_marker(pytest.mark.xdist_group("k8s"))
+        elif item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
