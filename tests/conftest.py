@@ -60,6 +60,8 @@ pytest_plugins = [
     "tests.fixtures.pipelines",
     "tests.fixtures.worker",
     "tests.fixtures.recorders",
+    "tests.fixtures.sync",
+    "tests.fixtures.ui",
 ]
 
 

@@ -23,7 +23,7 @@ from conveyor.settings import Settings
 from tests.fixtures.db import migrated_sqlite_url
 from tests.fixtures.net import wait_for
 from tests.fixtures.pipelines import ConnectorFactory, duckdb_rows, pg_exec
-from tests.integration.test_sync_support import delete_all_conveyor_deployments
+from tests.fixtures.sync import delete_all_conveyor_deployments
 
 pytestmark = [pytest.mark.prefect, pytest.mark.timeout(420)]
 

@@ -15,11 +15,10 @@ from sqlalchemy import select
 
 from conveyor.db.models import Lease
 from conveyor.db.session import session_scope
-from tests.integration.test_sync_support import (
+from tests.fixtures.sync import (
     SyncEnv,
     deployments_tagged,
     stop_process,
-    sync_env_fixture,  # noqa: F401  (the sync_env fixture)
     wait_for,
 )
 

@@ -11,12 +11,11 @@ import pytest
 
 from conveyor.domain.vocabulary import ENTRYPOINT
 from conveyor.sync.gateway import READ_CALLS
-from tests.integration.test_sync_support import (
+from tests.fixtures.sync import (
     WORK_POOL,
     SyncEnv,
     deployments_tagged,
     prefect,
-    sync_env_fixture,  # noqa: F401  (the sync_env fixture)
 )
 
 pytestmark = pytest.mark.prefect

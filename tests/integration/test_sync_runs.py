@@ -19,10 +19,9 @@ from conveyor.services.authz import SYSTEM, Actor
 from conveyor.sync.gateway import PrefectGateway, create_flow_run
 from conveyor.sync.loop import run_once
 from conveyor.sync.watchdog import HEARTBEAT_REASON, one_pass
-from tests.integration.test_sync_support import (
+from tests.fixtures.sync import (
     SyncEnv,
     prefect,
-    sync_env_fixture,  # noqa: F401  (the sync_env fixture)
 )
 
 pytestmark = pytest.mark.prefect

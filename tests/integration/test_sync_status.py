@@ -16,10 +16,9 @@ from conveyor.domain.models import UserCreate
 from conveyor.services import users as users_service
 from conveyor.services.authz import SYSTEM
 from conveyor.web.app import create_app
-from tests.integration.test_sync_support import (
+from tests.fixtures.sync import (
     SyncEnv,
     prefect,
-    sync_env_fixture,  # noqa: F401  (the sync_env fixture)
 )
 
 pytestmark = pytest.mark.prefect
