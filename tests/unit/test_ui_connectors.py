@@ -249,7 +249,8 @@ def test_viewer_sees_everything_but_no_change_controls(seed: Seed, viewer: UICli
         f for f in detail.find_all("form") if f.attrs.get("action", "").startswith("/connectors")
     ] == []
     assert detail.find("a", href=f"/connectors/{cid}/edit") is None
-    assert "You do not have permission" in viewer.page(f"/connectors/{cid}/delete").text
+    # The confirmation page itself is refused (403), not a page with a disabled button.
+    assert "cannot delete this connector" in viewer.page(f"/connectors/{cid}/delete", 403).text
 
 
 def test_viewer_posting_directly_is_refused_and_changes_nothing(
