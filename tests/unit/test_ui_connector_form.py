@@ -188,7 +188,14 @@ def test_query_and_merge_need_their_parts(seed: Seed, ui: UIClient, settings: Se
     assert resp.status_code == 422
     doc = parse_html(resp.text)
     text = doc.find("fieldset", id="copy-section").text
-    assert "read-only SELECT" in text and "needs primary_key" in text
+    assert "query must be a SELECT statement, not DELETE" in text
+    # A valid query: now the missing merge key is reported.
+    resp = ui.post(
+        "/connectors/new",
+        _form(seed, copy_mode="query", query="SELECT * FROM orders", write_disposition="merge"),
+    )
+    assert resp.status_code == 422
+    assert "needs primary_key" in parse_html(resp.text).find("fieldset", id="copy-section").text
     assert _count(settings, Connector) == 0
     resp = ui.post(
         "/connectors/new",
