@@ -17,6 +17,7 @@ from conveyor.db.models import Connector, Destination, Source
 from conveyor.deployments_io.format import secret_fields
 from conveyor.deployments_io.plan import ConnectorChange, EndpointChange, Plan
 from conveyor.deployments_io.state import Secret, State, connector_hash, hash_keys, plain_config
+from conveyor.domain.connector_fields import NAMES
 from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate, EndpointPatch
 from conveyor.pipelines.registry import Kind, get_type
 from conveyor.secrets import MASK, SecretBox
@@ -254,17 +255,11 @@ def _create(
     assert desired is not None and change.source and change.destination
     data = ConnectorCreate(
         name=desired["name"],
-        description=desired["description"],
         source_id=endpoint_id("source", change.source.name),
         destination_id=endpoint_id("destination", change.destination.name),
         source_config_override=plain_config(desired["source_config_override"]),
         destination_config_override=plain_config(desired["destination_config_override"]),
-        schedule=desired["schedule"],
-        timezone=desired["timezone"],
-        is_active=desired["is_active"],
-        tags=desired["tags"],
-        work_pool_name=desired["work_pool_name"],
-        work_queue_name=desired["work_queue_name"],
+        **{name: desired[name] for name in NAMES},
     )
     c = svc.create(
         data,
@@ -281,15 +276,6 @@ def _create(
 
 
 _KINDS: tuple[Kind, Kind] = ("source", "destination")
-_PATCH_FIELDS = (
-    "description",
-    "schedule",
-    "timezone",
-    "is_active",
-    "tags",
-    "work_pool_name",
-    "work_queue_name",
-)
 
 
 def _update(
@@ -303,7 +289,7 @@ def _update(
     desired = change.desired
     assert desired is not None
     changed = {f.field.split(".", 1)[0] for f in change.changes}
-    patch: dict[str, Any] = {k: desired[k] for k in _PATCH_FIELDS if k in changed}
+    patch: dict[str, Any] = {k: desired[k] for k in NAMES if k in changed}
     for kind in _KINDS:
         if kind in changed and desired[kind]["name"] != getattr(c, kind).name:
             patch[f"{kind}_id"] = endpoint_id(kind, desired[kind]["name"])

@@ -27,6 +27,7 @@ from conveyor.deployments_io.configs import path_fields
 from conveyor.deployments_io.format import MAX_FILE_BYTES, secret_fields
 from conveyor.deployments_io.loader import IGNORED_FILES
 from conveyor.deployments_io.yamlsrc import implicit_tag
+from conveyor.domain.connector_fields import TOP_LEVEL
 from conveyor.domain.vocabulary import (
     ENTRYPOINT,
     FLOW_NAME,
@@ -225,8 +226,7 @@ def _document(
     doc.update(
         flow_name=FLOW_NAME,
         entrypoint=ENTRYPOINT,
-        work_pool_name=c.work_pool_name or settings.default_work_pool,
-        work_queue_name=c.work_queue_name or settings.default_work_queue,
+        **{f.name: f.shown(getattr(c, f.name), settings) for f in TOP_LEVEL},
         parameters={"connector_id": c.id},
     )
     if c.schedule or c.timezone != "UTC":

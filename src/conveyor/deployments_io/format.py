@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from functools import cache, lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from conveyor.domain.connector_fields import TOP_LEVEL
 from conveyor.domain.models import NAME_PATTERN, TAG_PATTERN
 from conveyor.domain.schedule import validate_cron, validate_timezone
 from conveyor.domain.vocabulary import (
@@ -121,7 +122,7 @@ class ConnectorBlock(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
-class DeploymentFile(_Strict):
+class _DeploymentBase(_Strict):
     """One file: a Prefect deployment of ``run_connector_pipeline`` for one connector."""
 
     model_config = ConfigDict(
@@ -144,8 +145,6 @@ class DeploymentFile(_Strict):
         default=ENTRYPOINT,
         description="Flow entrypoint; Conveyor always deploys " + ENTRYPOINT,
     )
-    work_pool_name: str | None = Field(default=None, max_length=200)
-    work_queue_name: str | None = Field(default=None, max_length=200)
     parameters: Parameters
     schedule: Schedule | None = None
     tags: list[str] = Field(
@@ -176,6 +175,23 @@ class DeploymentFile(_Strict):
     def deployment_name(self) -> str | None:
         """The name to store: None when it is just the default connector-<id>."""
         return stored_deployment_name(self.parameters.connector_id, self.name)
+
+
+if TYPE_CHECKING:
+    # The connector's top-level plain fields come from the field list; type checkers see
+    # them as Any.
+
+    class DeploymentFile(_DeploymentBase):
+        def __init__(self, **data: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    DeploymentFile = create_model(
+        "DeploymentFile",
+        __base__=_DeploymentBase,
+        __module__=__name__,
+        **{f.name: f.create_field() for f in TOP_LEVEL},
+    )
 
 
 def tag_problems(tags: list[str], connector_id: int) -> list[tuple[int, str]]:

@@ -29,6 +29,7 @@ from conveyor.deployments_io.yamlsrc import (
     pydantic_problems,
     too_large,
 )
+from conveyor.domain.connector_fields import TOP_LEVEL
 from conveyor.domain.vocabulary import CONNECTOR_TAG_PREFIX
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type
@@ -74,8 +75,7 @@ class FileSpec:
     schedule: str | None
     timezone: str
     tags: list[str]  # user tags only
-    work_pool_name: str | None
-    work_queue_name: str | None
+    top: dict[str, Any]  # the plain fields at the top level (connector_fields.TOP_LEVEL)
     connector: ConnectorSpec | None
 
     @property
@@ -244,8 +244,7 @@ def _check_file(
         schedule=schedule.cron if schedule else None,
         timezone=schedule.timezone if schedule else "UTC",
         tags=model.user_tags(),
-        work_pool_name=model.work_pool_name,
-        work_queue_name=model.work_queue_name,
+        top={f.name: getattr(model, f.name) for f in TOP_LEVEL},
         connector=connector,
     )
     return spec, ident

@@ -29,6 +29,7 @@ from conveyor.deployments_io.state import (
     is_drifted,
     with_defaults,
 )
+from conveyor.domain.connector_fields import TOP_LEVEL
 from conveyor.domain.vocabulary import default_deployment_name, deployment_name
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind
@@ -300,20 +301,18 @@ class _Planner:
         return change
 
     def _current(self, raw: State) -> State:
-        return with_defaults(raw, self.settings.default_work_pool, self.settings.default_work_queue)
+        return with_defaults(raw, self.settings)
 
     def _desired(
         self, spec: FileSpec, current: State | None
     ) -> tuple[State, EndpointSpec | None, EndpointSpec | None] | None:
-        pool, queue = spec.work_pool_name, spec.work_queue_name
         deployment: State = {
             "description": spec.description,
             "deployment_name": spec.deployment_name,
             "schedule": spec.schedule,
             "timezone": spec.timezone,
             "tags": spec.tags,
-            "work_pool_name": None if pool == self.settings.default_work_pool else pool,
-            "work_queue_name": None if queue == self.settings.default_work_queue else queue,
+            **{f.name: f.stored(spec.top[f.name], self.settings) for f in TOP_LEVEL},
         }
         block = spec.connector
         if block is None:
@@ -355,8 +354,7 @@ class _Planner:
                 "timezone": spec.timezone,
                 "is_active": block.active,
                 "tags": spec.tags,
-                "work_pool_name": deployment["work_pool_name"],
-                "work_queue_name": deployment["work_queue_name"],
+                **{f.name: deployment[f.name] for f in TOP_LEVEL},
             }
         )
         return state, block.source, block.destination

@@ -71,8 +71,8 @@ def _deployment(spec: FileSpec, settings: Settings) -> dict[str, Any]:
         timezone=spec.timezone,
         is_active=spec.connector.active if spec.connector else True,
         tags=spec.tags,
-        work_pool_name=model.work_pool_name,
-        work_queue_name=model.work_queue_name,
+        work_pool_name=spec.top["work_pool_name"],
+        work_queue_name=spec.top["work_queue_name"],
         deployment_name=model.name,
     )
     d = build(

@@ -12,9 +12,11 @@ from typing import Any
 
 from conveyor.db.models import Connector
 from conveyor.deployments_io.format import secret_fields
+from conveyor.domain.connector_fields import FIELDS, stored_values
 from conveyor.domain.vocabulary import stored_deployment_name
 from conveyor.pipelines.registry import Kind
 from conveyor.secrets import SecretBox
+from conveyor.settings import Settings
 
 State = dict[str, Any]
 HASH_CONTEXT = b"conveyor-deployments-applied-hash"
@@ -56,7 +58,6 @@ def db_state(c: Connector, box: SecretBox) -> State:
     dst_secrets = secret_fields("destination", dst_type)
     return {
         "name": c.name,
-        "description": c.description,
         "deployment_name": default_deployment_name(c.deployment_name, c.id),
         "source": endpoint_state(
             "source", c.source.name, src_type, box.decrypt_config(c.source.config, src_secrets)
@@ -75,23 +76,13 @@ def db_state(c: Connector, box: SecretBox) -> State:
             dst_type,
             box.decrypt_config(c.destination_config_override or {}, dst_secrets),
         ),
-        "schedule": c.schedule,
-        "timezone": c.timezone,
-        "is_active": bool(c.is_active),
-        "tags": list(c.tags or []),
-        "work_pool_name": c.work_pool_name,
-        "work_queue_name": c.work_queue_name,
+        **stored_values(c),
     }
 
 
-def with_defaults(state: State, default_pool: str, default_queue: str) -> State:
-    """A raw state with pool/queue equal to the defaults read as "follow the default"."""
-    pool, queue = state["work_pool_name"], state["work_queue_name"]
-    return {
-        **state,
-        "work_pool_name": None if pool == default_pool else pool,
-        "work_queue_name": None if queue == default_queue else queue,
-    }
+def with_defaults(state: State, settings: Settings) -> State:
+    """A raw state with fields equal to the setting they follow read as "follow it"."""
+    return {**state, **{f.name: f.stored(state[f.name], settings) for f in FIELDS if f.setting}}
 
 
 def _canonical(state: State) -> bytes:

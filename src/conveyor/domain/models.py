@@ -7,11 +7,12 @@ Field names are snake_case; the camelCase names older clients send (``isActive``
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.alias_generators import to_camel
 
+from conveyor.domain import connector_fields
 from conveyor.domain.schedule import validate_cron, validate_timezone
 from conveyor.domain.vocabulary import is_reserved_tag
 
@@ -71,69 +72,72 @@ def _check_tags(tags: list[str]) -> list[str]:
     return seen
 
 
-class ConnectorFields(InputModel):
-    description: str | None = Field(default=None, max_length=2000)
-    source_config_override: dict[str, Any] = Field(default_factory=dict)
-    destination_config_override: dict[str, Any] = Field(default_factory=dict)
-    schedule: str | None = None
-    timezone: str = "UTC"
-    is_active: bool = True
-    tags: list[str] = Field(default_factory=list)
-    work_pool_name: str | None = Field(default=None, max_length=200)
-    work_queue_name: str | None = Field(default=None, max_length=200)
+class _ConnectorChecks(InputModel):
+    """Checks on the plain fields (``connector_fields.FIELDS``), shared by create and patch."""
 
-    @field_validator("schedule")
+    @field_validator("schedule", check_fields=False)
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
         return validate_cron(value, loc="")
 
-    @field_validator("timezone")
+    @field_validator("timezone", check_fields=False)
     @classmethod
-    def _tz(cls, value: str) -> str:
-        return validate_timezone(value, loc="")
+    def _tz(cls, value: str | None) -> str | None:
+        # None only reaches here from a PATCH, where the service refuses it by name.
+        return None if value is None else validate_timezone(value, loc="")
 
-    @field_validator("tags")
+    @field_validator("tags", check_fields=False)
     @classmethod
-    def _tags(cls, value: list[str]) -> list[str]:
-        return _check_tags(value)
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_tags(value)
 
 
-class ConnectorCreate(ConnectorFields):
+class _CreateBase(_ConnectorChecks):
     name: str = Name
     source_id: int
     destination_id: int
+    source_config_override: dict[str, Any] = Field(default_factory=dict)
+    destination_config_override: dict[str, Any] = Field(default_factory=dict)
 
 
-class ConnectorPatch(InputModel):
+class _PatchBase(_ConnectorChecks):
     """Partial update; ``version`` (optimistic lock), when given, must match."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
-    description: str | None = Field(default=None, max_length=2000)
     source_id: int | None = None
     destination_id: int | None = None
     source_config_override: dict[str, Any] | None = None
     destination_config_override: dict[str, Any] | None = None
-    schedule: str | None = None
-    timezone: str | None = None
-    is_active: bool | None = None
-    tags: list[str] | None = None
-    work_pool_name: str | None = None
-    work_queue_name: str | None = None
     version: int | None = None
 
-    _cron = field_validator("schedule")(ConnectorFields._cron.__func__)  # type: ignore[attr-defined]
 
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str | None) -> str | None:
-        return None if value is None else validate_timezone(value, loc="")
+if TYPE_CHECKING:
+    # The plain fields are added from the field list at import; type checkers see them
+    # as Any (pydantic's own __getattr__ is hidden from them).
 
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else _check_tags(value)
+    class ConnectorCreate(_CreateBase):
+        def __init__(self, **data: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+    class ConnectorPatch(_PatchBase):
+        def __init__(self, **data: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    ConnectorCreate = create_model(
+        "ConnectorCreate",
+        __base__=_CreateBase,
+        __module__=__name__,
+        **{f.name: f.create_field() for f in connector_fields.FIELDS},
+    )
+    ConnectorPatch = create_model(
+        "ConnectorPatch",
+        __base__=_PatchBase,
+        __module__=__name__,
+        **{f.name: f.patch_field() for f in connector_fields.FIELDS},
+    )
 
 
 class RunSummary(BaseModel):
@@ -147,10 +151,9 @@ class RunSummary(BaseModel):
     error: str | None
 
 
-class ConnectorOut(BaseModel):
+class _ConnectorOutBase(BaseModel):
     id: int
     name: str
-    description: str | None
     source_id: int
     source_name: str
     source_type: str
@@ -159,14 +162,8 @@ class ConnectorOut(BaseModel):
     destination_type: str
     source_config_override: dict[str, Any]  # secrets masked
     destination_config_override: dict[str, Any]
-    schedule: str | None
     schedule_description: str
-    timezone: str
     next_runs: list[datetime]
-    is_active: bool
-    tags: list[str]
-    work_pool_name: str
-    work_queue_name: str
     deployment_name: str
     prefect_deployment_id: str | None
     sync_status: SyncStatus
@@ -179,6 +176,21 @@ class ConnectorOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_run: RunSummary | None = None
+
+
+if TYPE_CHECKING:
+
+    class ConnectorOut(_ConnectorOutBase):
+        def __init__(self, **data: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    ConnectorOut = create_model(
+        "ConnectorOut",
+        __base__=_ConnectorOutBase,
+        __module__=__name__,
+        **{f.name: (f.out_type(), ...) for f in connector_fields.FIELDS},
+    )
 
 
 class RunOut(BaseModel):

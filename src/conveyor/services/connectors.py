@@ -19,6 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from conveyor.db.models import Connector, ConnectorRun, Destination, OutboxEntry, Source
 from conveyor.domain import schedule as sched
 from conveyor.domain import vocabulary
+from conveyor.domain.connector_fields import FIELDS, NAMES, stored_values
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunSummary
 from conveyor.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, validate_config
@@ -56,7 +57,6 @@ def to_out(c: Connector, settings: Settings, last_run: ConnectorRun | None = Non
     return ConnectorOut(
         id=c.id,
         name=c.name,
-        description=c.description,
         source_id=c.source_id,
         source_name=c.source.name,
         source_type=c.source.type,
@@ -65,17 +65,11 @@ def to_out(c: Connector, settings: Settings, last_run: ConnectorRun | None = Non
         destination_type=c.destination.type,
         source_config_override=mask_config(c.source_config_override, src_secrets),
         destination_config_override=mask_config(c.destination_config_override, dst_secrets),
-        schedule=c.schedule,
         schedule_description=sched.describe(c.schedule, c.timezone),
-        timezone=c.timezone,
         next_runs=sched.next_runs(c.schedule, c.timezone) if c.schedule else [],
-        is_active=c.is_active,
-        tags=list(c.tags or []),
-        work_pool_name=c.work_pool_name or settings.default_work_pool,
-        work_queue_name=c.work_queue_name or settings.default_work_queue,
         deployment_name=deployment_name(c),
         prefect_deployment_id=c.prefect_deployment_id,
-        sync_status=c.sync_status,  # type: ignore[arg-type]
+        sync_status=c.sync_status,
         sync_error=c.sync_error,
         sync_next_retry_at=c.sync_next_retry_at,
         synced_at=c.synced_at,
@@ -85,6 +79,7 @@ def to_out(c: Connector, settings: Settings, last_run: ConnectorRun | None = Non
         created_at=c.created_at,
         updated_at=c.updated_at,
         last_run=run_summary(last_run) if last_run else None,
+        **{f.name: f.shown(getattr(c, f.name), settings) for f in FIELDS},
     )
 
 
@@ -191,17 +186,11 @@ def snapshot(c: Connector) -> dict[str, Any]:
     dst_secrets = get_type("destination", c.destination.type).secret_fields
     return {
         "name": c.name,
-        "description": c.description,
         "source": c.source.name,
         "destination": c.destination.name,
         "source_config_override": mask_config(c.source_config_override, src_secrets),
         "destination_config_override": mask_config(c.destination_config_override, dst_secrets),
-        "schedule": c.schedule,
-        "timezone": c.timezone,
-        "is_active": c.is_active,
-        "tags": list(c.tags or []),
-        "work_pool_name": c.work_pool_name,
-        "work_queue_name": c.work_queue_name,
+        **stored_values(c),
         "deployment_name": c.deployment_name,
     }
 
@@ -279,7 +268,6 @@ def create(
     )
     c = Connector(
         name=data.name,
-        description=data.description,
         source=source,
         destination=destination,
         source_config_override=_encrypt_override(
@@ -288,12 +276,7 @@ def create(
         destination_config_override=_encrypt_override(
             "destination", destination, data.destination_config_override, box
         ),
-        schedule=data.schedule,
-        timezone=data.timezone,
-        is_active=data.is_active,
-        tags=data.tags,
-        work_pool_name=data.work_pool_name,
-        work_queue_name=data.work_queue_name,
+        **{name: getattr(data, name) for name in NAMES},
         deployment_name=deployment_name,
         managed_by=managed_by,
         owner_id=actor.user_id,
@@ -340,7 +323,7 @@ def update(
     fields = data.model_dump(exclude_unset=True, exclude={"version"})
     if "name" in fields and fields["name"] is None:
         raise ValidationFailed.field("name", "cannot be empty")
-    for key in ("source_id", "destination_id", "timezone", "is_active", "tags"):
+    for key in ("source_id", "destination_id", *(f.name for f in FIELDS if not f.nullable)):
         if key in fields and fields[key] is None:
             raise ValidationFailed.field(key, "cannot be null")
     if "source_id" in fields:
@@ -362,16 +345,7 @@ def update(
             merged = keep_unchanged_secrets(new, current, secrets)
             _validate_override(kind, endpoint, merged, key)  # type: ignore[arg-type]
             setattr(c, key, _encrypt_override(kind, endpoint, merged, box))  # type: ignore[arg-type]
-    for key in (
-        "name",
-        "description",
-        "schedule",
-        "timezone",
-        "is_active",
-        "tags",
-        "work_pool_name",
-        "work_queue_name",
-    ):
+    for key in ("name", *NAMES):
         if key in fields:
             setattr(c, key, fields[key])
     if managed_by:

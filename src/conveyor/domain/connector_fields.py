@@ -1,0 +1,110 @@
+"""The connector's plain fields: one list that the API models, the connectors service
+(create, update, audit snapshot) and deployment files (load, plan, apply, export) read.
+
+A *plain* field is a value stored as it is in one column of ``connectors`` and taken
+as it is by the API and by deployment files. The fields that are more than a value —
+``name`` (the identity), ``source_id`` / ``destination_id`` (references), the config
+overrides (merged, validated per type, encrypted), ``deployment_name`` (only files set
+it) — are written out where they are used. Adding a plain field is: the column, a
+migration, one entry here (see docs/extending.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
+
+Yaml = Literal["top", "own"]
+
+
+@dataclass(frozen=True)
+class ConnectorField:
+    """One plain connector field.
+
+    ``type`` is its API type (create and output; a PATCH takes it or null).
+    ``nullable``: whether a PATCH may set it to null (it is optional there either way).
+    ``prefect``: it reaches the Prefect deployment, so ``sync/spec.py`` must carry it
+    (a test checks that it does).
+    ``yaml``: "top" — a top-level key of a deployment file with the same name and type,
+    after ``entrypoint``; "own" — placed by hand by ``deployments_io`` (``description``
+    right after ``name``, ``schedule`` / ``timezone`` in ``schedule:``, ``tags``, and
+    ``is_active`` as ``connector.active``).
+    ``setting``: a Settings attribute the field follows when stored as null; the API and
+    exports show the setting's value, and a file giving that value stores null.
+    """
+
+    name: str
+    type: Any
+    default: Any = None
+    default_factory: Callable[[], Any] | None = None
+    max_length: int | None = None
+    nullable: bool = True
+    prefect: bool = False
+    yaml: Yaml = "top"
+    setting: str | None = None
+
+    def create_field(self) -> tuple[Any, Any]:
+        """(type, Field) for the create model and deployment files."""
+        if self.default_factory is not None:
+            factory = self.default_factory
+            return self.type, Field(default_factory=factory, max_length=self.max_length)
+        return self.type, Field(default=self.default, max_length=self.max_length)
+
+    def patch_field(self) -> tuple[Any, Any]:
+        """(type | None, Field) for the patch model: left out means unchanged."""
+        return self.type | None, Field(default=None, max_length=self.max_length)
+
+    def out_type(self) -> Any:
+        """The output type: a field that follows a setting is never null there."""
+        return str if self.setting is not None else self.type
+
+    def shown(self, value: Any, settings: Settings) -> Any:
+        """The stored value as the API and exports show it (a null follows the setting)."""
+        if value is None and self.setting is not None:
+            return getattr(settings, self.setting)
+        return self.copy(value)
+
+    def copy(self, value: Any) -> Any:
+        """The stored value, lists copied and a null list read as empty."""
+        if value is None and self.default_factory is not None:
+            return self.default_factory()
+        return list(value) if isinstance(value, list) else value
+
+    def stored(self, value: Any, settings: Settings) -> Any:
+        """A value from a file as stored: the setting's own value stores null."""
+        if self.setting is not None and value == getattr(settings, self.setting):
+            return None
+        return value
+
+
+FIELDS: tuple[ConnectorField, ...] = (
+    ConnectorField("description", str | None, max_length=2000, yaml="own"),
+    ConnectorField("schedule", str | None, prefect=True, yaml="own"),
+    ConnectorField("timezone", str, default="UTC", nullable=False, prefect=True, yaml="own"),
+    ConnectorField("is_active", bool, default=True, nullable=False, prefect=True, yaml="own"),
+    ConnectorField(
+        "tags", list[str], default_factory=list, nullable=False, prefect=True, yaml="own"
+    ),
+    ConnectorField(
+        "work_pool_name", str | None, max_length=200, prefect=True, setting="default_work_pool"
+    ),
+    ConnectorField(
+        "work_queue_name", str | None, max_length=200, prefect=True, setting="default_work_queue"
+    ),
+)
+
+
+def stored_values(row: object) -> dict[str, Any]:
+    """Every plain field of a connector row (or anything with the same attributes)."""
+    return {f.name: f.copy(getattr(row, f.name)) for f in FIELDS}
+
+
+BY_NAME: dict[str, ConnectorField] = {f.name: f for f in FIELDS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+TOP_LEVEL: tuple[ConnectorField, ...] = tuple(f for f in FIELDS if f.yaml == "top")
