@@ -49,70 +49,75 @@ def _errors(problems: list[FieldProblem]) -> dict[str, str]:
     return out
 
 
-def build_router(kind: Kind) -> APIRouter:
-    plural = f"{kind}s"
-    base = f"/{plural}"
-    router = APIRouter(route_class=UIRoute)
-    fk = Connector.source_id if kind == "source" else Connector.destination_id
+class _Pages:
+    """The pages of one kind (source or destination); ``build_router`` routes to them."""
 
-    def fields(type_name: str, config: Mapping[str, Any] | None = None) -> list[Any]:
-        exclude = get_type(kind, type_name).copy_fields  # set per connector, not here
-        return schema_form.fields_for(kind, type_name, config, prefix=PREFIX, exclude=exclude)
+    def __init__(self, kind: Kind) -> None:
+        self.kind: Kind = kind
+        self.plural = f"{self.kind}s"
+        self.base = f"/{self.plural}"
+        self.fk = Connector.source_id if kind == "source" else Connector.destination_id
 
-    def page(request: Request, ctx: dict[str, Any], status: int = 200) -> Response:
-        ctx.update(kind=kind, plural=plural, base=base, types=list_types(kind))
+    def fields(self, type_name: str, config: Mapping[str, Any] | None = None) -> list[Any]:
+        exclude = get_type(self.kind, type_name).copy_fields  # set per connector, not here
+        return schema_form.fields_for(self.kind, type_name, config, prefix=PREFIX, exclude=exclude)
+
+    def page(self, request: Request, ctx: dict[str, Any], status: int = 200) -> Response:
+        ctx.update(kind=self.kind, plural=self.plural, base=self.base, types=list_types(self.kind))
         return render(request, "endpoints/form.html", ctx, status_code=status)
 
-    @router.get(base, include_in_schema=False)
-    def list_page(request: Request, actor: UIActor) -> Response:
+    def list_page(self, request: Request, actor: UIActor) -> Response:
         settings = get_settings(request)
         with session_scope(settings.effective_database_url) as session:
-            items = catalog.list_all(kind, session=session)
-        titles = {t.name: t.title for t in list_types(kind)}
+            items = catalog.list_all(self.kind, session=session)
+        titles = {t.name: t.title for t in list_types(self.kind)}
         return render(
             request,
             "endpoints/list.html",
-            {"items": items, "kind": kind, "plural": plural, "base": base, "titles": titles},
+            {
+                "items": items,
+                "kind": self.kind,
+                "plural": self.plural,
+                "base": self.base,
+                "titles": titles,
+            },
         )
 
-    @router.get(f"{base}/new", include_in_schema=False)
-    def new_page(request: Request, actor: UIActor, type: str | None = None) -> Response:
-        require_role(actor, "editor", f"create {plural}")
-        type_name = type or list_types(kind)[0].name
-        get_type(kind, type_name)
-        return page(
+    def new_page(self, request: Request, actor: UIActor, type: str | None = None) -> Response:
+        require_role(actor, "editor", f"create {self.plural}")
+        type_name = type or list_types(self.kind)[0].name
+        get_type(self.kind, type_name)
+        return self.page(
             request,
             {
                 "obj": None,
                 "name": "",
                 "type_name": type_name,
-                "fields": fields(type_name),
+                "fields": self.fields(type_name),
                 "errors": {},
             },
         )
 
-    @router.get(f"{base}/fields", include_in_schema=False)
-    def type_fields(request: Request, actor: UIActor, type: str) -> Response:
-        require_role(actor, "editor", f"edit {plural}")
-        get_type(kind, type)
+    def type_fields(self, request: Request, actor: UIActor, type: str) -> Response:
+        require_role(actor, "editor", f"edit {self.plural}")
+        get_type(self.kind, type)
         return render(
             request,
             "partials/endpoint_fields.html",
-            {"fields": fields(type), "errors": {}, "prefix": PREFIX},
+            {"fields": self.fields(type), "errors": {}, "prefix": PREFIX},
         )
 
-    @router.post(f"{base}/new", include_in_schema=False)
-    async def create(request: Request, actor: UIActor) -> Response:
+    async def create(self, request: Request, actor: UIActor) -> Response:
         form = await request.form()
-        return await run_in_threadpool(_create, request, actor, form)
+        return await run_in_threadpool(self._create, request, actor, form)
 
-    def _create(request: Request, actor: Any, form: Mapping[str, Any]) -> Response:
-        require_role(actor, "editor", f"create {plural}")
+    def _create(self, request: Request, actor: Any, form: Mapping[str, Any]) -> Response:
+        require_role(actor, "editor", f"create {self.plural}")
         settings = get_settings(request)
         name = str(form.get("name") or "").strip()
         type_name = str(form.get("type") or "")
-        get_type(kind, type_name)
-        flds = fields(type_name)
+        get_type(self.kind, type_name)
+        flds = self.fields(type_name)
         config, _cleared, problems = schema_form.parse(flds, form)
         problems = [FieldProblem(f"config.{p.loc}", p.reason) for p in problems]
         data = None
@@ -124,11 +129,15 @@ def build_router(kind: Kind) -> APIRouter:
             try:
                 with session_scope(settings.effective_database_url) as session:
                     obj = catalog.create(
-                        kind, data, session=session, actor=actor, box=request.app.state.secret_box
+                        self.kind,
+                        data,
+                        session=session,
+                        actor=actor,
+                        box=request.app.state.secret_box,
                     )
                     new_id = obj.id
-                flash(request, f"Saved {kind} '{name}'.")
-                return redirect(request, f"{base}/{new_id}")
+                flash(request, f"Saved {self.kind} '{name}'.")
+                return redirect(request, f"{self.base}/{new_id}")
             except ValidationFailed as exc:
                 problems.extend(exc.problems)
             except Conflict as exc:
@@ -140,41 +149,39 @@ def build_router(kind: Kind) -> APIRouter:
             "fields": schema_form.refill(flds, form),
             "errors": _errors(problems),
         }
-        return page(request, ctx, 422)
+        return self.page(request, ctx, 422)
 
-    def _detail_ctx(request: Request, endpoint_id: int) -> dict[str, Any]:
+    def _detail_ctx(self, request: Request, endpoint_id: int) -> dict[str, Any]:
         settings = get_settings(request)
         with session_scope(settings.effective_database_url) as session:
-            obj = catalog.get(kind, endpoint_id, session=session)
-            out = catalog.to_out(kind, obj)
-            used_by = queries.connectors_using(fk, endpoint_id, session=session)
+            obj = catalog.get(self.kind, endpoint_id, session=session)
+            out = catalog.to_out(self.kind, obj)
+            used_by = queries.connectors_using(self.fk, endpoint_id, session=session)
         return {
             "obj": out,
             "name": out.name,
             "type_name": out.type,
-            "fields": fields(out.type, out.config),
+            "fields": self.fields(out.type, out.config),
             "used_by": used_by,
             "errors": {},
             "can_change": can_change_endpoint(request.state.actor, out.created_by),
         }
 
-    @router.get(base + "/{endpoint_id:int}", include_in_schema=False)
-    def detail(request: Request, endpoint_id: int, actor: UIActor) -> Response:
-        return page(request, _detail_ctx(request, endpoint_id))
+    def detail(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
+        return self.page(request, self._detail_ctx(request, endpoint_id))
 
-    @router.post(base + "/{endpoint_id:int}", include_in_schema=False)
-    async def update(request: Request, endpoint_id: int, actor: UIActor) -> Response:
+    async def update(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
         form = await request.form()
-        return await run_in_threadpool(_update, request, endpoint_id, actor, form)
+        return await run_in_threadpool(self._update, request, endpoint_id, actor, form)
 
     def _update(
-        request: Request, endpoint_id: int, actor: Any, form: Mapping[str, Any]
+        self, request: Request, endpoint_id: int, actor: Any, form: Mapping[str, Any]
     ) -> Response:
         settings = get_settings(request)
         box = request.app.state.secret_box
-        ctx = _detail_ctx(request, endpoint_id)
+        ctx = self._detail_ctx(request, endpoint_id)
         if not ctx["can_change"]:
-            require_role(actor, "admin", f"change a {kind} another user created")
+            require_role(actor, "admin", f"change a {self.kind} another user created")
         flds = ctx["fields"]
         values, cleared, bad = schema_form.parse(flds, form)
         problems = [FieldProblem(f"config.{p.loc}", p.reason) for p in bad]
@@ -182,18 +189,18 @@ def build_router(kind: Kind) -> APIRouter:
         if not problems:
             try:
                 with session_scope(settings.effective_database_url) as session:
-                    stored = catalog.get(kind, endpoint_id, session=session).config
+                    stored = catalog.get(self.kind, endpoint_id, session=session).config
                     config = schema_form.merge(stored, values, cleared)
                     catalog.update(
-                        kind,
+                        self.kind,
                         endpoint_id,
                         EndpointPatch(name=name, config=config),
                         session=session,
                         actor=actor,
                         box=box,
                     )
-                flash(request, f"Saved {kind} '{name}'.")
-                return redirect(request, f"{base}/{endpoint_id}")
+                flash(request, f"Saved {self.kind} '{name}'.")
+                return redirect(request, f"{self.base}/{endpoint_id}")
             except ValidationError as exc:
                 problems.extend(pydantic_problems(exc))
             except ValidationFailed as exc:
@@ -201,57 +208,72 @@ def build_router(kind: Kind) -> APIRouter:
             except Conflict as exc:
                 problems.append(FieldProblem("name", exc.reason))
         ctx.update(name=name, fields=schema_form.refill(flds, form), errors=_errors(problems))
-        return page(request, ctx, 422)
+        return self.page(request, ctx, 422)
 
-    @router.post(base + "/{endpoint_id:int}/delete", include_in_schema=False)
-    def delete(request: Request, endpoint_id: int, actor: UIActor) -> Response:
+    def delete(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
         settings = get_settings(request)
         try:
             with session_scope(settings.effective_database_url) as session:
-                name = catalog.get(kind, endpoint_id, session=session).name
-                catalog.delete(kind, endpoint_id, session=session, actor=actor)
+                name = catalog.get(self.kind, endpoint_id, session=session).name
+                catalog.delete(self.kind, endpoint_id, session=session, actor=actor)
         except Conflict as exc:
             flash(request, f"{exc.reason}. {exc.hint or ''}", "error")
-            return redirect(request, f"{base}/{endpoint_id}")
-        flash(request, f"Deleted {kind} '{name}'.")
-        return redirect(request, base)
+            return redirect(request, f"{self.base}/{endpoint_id}")
+        flash(request, f"Deleted {self.kind} '{name}'.")
+        return redirect(request, self.base)
 
-    @router.post(base + "/test", include_in_schema=False)
-    async def test_new(request: Request, actor: UIActor) -> Response:
+    async def test_new(self, request: Request, actor: UIActor) -> Response:
         form = await request.form()
-        return await run_in_threadpool(_test, request, actor, None, form)
+        return await run_in_threadpool(self._test, request, actor, None, form)
 
-    @router.post(base + "/{endpoint_id:int}/test", include_in_schema=False)
-    async def test_existing(request: Request, endpoint_id: int, actor: UIActor) -> Response:
+    async def test_existing(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
         form = await request.form()
-        return await run_in_threadpool(_test, request, actor, endpoint_id, form)
+        return await run_in_threadpool(self._test, request, actor, endpoint_id, form)
 
     def _test(
-        request: Request, actor: Any, endpoint_id: int | None, form: Mapping[str, Any]
+        self, request: Request, actor: Any, endpoint_id: int | None, form: Mapping[str, Any]
     ) -> Response:
         """Test what is on screen. Secrets left empty on an edit form use the stored ones,
         but only while the form still points where they were stored."""
-        require_role(actor, "editor", f"test {plural}")
+        require_role(actor, "editor", f"test {self.plural}")
         settings = get_settings(request)
         box = request.app.state.secret_box
         stored: dict[str, Any] = {}
         if endpoint_id is not None:
             with session_scope(settings.effective_database_url) as session:
-                obj = catalog.get(kind, endpoint_id, session=session)
+                obj = catalog.get(self.kind, endpoint_id, session=session)
                 type_name = obj.type
-                stored = catalog.decrypted_config(kind, obj, box)
+                stored = catalog.decrypted_config(self.kind, obj, box)
         else:
             type_name = str(form.get("type") or "")
-            get_type(kind, type_name)
-        values, cleared, bad = schema_form.parse(fields(type_name), form)
+            get_type(self.kind, type_name)
+        values, cleared, bad = schema_form.parse(self.fields(type_name), form)
         if bad:
             reason = "; ".join(f"{schema_form.label_for(p.loc)}: {p.reason}" for p in bad)
             result = checks.CheckResult(False, reason)
         else:
-            config = catalog.with_stored_secrets(kind, type_name, stored, values, cleared)
-            result = checks.check(kind, type_name, config, settings)
+            config = catalog.with_stored_secrets(self.kind, type_name, stored, values, cleared)
+            result = checks.check(self.kind, type_name, config, settings)
         return render(request, "partials/check_result.html", {"result": result})
 
+
+def build_router(kind: Kind) -> APIRouter:
+    """The routes of one kind's pages, in the order they match."""
+    pages = _Pages(kind)
+    base = pages.base
+    router = APIRouter(route_class=UIRoute)
+    for method, path, endpoint in (
+        ("GET", base, pages.list_page),
+        ("GET", f"{base}/new", pages.new_page),
+        ("GET", f"{base}/fields", pages.type_fields),
+        ("POST", f"{base}/new", pages.create),
+        ("GET", base + "/{endpoint_id:int}", pages.detail),
+        ("POST", base + "/{endpoint_id:int}", pages.update),
+        ("POST", base + "/{endpoint_id:int}/delete", pages.delete),
+        ("POST", base + "/test", pages.test_new),
+        ("POST", base + "/{endpoint_id:int}/test", pages.test_existing),
+    ):
+        router.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
     return router
 
 
