@@ -245,3 +245,13 @@ def _flush_unique(session: Session, kind: Kind, name: str) -> None:
             session.flush()
     except IntegrityError as exc:
         raise Conflict(f"a {kind} named '{name}' already exists") from exc
+
+
+def connectors_using(kind: Kind, endpoint_id: int, *, session: Session) -> list[dict[str, Any]]:
+    """Connectors whose source (or destination) is ``endpoint_id``, by name (columns only)."""
+    stmt = (
+        select(Connector.id, Connector.name, Connector.is_active, Connector.sync_status)
+        .where(_fk(kind) == endpoint_id)
+        .order_by(Connector.name)
+    )
+    return [dict(row._mapping) for row in session.execute(stmt)]

@@ -11,7 +11,7 @@ import base64
 from typing import Any
 from typing import cast as type_cast
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, cast, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -175,6 +175,24 @@ def list_page(
     runs = last_runs([r.id for r in rows], session=session)
     items = [to_out(r, settings, runs.get(r.id)) for r in rows]
     return Page(items=items, next_cursor=encode_cursor(rows[-1].id) if more and rows else None)
+
+
+_DISTINCT_TAGS = {
+    # The database unnests the JSON arrays itself: no row per connector reaches Python.
+    "postgresql": "SELECT DISTINCT jsonb_array_elements_text(tags) FROM connectors",
+    "sqlite": "SELECT DISTINCT j.value FROM connectors, json_each(connectors.tags) AS j",
+}
+
+
+def tags_in_use(*, session: Session) -> list[str]:
+    """Every user tag in use, sorted (for the list's tag filter)."""
+    sql = _DISTINCT_TAGS.get(session.get_bind().dialect.name)
+    if sql is not None:
+        return sorted(str(t) for t in session.scalars(text(sql)))
+    seen: set[str] = set()
+    for tags in session.scalars(select(Connector.tags)):
+        seen.update(tags or [])
+    return sorted(seen)
 
 
 # --- writing ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from conveyor.db.base import utcnow
@@ -80,6 +80,12 @@ def list_for_connector(
     if before_id is not None:
         q = q.where(ConnectorRun.id < before_id)
     return list(session.scalars(q))
+
+
+def count_for_connector(connector_id: int, *, session: Session) -> int:
+    """How many run records the connector has."""
+    stmt = select(func.count()).where(ConnectorRun.connector_id == connector_id)
+    return int(session.scalar(stmt) or 0)
 
 
 def to_out(r: ConnectorRun) -> RunOut:

@@ -14,7 +14,7 @@ from conveyor.services import connectors as svc
 from conveyor.services import runs as runs_svc
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
-from conveyor.web.ui import chart, queries
+from conveyor.web.ui import chart
 from conveyor.web.ui.base import (
     UIActor,
     UIRoute,
@@ -116,7 +116,7 @@ def _list_context(
             limit=PAGE_SIZE,
             **_status_filter(status),
         )
-        tags = queries.all_tags(session=session)
+        tags = svc.tags_in_use(session=session)
     filters = {k: v for k, v in (("q", q), ("status", status), ("tag", tag)) if v}
     return {
         "items": page.items,
@@ -251,7 +251,7 @@ def delete_confirm(request: Request, connector_id: int, actor: UIActor) -> Respo
     with session_scope(settings.effective_database_url) as session:
         c = svc.get(connector_id, session=session)
         out = svc.to_out(c, settings)
-        count = queries.run_count(connector_id, session=session)
+        count = runs_svc.count_for_connector(connector_id, session=session)
         owner_id = c.owner_id
     require_owner_or_admin(actor, owner_id, "delete this connector")
     return render(

@@ -13,14 +13,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from conveyor.db.models import Connector
 from conveyor.db.session import session_scope
 from conveyor.domain.models import EndpointCreate, EndpointPatch
 from conveyor.errors import Conflict, FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, list_types, pydantic_problems
 from conveyor.services import catalog
 from conveyor.services.authz import require_role
-from conveyor.web.ui import checks, queries, schema_form
+from conveyor.web.ui import checks, schema_form
 from conveyor.web.ui.base import (
     UIActor,
     UIRoute,
@@ -56,7 +55,6 @@ class _Pages:
         self.kind: Kind = kind
         self.plural = f"{self.kind}s"
         self.base = f"/{self.plural}"
-        self.fk = Connector.source_id if kind == "source" else Connector.destination_id
 
     def fields(self, type_name: str, config: Mapping[str, Any] | None = None) -> list[Any]:
         exclude = get_type(self.kind, type_name).copy_fields  # set per connector, not here
@@ -156,7 +154,7 @@ class _Pages:
         with session_scope(settings.effective_database_url) as session:
             obj = catalog.get(self.kind, endpoint_id, session=session)
             out = catalog.to_out(self.kind, obj)
-            used_by = queries.connectors_using(self.fk, endpoint_id, session=session)
+            used_by = catalog.connectors_using(self.kind, endpoint_id, session=session)
         return {
             "obj": out,
             "name": out.name,
