@@ -1,7 +1,6 @@
 """GET /metrics: Prometheus text format, read from the database at scrape time.
 
-Runs are written by flow processes and deployments by the reconciler, so no in-process
-counter would see them; every figure here is one aggregate query on the shared database.
+The figures come from ``services.metrics`` (aggregate queries on the shared database).
 No authentication, as usual for scrape endpoints: it exposes counts and timings only.
 """
 
@@ -9,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,15 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, literal, select
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from conveyor import __version__
-from conveyor.db.models import Connector, ConnectorRun, Lease, OutboxEntry
-from conveyor.db.session import session_scope
 from conveyor.domain.vocabulary import RUN_STATUSES
-from conveyor.services.health import RECONCILER_LEASE
+from conveyor.services import metrics as metrics_service
 from conveyor.settings import Settings
 
 router = APIRouter(tags=["meta"])
@@ -35,15 +28,8 @@ DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 SYNC_STATUSES = ("pending", "synced", "error")
 
 
-def _duration_seconds(session: Session) -> ColumnElement[Any]:
-    started, finished = ConnectorRun.started_at, ConnectorRun.finished_at
-    if session.get_bind().dialect.name == "sqlite":
-        return (func.julianday(finished) - func.julianday(started)) * 86400.0
-    return func.extract("epoch", finished - started)
-
-
 class DatabaseCollector(Collector):
-    """Collects every Conveyor metric with a handful of aggregate queries per scrape."""
+    """Collects every Conveyor metric from one read of ``services.metrics`` per scrape."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -52,86 +38,62 @@ class DatabaseCollector(Collector):
         info = GaugeMetricFamily("conveyor_info", "Conveyor version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        with session_scope(self.settings.effective_database_url) as session:
-            yield from self._connectors(session)
-            yield from self._runs(session)
-            yield from self._reconcile(session)
+        figures = metrics_service.read(self.settings, DURATION_BUCKETS)
+        yield from self._connectors(figures)
+        yield from self._runs(figures)
+        yield from self._reconcile(figures)
 
-    def _connectors(self, session: Session) -> Iterator[Metric]:
-        rows: dict[str, int] = {
-            status: n
-            for status, n in session.execute(
-                select(Connector.sync_status, func.count()).group_by(Connector.sync_status)
-            )
-        }
+    def _connectors(self, f: metrics_service.Figures) -> Iterator[Metric]:
+        rows = f.connectors_by_sync_status
         g = GaugeMetricFamily(
             "conveyor_connectors", "Connectors by deployment sync status", labels=["sync_status"]
         )
         for status in sorted(set(SYNC_STATUSES) | set(rows)):
             g.add_metric([status], rows.get(status, 0))
         yield g
-        active = session.scalar(select(func.count()).where(Connector.is_active.is_(True))) or 0
         yield GaugeMetricFamily(
-            "conveyor_connectors_active", "Connectors whose schedule is active", value=active
+            "conveyor_connectors_active",
+            "Connectors whose schedule is active",
+            value=f.connectors_active,
         )
 
-    def _runs(self, session: Session) -> Iterator[Metric]:
-        rows: dict[str, int] = {
-            status: n
-            for status, n in session.execute(
-                select(ConnectorRun.status, func.count()).group_by(ConnectorRun.status)
-            )
-        }
+    def _runs(self, f: metrics_service.Figures) -> Iterator[Metric]:
+        rows = f.runs_by_status
         g = GaugeMetricFamily("conveyor_runs", "Run records by status", labels=["status"])
         for status in sorted(set(RUN_STATUSES) | set(rows)):
             g.add_metric([status], rows.get(status, 0))
         yield g
-
-        d = _duration_seconds(session)
-        bucket_cols = [
-            func.sum(case((d <= b, literal(1)), else_=literal(0))) for b in DURATION_BUCKETS
-        ]
-        q = (
-            select(ConnectorRun.status, func.count(), func.sum(d), *bucket_cols)
-            .where(ConnectorRun.started_at.is_not(None), ConnectorRun.finished_at.is_not(None))
-            .group_by(ConnectorRun.status)
-        )
         h = HistogramMetricFamily(
             "conveyor_run_duration_seconds",
             "Duration of finished runs, from start to end",
             labels=["status"],
         )
-        for status, count, total, *cumulative in session.execute(q).all():
-            buckets = [
-                (str(b), int(c or 0)) for b, c in zip(DURATION_BUCKETS, cumulative, strict=True)
-            ]
-            buckets.append(("+Inf", int(count)))
-            h.add_metric([status], buckets, float(total or 0.0))
+        for d in f.durations:
+            buckets = [(str(b), c) for b, c in zip(DURATION_BUCKETS, d.cumulative, strict=True)]
+            buckets.append(("+Inf", d.count))
+            h.add_metric([d.status], buckets, d.total_seconds)
         yield h
 
-    def _reconcile(self, session: Session) -> Iterator[Metric]:
+    def _reconcile(self, f: metrics_service.Figures) -> Iterator[Metric]:
         now = datetime.now(UTC)
-        oldest, pending = session.execute(
-            select(func.min(OutboxEntry.created_at), func.count())
-        ).one()
         lag = 0.0
-        if oldest is not None:
-            oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
-            lag = max(0.0, (now - oldest).total_seconds())
+        if f.oldest_outbox_at is not None:
+            lag = max(0.0, (now - f.oldest_outbox_at).total_seconds())
         yield GaugeMetricFamily(
             "conveyor_reconcile_lag_seconds",
             "Age of the oldest connector change not yet applied to Prefect (0 when none)",
             value=lag,
         )
         yield GaugeMetricFamily(
-            "conveyor_outbox_pending", "Connector changes waiting for the reconciler", value=pending
+            "conveyor_outbox_pending",
+            "Connector changes waiting for the reconciler",
+            value=f.outbox_pending,
         )
-        lease = session.get(Lease, RECONCILER_LEASE)
-        if lease is not None and lease.heartbeat_at is not None:
+        if f.reconciler_heartbeat_at is not None:
             yield GaugeMetricFamily(
                 "conveyor_reconciler_heartbeat_age_seconds",
                 "Seconds since the reconciler last reported alive",
-                value=max(0.0, (now - lease.heartbeat_at).total_seconds()),
+                value=max(0.0, (now - f.reconciler_heartbeat_at).total_seconds()),
             )
 
 
