@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -41,15 +41,19 @@ def get_box(request: Request) -> SecretBox:
     return request.app.state.secret_box  # type: ignore[no-any-return]
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the handler returns, else rolled back."""
-    with session_scope(request.app.state.settings.effective_database_url) as session:
-        yield session
+def unit_of_work(settings: Settings) -> AbstractContextManager[Session]:
+    """The web layer's one way to the database: a transaction of its own, committed when
+    the block ends and rolled back if it raises, so a handler's answer follows its commit.
+
+    Keep the block to the database work: on SQLite every transaction takes the write lock
+    up front, so never hold one across a call to Prefect or another HTTP service (the runs
+    service's Run now commits its record first, then calls Prefect).
+    """
+    return session_scope(settings.effective_database_url)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BoxDep = Annotated[SecretBox, Depends(get_box)]
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def current_actor(request: Request, _bearer: BearerDoc) -> Actor:
@@ -58,7 +62,7 @@ def current_actor(request: Request, _bearer: BearerDoc) -> Actor:
     Uses a short transaction of its own: on SQLite every transaction takes the write
     lock up front, so a handler's own session must not wait behind this one.
     """
-    with session_scope(request.app.state.settings.effective_database_url) as session:
+    with unit_of_work(request.app.state.settings) as session:
         return _actor(request, session)
 
 

@@ -11,7 +11,6 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector
-from conveyor.db.session import session_scope
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunOut
 from conveyor.secrets import SecretBox
 from conveyor.services import connectors as svc
@@ -22,8 +21,8 @@ from conveyor.web.deps import (
     Credentials,
     CredentialsDep,
     CurrentActor,
-    SessionDep,
     SettingsDep,
+    unit_of_work,
 )
 
 router = APIRouter(prefix="/connectors", tags=["connectors"])
@@ -35,7 +34,6 @@ WaitParam = Query(
 
 @router.get("", response_model=Page, summary="List connectors (filters, cursor pagination)")
 def list_connectors(
-    session: SessionDep,
     settings: SettingsDep,
     actor: CurrentActor,
     q: str | None = Query(None, description="Name contains (case-insensitive)"),
@@ -48,19 +46,20 @@ def list_connectors(
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> Page:
-    return svc.list_page(
-        session=session,
-        settings=settings,
-        q=q,
-        sync_status=sync_status,
-        tag=tag,
-        is_active=is_active,
-        source_id=source_id,
-        destination_id=destination_id,
-        last_run_status=last_run_status,
-        cursor=cursor,
-        limit=limit,
-    )
+    with unit_of_work(settings) as session:
+        return svc.list_page(
+            session=session,
+            settings=settings,
+            q=q,
+            sync_status=sync_status,
+            tag=tag,
+            is_active=is_active,
+            source_id=source_id,
+            destination_id=destination_id,
+            last_run_status=last_run_status,
+            cursor=cursor,
+            limit=limit,
+        )
 
 
 async def _after_write(out: ConnectorOut, settings: Settings, wait: float) -> ConnectorOut:
@@ -74,7 +73,7 @@ async def _after_write(out: ConnectorOut, settings: Settings, wait: float) -> Co
 
 
 def _read(connector_id: int, settings: Settings) -> ConnectorOut:
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         return _out(svc.get(connector_id, session=session), settings, session)
 
 
@@ -92,7 +91,7 @@ async def create_connector(
 ) -> ConnectorOut:
     # One transaction and one thread hop: check the caller, write, read back.
     def write() -> ConnectorOut:
-        with session_scope(settings.effective_database_url) as session:
+        with unit_of_work(settings) as session:
             c = svc.create(data, session=session, actor=who.actor(session), box=box)
             return svc.to_out(c, settings)  # a new connector has no runs
 
@@ -114,7 +113,7 @@ async def patch_connector(
     wait: float = WaitParam,
 ) -> ConnectorOut:
     def write() -> ConnectorOut:
-        with session_scope(settings.effective_database_url) as session:
+        with unit_of_work(settings) as session:
             c = svc.update(connector_id, data, session=session, actor=who.actor(session), box=box)
             return _out(c, settings, session)
 
@@ -152,7 +151,7 @@ async def _set_active(
     wait: float,
 ) -> ConnectorOut:
     def write() -> ConnectorOut:
-        with session_scope(settings.effective_database_url) as session:
+        with unit_of_work(settings) as session:
             c = svc.set_active(
                 connector_id, active, session=session, actor=who.actor(session), box=box
             )
@@ -162,9 +161,10 @@ async def _set_active(
 
 
 @router.delete("/{connector_id}", status_code=204, summary="Delete a connector and its runs")
-def delete_connector(connector_id: int, session: SessionDep, actor: CurrentActor) -> Response:
-    svc.delete(connector_id, session=session, actor=actor)
-    return Response(status_code=204)
+def delete_connector(connector_id: int, settings: SettingsDep, actor: CurrentActor) -> Response:
+    with unit_of_work(settings) as session:
+        svc.delete(connector_id, session=session, actor=actor)
+        return Response(status_code=204)
 
 
 @router.post("/{connector_id}/run", response_model=RunOut, status_code=202, summary="Run it now")
@@ -179,13 +179,14 @@ def run_connector(connector_id: int, settings: SettingsDep, actor: CurrentActor)
 @router.get("/{connector_id}/runs", response_model=list[RunOut], summary="Run history")
 def list_runs(
     connector_id: int,
-    session: SessionDep,
+    settings: SettingsDep,
     actor: CurrentActor,
     before_id: int | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> list[RunOut]:
-    svc.get(connector_id, session=session)
-    rows = runs_svc.list_for_connector(
-        connector_id, session=session, before_id=before_id, limit=limit
-    )
-    return [runs_svc.to_out(r) for r in rows]
+    with unit_of_work(settings) as session:
+        svc.get(connector_id, session=session)
+        rows = runs_svc.list_for_connector(
+            connector_id, session=session, before_id=before_id, limit=limit
+        )
+        return [runs_svc.to_out(r) for r in rows]

@@ -24,7 +24,7 @@ from conveyor.deployments_io import (
 )
 from conveyor.deployments_io.apply import execute
 from conveyor.services.authz import Actor, require_role
-from conveyor.web.deps import BoxDep, CurrentActor, SessionDep, SettingsDep
+from conveyor.web.deps import BoxDep, CurrentActor, SettingsDep, unit_of_work
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -87,26 +87,26 @@ def _load(body: FilesIn, *, check_env: bool = True) -> LoadedDirectory:
     responses={200: {"content": {"application/zip": {}}}},
 )
 def export(
-    session: SessionDep,
     settings: SettingsDep,
     actor: CurrentActor,
     format: Literal["json", "zip"] = Query("json", description="json: {files: {...}}; zip"),
     name: list[str] = Query([], description="Only these connectors"),
     tag: list[str] = Query([], description="Only connectors with one of these tags"),
 ) -> Any:
-    _admin(actor, "export deployment files")
-    files, env_vars = render_export(session, settings, names=name, tags=tag)
-    if format == "json":
-        return {"files": files, "env_vars": env_vars}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file_name, text in files.items():
-            zf.writestr(zipfile.ZipInfo(file_name, date_time=_ZIP_TIME), text)
-    return Response(
-        buf.getvalue(),
-        media_type="application/zip",
-        headers={"Content-Disposition": 'attachment; filename="deployments.zip"'},
-    )
+    with unit_of_work(settings) as session:
+        _admin(actor, "export deployment files")
+        files, env_vars = render_export(session, settings, names=name, tags=tag)
+        if format == "json":
+            return {"files": files, "env_vars": env_vars}
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for file_name, text in files.items():
+                zf.writestr(zipfile.ZipInfo(file_name, date_time=_ZIP_TIME), text)
+        return Response(
+            buf.getvalue(),
+            media_type="application/zip",
+            headers={"Content-Disposition": 'attachment; filename="deployments.zip"'},
+        )
 
 
 @router.post("/validate", response_model=ValidateOut, summary="Check deployment files")
@@ -122,26 +122,24 @@ def validate(body: ValidateIn, actor: CurrentActor) -> ValidateOut:
 
 
 @router.post("/plan", summary="What applying these files would change (reads only)")
-def plan(
-    body: PlanIn, session: SessionDep, settings: SettingsDep, box: BoxDep, actor: CurrentActor
-) -> dict[str, Any]:
-    _admin(actor, "plan deployment files")
-    loaded = _load(body)
-    the_plan = make_plan(
-        loaded, session=session, box=box, settings=settings, prune=body.prune, force=body.force
-    )
-    session.rollback()  # a plan never writes
-    return the_plan.to_dict()
+def plan(body: PlanIn, settings: SettingsDep, box: BoxDep, actor: CurrentActor) -> dict[str, Any]:
+    with unit_of_work(settings) as session:
+        _admin(actor, "plan deployment files")
+        loaded = _load(body)
+        the_plan = make_plan(
+            loaded, session=session, box=box, settings=settings, prune=body.prune, force=body.force
+        )
+        session.rollback()  # a plan never writes
+        return the_plan.to_dict()
 
 
 @router.post("/apply", summary="Apply deployment files: one transaction, all or nothing")
-def apply(
-    body: PlanIn, session: SessionDep, settings: SettingsDep, box: BoxDep, actor: CurrentActor
-) -> dict[str, Any]:
-    _admin(actor, "apply deployment files")
-    loaded = _load(body)
-    the_plan = make_plan(
-        loaded, session=session, box=box, settings=settings, prune=body.prune, force=body.force
-    )
-    result = execute(the_plan, session=session, box=box, actor=actor, settings=settings)
-    return result.to_dict()
+def apply(body: PlanIn, settings: SettingsDep, box: BoxDep, actor: CurrentActor) -> dict[str, Any]:
+    with unit_of_work(settings) as session:
+        _admin(actor, "apply deployment files")
+        loaded = _load(body)
+        the_plan = make_plan(
+            loaded, session=session, box=box, settings=settings, prune=body.prune, force=body.force
+        )
+        result = execute(the_plan, session=session, box=box, actor=actor, settings=settings)
+        return result.to_dict()

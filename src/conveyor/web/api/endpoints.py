@@ -10,7 +10,7 @@ from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
 from conveyor.pipelines.registry import Kind, list_types
 from conveyor.services import catalog
 from conveyor.services.authz import require_role
-from conveyor.web.deps import BoxDep, CurrentActor, SessionDep, SettingsDep
+from conveyor.web.deps import BoxDep, CurrentActor, SettingsDep, unit_of_work
 
 
 def _router(kind: Kind) -> APIRouter:
@@ -18,73 +18,78 @@ def _router(kind: Kind) -> APIRouter:
     router = APIRouter(prefix=f"/{plural}", tags=[plural])
 
     @router.get("", response_model=list[EndpointOut], summary=f"List {plural}")
-    def list_(session: SessionDep, actor: CurrentActor) -> list[EndpointOut]:
-        return catalog.list_all(kind, session=session)
+    def list_(settings: SettingsDep, actor: CurrentActor) -> list[EndpointOut]:
+        with unit_of_work(settings) as session:
+            return catalog.list_all(kind, session=session)
 
     @router.post("", response_model=EndpointOut, status_code=201, summary=f"Create a {kind}")
     def create(
-        data: EndpointCreate, session: SessionDep, actor: CurrentActor, box: BoxDep
+        data: EndpointCreate, settings: SettingsDep, actor: CurrentActor, box: BoxDep
     ) -> EndpointOut:
-        obj = catalog.create(kind, data, session=session, actor=actor, box=box)
-        return catalog.to_out(kind, obj)
+        with unit_of_work(settings) as session:
+            obj = catalog.create(kind, data, session=session, actor=actor, box=box)
+            return catalog.to_out(kind, obj)
 
     @router.get("/{endpoint_id}", response_model=EndpointOut, summary=f"Read a {kind}")
-    def read(endpoint_id: int, session: SessionDep, actor: CurrentActor) -> EndpointOut:
-        obj = catalog.get(kind, endpoint_id, session=session)
-        count = catalog.connector_count(kind, endpoint_id, session=session)
-        return catalog.to_out(kind, obj, count)
+    def read(endpoint_id: int, settings: SettingsDep, actor: CurrentActor) -> EndpointOut:
+        with unit_of_work(settings) as session:
+            obj = catalog.get(kind, endpoint_id, session=session)
+            count = catalog.connector_count(kind, endpoint_id, session=session)
+            return catalog.to_out(kind, obj, count)
 
     @router.patch("/{endpoint_id}", response_model=EndpointOut, summary=f"Change a {kind}")
     def patch(
         endpoint_id: int,
         data: EndpointPatch,
-        session: SessionDep,
+        settings: SettingsDep,
         actor: CurrentActor,
         box: BoxDep,
     ) -> EndpointOut:
-        obj = catalog.update(kind, endpoint_id, data, session=session, actor=actor, box=box)
-        count = catalog.connector_count(kind, endpoint_id, session=session)
-        return catalog.to_out(kind, obj, count)
+        with unit_of_work(settings) as session:
+            obj = catalog.update(kind, endpoint_id, data, session=session, actor=actor, box=box)
+            count = catalog.connector_count(kind, endpoint_id, session=session)
+            return catalog.to_out(kind, obj, count)
 
     @router.delete("/{endpoint_id}", status_code=204, summary=f"Delete an unused {kind}")
-    def delete(endpoint_id: int, session: SessionDep, actor: CurrentActor) -> Response:
-        catalog.delete(kind, endpoint_id, session=session, actor=actor)
-        return Response(status_code=204)
+    def delete(endpoint_id: int, settings: SettingsDep, actor: CurrentActor) -> Response:
+        with unit_of_work(settings) as session:
+            catalog.delete(kind, endpoint_id, session=session, actor=actor)
+            return Response(status_code=204)
 
     @router.post("/{endpoint_id}/check", summary=f"Try the {kind}'s connection")
     def check(
         endpoint_id: int,
-        session: SessionDep,
         settings: SettingsDep,
         actor: CurrentActor,
         box: BoxDep,
     ) -> dict[str, Any]:
-        from conveyor.pipelines.check import check as run_check
+        with unit_of_work(settings) as session:
+            from conveyor.pipelines.check import check as run_check
 
-        require_role(actor, "editor", f"check {plural}")
-        obj = catalog.get(kind, endpoint_id, session=session)
-        result = run_check(
-            kind, obj.type, catalog.decrypted_config(kind, obj, box), settings=settings
-        )
-        return {"ok": result.ok, "message": result.message}
+            require_role(actor, "editor", f"check {plural}")
+            obj = catalog.get(kind, endpoint_id, session=session)
+            result = run_check(
+                kind, obj.type, catalog.decrypted_config(kind, obj, box), settings=settings
+            )
+            return {"ok": result.ok, "message": result.message}
 
     if kind == "source":
 
         @router.get("/{endpoint_id}/discover", summary="List tables and columns, or files")
         def discover(
             endpoint_id: int,
-            session: SessionDep,
             settings: SettingsDep,
             actor: CurrentActor,
             box: BoxDep,
         ) -> dict[str, Any]:
-            from conveyor.pipelines.check import discover as run_discover
+            with unit_of_work(settings) as session:
+                from conveyor.pipelines.check import discover as run_discover
 
-            require_role(actor, "editor", "discover sources")
-            obj = catalog.get(kind, endpoint_id, session=session)
-            return run_discover(
-                obj.type, catalog.decrypted_config(kind, obj, box), settings=settings
-            )
+                require_role(actor, "editor", "discover sources")
+                obj = catalog.get(kind, endpoint_id, session=session)
+                return run_discover(
+                    obj.type, catalog.decrypted_config(kind, obj, box), settings=settings
+                )
 
     return router
 

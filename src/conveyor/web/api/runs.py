@@ -6,11 +6,12 @@ from fastapi import APIRouter
 
 from conveyor.domain.models import RunOut
 from conveyor.services import runs as svc
-from conveyor.web.deps import CurrentActor, SessionDep
+from conveyor.web.deps import CurrentActor, SettingsDep, unit_of_work
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.get("/{run_id}", response_model=RunOut, summary="Read a run")
-def read_run(run_id: int, session: SessionDep, actor: CurrentActor) -> RunOut:
-    return svc.to_out(svc.get(run_id, session=session))
+def read_run(run_id: int, settings: SettingsDep, actor: CurrentActor) -> RunOut:
+    with unit_of_work(settings) as session:
+        return svc.to_out(svc.get(run_id, session=session))

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from conveyor.sync import status
 from conveyor.sync.status import SyncStatusOut
-from conveyor.web.deps import CurrentActor, SessionDep
+from conveyor.web.deps import CurrentActor, SettingsDep, unit_of_work
 
 router = APIRouter(prefix="/sync", tags=["sync"])
 
@@ -16,5 +16,6 @@ router = APIRouter(prefix="/sync", tags=["sync"])
     response_model=SyncStatusOut,
     summary="Connectors by sync status, the oldest queued change, the last full pass",
 )
-def read_sync_status(session: SessionDep, actor: CurrentActor) -> SyncStatusOut:
-    return status.read(session)
+def read_sync_status(settings: SettingsDep, actor: CurrentActor) -> SyncStatusOut:
+    with unit_of_work(settings) as session:
+        return status.read(session)

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response
 
 from conveyor.db.models import ApiToken
-from conveyor.db.session import session_scope
 from conveyor.domain.models import (
     AccessEndedOut,
     AuditOut,
@@ -26,7 +25,7 @@ from conveyor.services import audit
 from conveyor.services import users as svc
 from conveyor.services.authz import require_role
 from conveyor.services.login_throttle import Limits
-from conveyor.web.deps import CurrentActor, SessionDep, SettingsDep
+from conveyor.web.deps import CurrentActor, SettingsDep, unit_of_work
 
 router = APIRouter(tags=["admin"])
 
@@ -48,14 +47,16 @@ def _token_out(t: ApiToken) -> TokenOut:
 
 
 @router.get("/users", response_model=list[UserOut], summary="List users")
-def list_users(session: SessionDep, actor: CurrentActor) -> list[UserOut]:
-    require_role(actor, "admin", "list users")
-    return [_user_out(u) for u in svc.list_users(session=session)]
+def list_users(settings: SettingsDep, actor: CurrentActor) -> list[UserOut]:
+    with unit_of_work(settings) as session:
+        require_role(actor, "admin", "list users")
+        return [_user_out(u) for u in svc.list_users(session=session)]
 
 
 @router.post("/users", response_model=UserOut, status_code=201, summary="Create a user")
-def create_user(data: UserCreate, session: SessionDep, actor: CurrentActor) -> UserOut:
-    return _user_out(svc.create_user(data, session=session, actor=actor))
+def create_user(data: UserCreate, settings: SettingsDep, actor: CurrentActor) -> UserOut:
+    with unit_of_work(settings) as session:
+        return _user_out(svc.create_user(data, session=session, actor=actor))
 
 
 @router.patch(
@@ -63,31 +64,33 @@ def create_user(data: UserCreate, session: SessionDep, actor: CurrentActor) -> U
 )
 def update_user(
     user_id: int,
-    session: SessionDep,
+    settings: SettingsDep,
     actor: CurrentActor,
     data: Annotated[UserUpdate | None, Body()] = None,
     role: Annotated[Role | None, Query(deprecated=True, description="use the body")] = None,
 ) -> UserOut:
     """`{"role": "editor"}` and/or `{"disabled": true}`: disabling ends the user's logins
     and revokes their tokens at once. The last active admin cannot be demoted or disabled."""
-    data = data or UserUpdate()
-    role = data.role or role
-    if role is None and data.disabled is None:
-        raise ValidationFailed.field("role", "send 'role' and/or 'disabled'")
-    user = None
-    if role is not None:
-        user = svc.set_role(user_id, role, session=session, actor=actor)
-    if data.disabled is not None:
-        user = svc.set_active(user_id, not data.disabled, session=session, actor=actor)
-    return _user_out(user)
+    with unit_of_work(settings) as session:
+        data = data or UserUpdate()
+        role = data.role or role
+        if role is None and data.disabled is None:
+            raise ValidationFailed.field("role", "send 'role' and/or 'disabled'")
+        user = None
+        if role is not None:
+            user = svc.set_role(user_id, role, session=session, actor=actor)
+        if data.disabled is not None:
+            user = svc.set_active(user_id, not data.disabled, session=session, actor=actor)
+        return _user_out(user)
 
 
 @router.delete("/users/{user_id}", status_code=204, summary="Delete a user")
-def delete_user(user_id: int, session: SessionDep, actor: CurrentActor) -> Response:
+def delete_user(user_id: int, settings: SettingsDep, actor: CurrentActor) -> Response:
     """Their logins and tokens go with them; their connectors stay, owned by no one
     (admins manage them)."""
-    svc.delete_user(user_id, session=session, actor=actor)
-    return Response(status_code=204)
+    with unit_of_work(settings) as session:
+        svc.delete_user(user_id, session=session, actor=actor)
+        return Response(status_code=204)
 
 
 @router.post(
@@ -96,10 +99,11 @@ def delete_user(user_id: int, session: SessionDep, actor: CurrentActor) -> Respo
     summary="Reset a user's password (admins)",
 )
 def reset_password(
-    user_id: int, data: PasswordReset, session: SessionDep, actor: CurrentActor
+    user_id: int, data: PasswordReset, settings: SettingsDep, actor: CurrentActor
 ) -> AccessEndedOut:
-    ended = svc.reset_password(user_id, data.password, session=session, actor=actor)
-    return AccessEndedOut(sessions_ended=ended.sessions, tokens_revoked=ended.tokens)
+    with unit_of_work(settings) as session:
+        ended = svc.reset_password(user_id, data.password, session=session, actor=actor)
+        return AccessEndedOut(sessions_ended=ended.sessions, tokens_revoked=ended.tokens)
 
 
 @router.post("/me/password", response_model=AccessEndedOut, summary="Change your own password")
@@ -110,7 +114,7 @@ def change_own_password(
     login and revokes every token of yours, the one making this request included."""
     # A transaction of its own: a wrong current password is recorded (committed), then
     # reported.
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         ended = svc.change_own_password(
             data.current_password,
             data.new_password,
@@ -125,27 +129,30 @@ def change_own_password(
 
 
 @router.get("/tokens", response_model=list[TokenOut], summary="List API tokens")
-def list_tokens(session: SessionDep, actor: CurrentActor) -> list[TokenOut]:
-    return [_token_out(t) for t in svc.list_tokens(session=session, actor=actor)]
+def list_tokens(settings: SettingsDep, actor: CurrentActor) -> list[TokenOut]:
+    with unit_of_work(settings) as session:
+        return [_token_out(t) for t in svc.list_tokens(session=session, actor=actor)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, summary="Create a token")
-def create_token(data: TokenCreate, session: SessionDep, actor: CurrentActor) -> TokenCreated:
-    row, token = svc.create_token(
-        data.username or actor.username, data.name, session=session, actor=actor
-    )
-    return TokenCreated(**_token_out(row).model_dump(), token=token)
+def create_token(data: TokenCreate, settings: SettingsDep, actor: CurrentActor) -> TokenCreated:
+    with unit_of_work(settings) as session:
+        row, token = svc.create_token(
+            data.username or actor.username, data.name, session=session, actor=actor
+        )
+        return TokenCreated(**_token_out(row).model_dump(), token=token)
 
 
 @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token")
-def revoke_token(token_id: int, session: SessionDep, actor: CurrentActor) -> Response:
-    svc.revoke_token(token_id, session=session, actor=actor)
-    return Response(status_code=204)
+def revoke_token(token_id: int, settings: SettingsDep, actor: CurrentActor) -> Response:
+    with unit_of_work(settings) as session:
+        svc.revoke_token(token_id, session=session, actor=actor)
+        return Response(status_code=204)
 
 
 @router.get("/audit", response_model=list[AuditOut], summary="The audit log, newest first")
 def list_audit(
-    session: SessionDep,
+    settings: SettingsDep,
     actor: CurrentActor,
     user: str | None = None,
     entity_type: str | None = None,
@@ -154,14 +161,15 @@ def list_audit(
     before_id: int | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> list[AuditOut]:
-    require_role(actor, "admin", "read the audit log")
-    rows = audit.list_entries(
-        session=session,
-        actor_name=user,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        action=action,
-        before_id=before_id,
-        limit=limit,
-    )
-    return [AuditOut.model_validate(r, from_attributes=True) for r in rows]
+    with unit_of_work(settings) as session:
+        require_role(actor, "admin", "read the audit log")
+        rows = audit.list_entries(
+            session=session,
+            actor_name=user,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            action=action,
+            before_id=before_id,
+            limit=limit,
+        )
+        return [AuditOut.model_validate(r, from_attributes=True) for r in rows]

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from pydantic import ValidationError
 
-from conveyor.db.session import session_scope
 from conveyor.domain.models import UserCreate
 from conveyor.errors import Conflict, NotFound, ValidationFailed
 from conveyor.pipelines.registry import pydantic_problems
 from conveyor.services import audit
 from conveyor.services import users as users_svc
 from conveyor.services.authz import ROLES, Actor, require_role
+from conveyor.web.deps import unit_of_work
 from conveyor.web.ui.base import UIActor, UIRoute, flash, get_settings, redirect, render
 
 router = APIRouter(route_class=UIRoute)
@@ -26,7 +26,7 @@ def _users_page(
     request: Request, errors: dict[str, str] | None = None, form: dict[str, str] | None = None
 ) -> dict[str, Any]:
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         users = [
             {
                 "id": u.id,
@@ -63,7 +63,7 @@ def create_user(
             errors[p.loc] = p.reason
     else:
         try:
-            with session_scope(get_settings(request).effective_database_url) as session:
+            with unit_of_work(get_settings(request)) as session:
                 users_svc.create_user(data, session=session, actor=actor)
         except Conflict as exc:
             errors["username"] = exc.reason
@@ -81,7 +81,7 @@ def set_role(
     request: Request, user_id: int, actor: UIActor, role: Annotated[str, Form()] = ""
 ) -> Response:
     require_role(actor, "admin", "manage users")
-    with session_scope(get_settings(request).effective_database_url) as session:
+    with unit_of_work(get_settings(request)) as session:
         user = users_svc.set_role(user_id, role, session=session, actor=actor)
         name = user.username
     flash(request, f"'{name}' is now {role}.")
@@ -94,7 +94,7 @@ def reset_password(
 ) -> Response:
     require_role(actor, "admin", "reset passwords")
     try:
-        with session_scope(get_settings(request).effective_database_url) as session:
+        with unit_of_work(get_settings(request)) as session:
             ended = users_svc.reset_password(user_id, password, session=session, actor=actor)
             name = users_svc.get(user_id, session=session).username
     except ValidationFailed as exc:
@@ -120,7 +120,7 @@ def enable_user(request: Request, user_id: int, actor: UIActor) -> Response:
 
 def _set_active(request: Request, user_id: int, actor: Actor, *, active: bool) -> Response:
     require_role(actor, "admin", "disable or enable users")
-    with session_scope(get_settings(request).effective_database_url) as session:
+    with unit_of_work(get_settings(request)) as session:
         name = users_svc.set_active(user_id, active, session=session, actor=actor).username
     if active:
         flash(request, f"'{name}' can log in again (with new API tokens: the old stay revoked).")
@@ -132,7 +132,7 @@ def _set_active(request: Request, user_id: int, actor: Actor, *, active: bool) -
 @router.post("/admin/users/{user_id:int}/delete", include_in_schema=False)
 def delete_user(request: Request, user_id: int, actor: UIActor) -> Response:
     require_role(actor, "admin", "delete users")
-    with session_scope(get_settings(request).effective_database_url) as session:
+    with unit_of_work(get_settings(request)) as session:
         name = users_svc.get(user_id, session=session).username
         users_svc.delete_user(user_id, session=session, actor=actor)
     flash(request, f"Deleted '{name}'. Their connectors are kept, with no owner.")
@@ -143,7 +143,7 @@ def delete_user(request: Request, user_id: int, actor: UIActor) -> Response:
 
 
 def _tokens(request: Request, actor: Any) -> list[dict[str, Any]]:
-    with session_scope(get_settings(request).effective_database_url) as session:
+    with unit_of_work(get_settings(request)) as session:
         return [
             {
                 "id": t.id,
@@ -176,7 +176,7 @@ def tokens_page(request: Request, actor: UIActor) -> Response:
 def _usernames(request: Request, actor: Any) -> list[str]:
     if not actor.is_admin:
         return [actor.username]
-    with session_scope(get_settings(request).effective_database_url) as session:
+    with unit_of_work(get_settings(request)) as session:
         return [u.username for u in users_svc.list_users(session=session)]
 
 
@@ -194,7 +194,7 @@ def create_token(
     token = None
     if not errors:
         try:
-            with session_scope(get_settings(request).effective_database_url) as session:
+            with unit_of_work(get_settings(request)) as session:
                 _row, token = users_svc.create_token(
                     username or actor.username, name, session=session, actor=actor
                 )
@@ -219,7 +219,7 @@ def create_token(
 
 @router.post("/admin/tokens/{token_id:int}/revoke", include_in_schema=False)
 def revoke_token(request: Request, token_id: int, actor: UIActor) -> Response:
-    with session_scope(get_settings(request).effective_database_url) as session:
+    with unit_of_work(get_settings(request)) as session:
         users_svc.revoke_token(token_id, session=session, actor=actor)
     flash(request, "Token revoked: it no longer works.")
     return redirect(request, "/admin/tokens")
@@ -245,7 +245,7 @@ def audit_page(
         "entity_id": (entity_id or "").strip(),
         "action": (action or "").strip(),
     }
-    with session_scope(get_settings(request).effective_database_url) as session:
+    with unit_of_work(get_settings(request)) as session:
         rows = audit.list_entries(
             session=session,
             actor_name=filters["user"] or None,

@@ -8,11 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 
-from conveyor.db.session import session_scope
 from conveyor.errors import TooManyAttempts, ValidationFailed
 from conveyor.services import users as users_service
 from conveyor.services.login_throttle import Limits
-from conveyor.web.deps import SESSION_TOKEN_KEY, SESSION_USER_KEY
+from conveyor.web.deps import SESSION_TOKEN_KEY, SESSION_USER_KEY, unit_of_work
 from conveyor.web.ui import csrf
 from conveyor.web.ui.base import UIActor, UIRoute, flash, get_settings, redirect, render
 
@@ -45,7 +44,7 @@ def login(
 ) -> Response:
     settings = get_settings(request)
     try:
-        with session_scope(settings.effective_database_url) as session:
+        with unit_of_work(settings) as session:
             user = users_service.login(
                 username.strip(),
                 password,
@@ -86,7 +85,7 @@ def login(
 def logout(request: Request, actor: UIActor) -> Response:
     token = request.session.get(SESSION_TOKEN_KEY)
     if isinstance(token, str):
-        with session_scope(get_settings(request).effective_database_url) as session:
+        with unit_of_work(get_settings(request)) as session:
             users_service.end_ui_session(token, session=session)
     request.session.clear()
     return redirect(request, "/login")
@@ -121,7 +120,7 @@ def change_password(
         try:
             # Ends every login of this user, this browser's included; this browser, having
             # just shown the current password, gets a new login in the same transaction.
-            with session_scope(settings.effective_database_url) as session:
+            with unit_of_work(settings) as session:
                 ended = users_service.change_own_password(
                     current_password,
                     new_password,

@@ -16,12 +16,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from conveyor.db.session import session_scope
 from conveyor.errors import ConveyorError, NotAuthenticated, ValidationFailed
 from conveyor.services import users as users_service
 from conveyor.services.authz import ROLES, Actor
 from conveyor.settings import Settings
-from conveyor.web.deps import SESSION_TOKEN_KEY, SESSION_USER_KEY, session_user
+from conveyor.web.deps import SESSION_TOKEN_KEY, SESSION_USER_KEY, session_user, unit_of_work
 from conveyor.web.errors import status_for
 from conveyor.web.ui import csrf
 
@@ -100,7 +99,7 @@ def get_settings(request: Request) -> Settings:
 def ui_actor(request: Request) -> Actor:
     """The logged-in user (from the session cookie), else a redirect to the login page."""
     if request.session.get(SESSION_USER_KEY) is not None:
-        with session_scope(get_settings(request).effective_database_url) as session:
+        with unit_of_work(get_settings(request)) as session:
             user = session_user(request, session)
             if user is not None:
                 actor = users_service.actor_for(user)

@@ -10,7 +10,6 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from conveyor.db.session import session_scope
 from conveyor.domain import schedule as sched
 from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate
 from conveyor.errors import Conflict, FieldProblem, ValidationFailed
@@ -25,6 +24,7 @@ from conveyor.pipelines.registry import (
 from conveyor.services import catalog
 from conveyor.services import connectors as svc
 from conveyor.services.authz import Actor, require_owner_or_admin, require_role
+from conveyor.web.deps import unit_of_work
 from conveyor.web.ui import checks, schema_form
 from conveyor.web.ui import connector_form as cf
 from conveyor.web.ui.base import UIActor, UIRoute, flash, get_settings, redirect, render
@@ -97,7 +97,7 @@ def _context(
     form: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         sources = catalog.list_all("source", session=session)
         destinations = catalog.list_all("destination", session=session)
     new_types = {
@@ -140,7 +140,7 @@ async def create(request: Request, actor: UIActor) -> Response:
 
 def _load(request: Request, connector_id: int) -> tuple[Any, int | None]:
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         c = svc.get(connector_id, session=session)
         return svc.to_out(c, settings), c.owner_id
 
@@ -227,7 +227,7 @@ def _save(
                 inline[kind] = data
         else:
             ids[kind] = _endpoint_id(kind, form, problems)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         sources = catalog.list_all("source", session=session)
     source_type = _source_type(values, sources)
     override = cf.copy_override(
@@ -262,7 +262,7 @@ def _save(
     if problems:
         return _invalid(request, values, problems, current, form)
     try:
-        with session_scope(settings.effective_database_url) as session:
+        with unit_of_work(settings) as session:
             saved_id = _write(session, model, inline, actor, box, connector_id)
     except _FormProblems as exc:
         return _invalid(request, values, exc.problems, current, form)
@@ -338,7 +338,7 @@ def copy_section(request: Request, actor: UIActor) -> Response:
     require_role(actor, "editor", "edit connectors")
     values = cf.values_from_form(request.query_params)
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         sources = catalog.list_all("source", session=session)
     return render(
         request,
@@ -388,7 +388,7 @@ def _config_from_form(
     raw = str(form.get(f"{kind}_id") or "")
     if not raw.isdigit():
         return f"choose a {kind} first"
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         obj = catalog.get(kind, int(raw), session=session)
         return obj.type, catalog.decrypted_config(kind, obj, box)
 

@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from conveyor.db.models import ConnectorRun
-from conveyor.db.session import session_scope
 from conveyor.domain.models import ConnectorOut
 from conveyor.errors import ConveyorError, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services import connectors as svc
 from conveyor.services import runs as runs_svc
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
+from conveyor.web.deps import unit_of_work
 from conveyor.web.ui import chart
 from conveyor.web.ui.base import (
     UIActor,
@@ -106,7 +106,7 @@ def _list_context(
     settings = get_settings(request)
     q = (q or "").strip() or None
     tag = (tag or "").strip() or None
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         page = svc.list_page(
             session=session,
             settings=settings,
@@ -150,7 +150,7 @@ def connector_list(
 
 def _detail(request: Request, connector_id: int) -> dict[str, Any]:
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         c = svc.get(connector_id, session=session)
         runs = runs_svc.list_for_connector(connector_id, session=session, limit=HISTORY_SIZE)
         out = svc.to_out(c, settings, runs[0] if runs else None)
@@ -184,7 +184,7 @@ def connector_live(request: Request, connector_id: int, actor: UIActor) -> Respo
 
 def _set_active(request: Request, connector_id: int, active: bool, actor: UIActor) -> None:
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         svc.set_active(
             connector_id,
             active,
@@ -212,12 +212,12 @@ def resume(request: Request, connector_id: int, actor: UIActor) -> Response:
 def toggle(request: Request, connector_id: int, actor: UIActor) -> Response:
     """The list's active switch: flips the state and returns the row (htmx) or the list."""
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         current = svc.get(connector_id, session=session).is_active
     _set_active(request, connector_id, not current, actor)
     if not request.headers.get("hx-request"):
         return redirect(request, "/connectors")
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         c = svc.get(connector_id, session=session)
         out = svc.to_out(c, settings, svc.last_runs([c.id], session=session).get(c.id))
     return render(
@@ -248,7 +248,7 @@ def run_now(request: Request, connector_id: int, actor: UIActor) -> Response:
 @router.get("/connectors/{connector_id:int}/delete", include_in_schema=False)
 def delete_confirm(request: Request, connector_id: int, actor: UIActor) -> Response:
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         c = svc.get(connector_id, session=session)
         out = svc.to_out(c, settings)
         count = runs_svc.count_for_connector(connector_id, session=session)
@@ -269,7 +269,7 @@ def delete_confirm(request: Request, connector_id: int, actor: UIActor) -> Respo
 @router.post("/connectors/{connector_id:int}/delete", include_in_schema=False)
 def delete(request: Request, connector_id: int, actor: UIActor) -> Response:
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         name = svc.get(connector_id, session=session).name
         svc.delete(connector_id, session=session, actor=actor)
     flash(request, f"Deleted connector '{name}'. Its Prefect deployment is being removed.")
@@ -296,7 +296,7 @@ def table_rows(stats: dict[str, Any] | None) -> list[tuple[str, Any]]:
 
 def _run_context(request: Request, run_id: int) -> dict[str, Any]:
     settings = get_settings(request)
-    with session_scope(settings.effective_database_url) as session:
+    with unit_of_work(settings) as session:
         run: ConnectorRun = runs_svc.get(run_id, session=session)
         c = svc.get(run.connector_id, session=session)
         out = runs_svc.to_out(run)

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from conveyor.db.session import session_scope
 from conveyor.domain.models import EndpointCreate, EndpointPatch
 from conveyor.errors import Conflict, FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, list_types, pydantic_problems
 from conveyor.services import catalog
 from conveyor.services.authz import require_role
+from conveyor.web.deps import unit_of_work
 from conveyor.web.ui import checks, schema_form
 from conveyor.web.ui.base import (
     UIActor,
@@ -66,7 +66,7 @@ class _Pages:
 
     def list_page(self, request: Request, actor: UIActor) -> Response:
         settings = get_settings(request)
-        with session_scope(settings.effective_database_url) as session:
+        with unit_of_work(settings) as session:
             items = catalog.list_all(self.kind, session=session)
         titles = {t.name: t.title for t in list_types(self.kind)}
         return render(
@@ -125,7 +125,7 @@ class _Pages:
             problems.extend(pydantic_problems(exc))
         if data is not None and not problems:
             try:
-                with session_scope(settings.effective_database_url) as session:
+                with unit_of_work(settings) as session:
                     obj = catalog.create(
                         self.kind,
                         data,
@@ -151,7 +151,7 @@ class _Pages:
 
     def _detail_ctx(self, request: Request, endpoint_id: int) -> dict[str, Any]:
         settings = get_settings(request)
-        with session_scope(settings.effective_database_url) as session:
+        with unit_of_work(settings) as session:
             obj = catalog.get(self.kind, endpoint_id, session=session)
             out = catalog.to_out(self.kind, obj)
             used_by = catalog.connectors_using(self.kind, endpoint_id, session=session)
@@ -186,7 +186,7 @@ class _Pages:
         name = str(form.get("name") or "").strip()
         if not problems:
             try:
-                with session_scope(settings.effective_database_url) as session:
+                with unit_of_work(settings) as session:
                     stored = catalog.get(self.kind, endpoint_id, session=session).config
                     config = schema_form.merge(stored, values, cleared)
                     catalog.update(
@@ -211,7 +211,7 @@ class _Pages:
     def delete(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
         settings = get_settings(request)
         try:
-            with session_scope(settings.effective_database_url) as session:
+            with unit_of_work(settings) as session:
                 name = catalog.get(self.kind, endpoint_id, session=session).name
                 catalog.delete(self.kind, endpoint_id, session=session, actor=actor)
         except Conflict as exc:
@@ -238,7 +238,7 @@ class _Pages:
         box = request.app.state.secret_box
         stored: dict[str, Any] = {}
         if endpoint_id is not None:
-            with session_scope(settings.effective_database_url) as session:
+            with unit_of_work(settings) as session:
                 obj = catalog.get(self.kind, endpoint_id, session=session)
                 type_name = obj.type
                 stored = catalog.decrypted_config(self.kind, obj, box)
