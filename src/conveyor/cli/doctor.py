@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
-from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from conveyor.errors import ConveyorError
@@ -76,20 +75,14 @@ def _secrets_check(s: Settings) -> Finding:
 
 
 def _one_stored_secret(s: Settings) -> str | None:
-    from conveyor.db.models import Destination, Source
     from conveyor.db.session import session_scope
-    from conveyor.secrets import is_encrypted
+    from conveyor.services import catalog
 
     try:
         with session_scope(s.effective_database_url) as session:
-            for model in (Source, Destination):
-                for config in session.scalars(select(model.config).limit(200)):
-                    for value in (config or {}).values():
-                        if is_encrypted(value):
-                            return str(value)
+            return catalog.one_stored_secret(session=session)
     except Exception:
         return None  # the database check reports why
-    return None
 
 
 def _database_check(s: Settings) -> Finding:
@@ -202,9 +195,8 @@ def _worker_check(s: Settings) -> Finding:
 
 
 def _reconciler_check(s: Settings) -> Finding:
-    from conveyor.db.models import Connector
     from conveyor.db.session import session_scope
-    from conveyor.services import health
+    from conveyor.services import connectors, health
 
     c = health.check_reconciler(s)
     if not c.ok:
@@ -216,7 +208,7 @@ def _reconciler_check(s: Settings) -> Finding:
         )
     try:
         with session_scope(s.effective_database_url) as session:
-            errors = session.scalar(select(func.count()).where(Connector.sync_status == "error"))
+            errors = connectors.count_sync_errors(session=session)
     except Exception:
         errors = 0
     if errors:

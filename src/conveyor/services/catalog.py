@@ -255,3 +255,15 @@ def connectors_using(kind: Kind, endpoint_id: int, *, session: Session) -> list[
         .order_by(Connector.name)
     )
     return [dict(row._mapping) for row in session.execute(stmt)]
+
+
+def one_stored_secret(*, session: Session) -> str | None:
+    """Any encrypted secret value stored in a source or destination (for key checks)."""
+    from conveyor.secrets import is_encrypted
+
+    for model in MODELS.values():
+        for config in session.scalars(select(model.config).limit(200)):
+            for value in (config or {}).values():
+                if is_encrypted(value):
+                    return str(value)
+    return None

@@ -184,6 +184,11 @@ _DISTINCT_TAGS = {
 }
 
 
+def count_sync_errors(*, session: Session) -> int:
+    """How many connectors failed to sync to Prefect."""
+    return int(session.scalar(select(func.count()).where(Connector.sync_status == "error")) or 0)
+
+
 def tags_in_use(*, session: Session) -> list[str]:
     """Every user tag in use, sorted (for the list's tag filter)."""
     sql = _DISTINCT_TAGS.get(session.get_bind().dialect.name)
