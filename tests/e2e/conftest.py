@@ -8,6 +8,7 @@ CONVEYOR_UPDATE_SCREENSHOTS=1 is set (to a temporary directory otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -71,12 +72,24 @@ class Child:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        import psutil
+
+        # A worker's flow runs sit in sessions of their own: signal them too, not only the
+        # group, or they linger until the timeout.
+        tree = psutil.Process(self.proc.pid).children(recursive=True)
         os.killpg(self.proc.pid, signal.SIGTERM)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        _, alive = psutil.wait_procs(tree, timeout=10)
+        for child in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
