@@ -66,7 +66,7 @@ pytest_plugins = [
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup`` (``make test`` runs ``-n 2 --dist loadgroup``), tests that
+    """Under ``--dist loadgroup`` (``make test`` runs ``-n 3 --dist loadgroup``), tests that
     share one thing outside the test process run on one worker: the k8s tests share the
     loopback kube-apiserver (a fixed port, started and stopped by tests/chart/conftest.py).
     Each browser module stays on one worker, so its module-scoped browser starts once.
