@@ -3,8 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
-# Three pytest-xdist workers (each with its own Prefect server: much of the suite waits on
-# child processes, so three beat two on two cores); PYTEST_XDIST= runs in one process.
+# Three pytest-xdist workers, each with its own Prefect server (much of the suite waits on
+# child processes rather than the CPU); PYTEST_XDIST= runs in one process.
 PYTEST_XDIST ?= -n 3 --dist loadgroup
 
 .DEFAULT_GOAL := help

@@ -103,11 +103,18 @@ def schedule_from_last_minute(s: Settings, cid: int) -> Any:
         deployment_id = session.get(Connector, cid).prefect_deployment_id  # type: ignore[union-attr]
     assert deployment_id, "the reconciler did not record the deployment"
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
-    resp = httpx.post(
-        f"{s.prefect_api_url}/deployments/{deployment_id}/schedule",
-        json={"start_time": (minute - timedelta(seconds=1)).isoformat(), "max_runs": 1},
-        timeout=30,
-    )
+
+    def schedule() -> httpx.Response | None:
+        resp = httpx.post(
+            f"{s.prefect_api_url}/deployments/{deployment_id}/schedule",
+            json={"start_time": (minute - timedelta(seconds=1)).isoformat(), "max_runs": 1},
+            timeout=30,
+        )
+        # 503: the server's SQLite was busy (its own scheduler writes the same deployment's
+        # runs); Prefect's client retries those, and so does this (runs are idempotent).
+        return None if resp.status_code == 503 else resp
+
+    resp = wait_for(schedule, 60, "Prefect to accept the schedule request", every=1)
     assert resp.status_code < 300, resp.text
 
     async def read() -> list[Any]:
