@@ -82,11 +82,11 @@ class Child:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.terminate()
         try:
-            self.proc.wait(timeout=15)
+            self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        _, alive = psutil.wait_procs(tree, timeout=10)
+        _, alive = psutil.wait_procs(tree, timeout=5)
         for child in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
