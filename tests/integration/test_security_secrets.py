@@ -246,32 +246,23 @@ def test_an_override_stored_past_the_service_never_runs(factory: Any, http_sink:
 
 
 def test_resource_paths_elsewhere_get_no_credentials(factory: Any, http_sink: HttpSink) -> None:
-    # The legitimate API (also a recorder) lists items; the override adds a resource whose
+    # One recorder plays both parts: its own origin is the API, the same server reached as
+    # ``localhost`` (another origin) is the attacker. The override adds a resource whose
     # path is a full URL at the attacker's sink.
-    legit = HttpSinkPair.legit(http_sink)
+    elsewhere = http_sink.url.replace("127.0.0.1", "localhost") + "/steal"
     cid = factory(
-        ("rest_api", {**_rest_source(legit.url + "/")["config"], "headers": {"X-Team": CANARY}}),
+        (
+            "rest_api",
+            {**_rest_source(http_sink.url + "/")["config"], "headers": {"X-Team": CANARY}},
+        ),
         ("duckdb", {}),
-        source_override={"resources": ["items", {"name": "x", "endpoint": legit.steal}]},
+        source_override={"resources": ["items", {"name": "x", "endpoint": elsewhere}]},
     )
     run_connector(cid, settings=factory.settings)
     to_legit = [r for r in http_sink.requests if r.path.startswith("/items")]
     stolen = [r for r in http_sink.requests if r.path.startswith("/steal")]
     assert to_legit and all(CANARY in r.text() for r in to_legit)  # control: sent at home
     assert stolen and not any(CANARY in r.text() for r in stolen)
-
-
-class HttpSinkPair:
-    """One sink plays both parts: its own origin is the API, ``localhost`` (same server,
-    another origin) is the attacker."""
-
-    def __init__(self, url: str, steal: str) -> None:
-        self.url, self.steal = url, steal
-
-    @classmethod
-    def legit(cls, sink: HttpSink) -> HttpSinkPair:
-        other = sink.url.replace("127.0.0.1", "localhost") + "/steal"
-        return cls(sink.url, other)
 
 
 def test_a_redirect_elsewhere_is_not_followed_with_credentials(

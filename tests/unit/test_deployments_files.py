@@ -231,6 +231,11 @@ CASES = [
         ("a.yaml:27:3", "write_disposition 'merge' needs primary_key"),
         id="override-invalid",
     ),
+    pytest.param(
+        {"a.yaml": GOOD.replace("[orders]", "[orders]\n    host: elsewhere.example.com")},
+        ("a.yaml:29:11", "says where the source connects"),
+        id="override-moves-the-source",
+    ),
 ]
 
 

@@ -15,6 +15,8 @@ from conveyor.pipelines.config import CopyOptions, TypeConfig
 from conveyor.pipelines.contract import ConveyorType, DestinationType, SourceType
 from conveyor.pipelines.failures import TerminalFailure, TransientFailure, TypeFailure
 
+_LOCATION_NAMES = {"host", "hostaddr", "port", "bucket", "connection_string", "endpoint"}
+
 
 def assert_contract(t: ConveyorType) -> None:
     """The checks, callable for a plugin's type too (tests/integration/test_type_plugin.py)."""
@@ -26,6 +28,10 @@ def assert_contract(t: ConveyorType) -> None:
     for declared in ("connection_fields", "path_fields", "secret_fields", "copy_fields"):
         assert getattr(t, declared) <= fields, (where, declared, getattr(t, declared) - fields)
     assert not (t.copy_fields & t.connection_fields), where  # an override never moves it
+    # A field that names a host, URL, bucket or connection string says where the type
+    # connects: it must be declared, or a changed one would carry the stored secrets along.
+    where_to = {f for f in fields if f.endswith("url") or f in _LOCATION_NAMES}
+    assert where_to <= t.connection_fields, (where, where_to - t.connection_fields)
     assert not (t.secret_fields & t.copy_fields), where
     for f in t.copy_form:
         assert f.label, (where, f.name)

@@ -75,6 +75,8 @@ def resolve_override(
     """A connector's override of an endpoint of known type, resolved and validated over
     the endpoint's ``base`` config (problems caused by the base are not repeated)."""
     loc: Loc = ("connector", f"{kind}_config_override")
+    for fixed in get_type(kind, type_name).fixed_in(override, ""):
+        problems.append(doc.problem((*loc, fixed.loc.lstrip(".")), fixed.reason))
     out = resolve_values(
         doc, loc, override, kind, type_name, env, check_env, problems, merged_with=base
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from conveyor.errors import ValidationFailed
+from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.config import CopyOptions, TypeConfig
 from conveyor.pipelines.failures import TypeFailure
 from conveyor.secrets import secret_values
@@ -113,6 +113,19 @@ class ConveyorType:
     def path_fields(self) -> frozenset[str]:
         """Fields holding a local filesystem path."""
         return self.config_model.path_fields()
+
+    def fixed_in(self, override: dict[str, Any], loc: str) -> list[FieldProblem]:
+        """A problem for each field of a connector's ``override`` that says where the type
+        connects: a connector may change what is copied, never where its endpoint connects
+        (the endpoint's stored secrets go only to the target they were stored with)."""
+        reason = (
+            f"says where the {self.kind} connects, which only the {self.kind} itself sets "
+            f"(a connector may change what is copied, not where its {self.kind} connects)"
+        )
+        return [
+            FieldProblem(f"{loc}.{name}", reason)
+            for name in sorted(set(override) & self.connection_fields)
+        ]
 
     @property
     def copy_fields(self) -> frozenset[str]:

@@ -38,13 +38,9 @@ def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
         (src_info, connector.source_config_override, "source_config_override"),
         (dst_info, connector.destination_config_override, "destination_config_override"),
     ):
-        moved = sorted(set(override or {}) & info.connection_fields)
-        if moved:
-            raise ValidationFailed.field(
-                f"{loc}.{moved[0]}",
-                f"a connector may not change where its {info.kind} connects; "
-                f"set it on the {info.kind} itself",
-            )
+        problems = info.fixed_in(override or {}, loc)
+        if problems:
+            raise ValidationFailed(problems)
     src_plain = box.decrypt_config(
         merged_config(connector.source.config, connector.source_config_override),
         src_info.secret_fields,

@@ -21,7 +21,7 @@ from conveyor.domain import schedule as sched
 from conveyor.domain import vocabulary
 from conveyor.domain.connector_fields import FIELDS, NAMES, stored_values
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunSummary
-from conveyor.errors import Conflict, FieldProblem, NotFound, ValidationFailed
+from conveyor.errors import Conflict, NotFound, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, validate_config
 from conveyor.secrets import SecretBox, keep_unchanged_secrets, mask_config
 from conveyor.services import audit, catalog
@@ -233,18 +233,9 @@ def _validate_override(
 def check_override_fields(kind: Kind, type_name: str, override: dict[str, Any], loc: str) -> None:
     """Refuse an override that sets where the endpoint connects: the endpoint's stored
     secrets are only ever sent to the target they were stored with."""
-    fixed = sorted(set(override) & get_type(kind, type_name).connection_fields)
-    if fixed:
-        raise ValidationFailed(
-            [
-                FieldProblem(
-                    f"{loc}.{name}",
-                    f"says where the {kind} connects, which only the {kind} itself sets "
-                    f"(a connector may change what is copied, not where its {kind} connects)",
-                )
-                for name in fixed
-            ]
-        )
+    problems = get_type(kind, type_name).fixed_in(override, loc)
+    if problems:
+        raise ValidationFailed(problems)
 
 
 def _encrypt_override(
