@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     # The watchdog closes run records whose flow run ended or whose worker went silent.
     watchdog_enabled: bool = True
     watchdog_interval: float = Field(default=60.0, gt=0)
+    # Runs (and their logs) older than this many days are deleted from Conveyor and their
+    # flow runs from Prefect, run_retention_batch at a time every run_retention_interval
+    # seconds; the daily summaries stay.
+    run_retention_days: int = Field(default=90, ge=1)
+    run_retention_interval: float = Field(default=3600.0, gt=0)
+    run_retention_batch: int = Field(default=200, ge=1, le=10_000)
+    # A run's stored log stops growing at this size (the rest is counted, not kept).
+    run_log_max_bytes: int = Field(default=1_000_000, ge=1_000)
+    # A scheduled run that starts later than this after its time was missed (catch_up).
+    catch_up_grace: float = Field(default=60.0, gt=0)
     session_secure_cookie: bool = False
     # Login throttling: after this many failures an account name (or a client address) waits
     # login_backoff seconds, doubling with each further failure up to login_backoff_max;

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,10 +24,15 @@ from conveyor.db.base import Base, JSONType, UTCDateTime, utcnow
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Ids are never reused: PostgreSQL sequences never go back, and on SQLite AUTOINCREMENT
+# keeps the highest id ever given (without it a deleted last row's id comes back, and a new
+# connector would inherit the old one's runs, audit history and pipeline state).
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
@@ -40,6 +47,7 @@ class UiSession(Base):
     cookie stops working at once instead of when it expires."""
 
     __tablename__ = "ui_sessions"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -51,6 +59,7 @@ class UiSession(Base):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -71,7 +80,7 @@ class LoginThrottle(Base):
     before any password is hashed."""
 
     __tablename__ = "login_throttle"
-    __table_args__ = (UniqueConstraint("scope", "key_hash"),)
+    __table_args__ = (UniqueConstraint("scope", "key_hash"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     scope: Mapped[str] = mapped_column(String(10))  # account | address
@@ -98,10 +107,16 @@ class _Endpoint:
 
 class Source(_Endpoint, Base):
     __tablename__ = "sources"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
 
 class Destination(_Endpoint, Base):
     __tablename__ = "destinations"
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    # Runs writing here at once, across all connectors (a Prefect global concurrency limit
+    # named destination-<id>); None = no cap.
+    max_concurrent_runs: Mapped[int | None] = mapped_column(Integer)
 
 
 class Connector(Base):
@@ -126,6 +141,14 @@ class Connector(Base):
     work_pool_name: Mapped[str | None] = mapped_column(String(200))  # None = settings default
     work_queue_name: Mapped[str | None] = mapped_column(String(200))
     deployment_name: Mapped[str | None] = mapped_column(String(200))  # None = connector-<id>
+    # {"max_attempts": n, "backoff_seconds": [...]} for transient failures; None = defaults.
+    retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Scheduled times missed while the worker or the platform was down: skip | latest | all.
+    catch_up: Mapped[str] = mapped_column(String(10), default="latest")
+    # Names the connector's pipeline state (dlt's, the fast path's) outside this database;
+    # new on create and on reset, so no other connector and no earlier life of this one
+    # shares it. None: a connector from before it existed (state named by the id alone).
+    state_key: Mapped[str | None] = mapped_column(String(40))
 
     prefect_deployment_id: Mapped[str | None] = mapped_column(String(64))
     sync_status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|synced|error
@@ -156,7 +179,7 @@ class Connector(Base):
     owner: Mapped[User | None] = relationship(lazy="joined")
 
     __mapper_args__ = {"version_id_col": version}
-    __table_args__ = (Index("ix_connectors_sync_status", "sync_status"),)
+    __table_args__ = (Index("ix_connectors_sync_status", "sync_status"), NEVER_REUSE_IDS)
 
 
 class ConnectorRun(Base):
@@ -165,10 +188,13 @@ class ConnectorRun(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(64), unique=True)
-    status: Mapped[str] = mapped_column(
-        String(20)
-    )  # scheduled|running|succeeded|failed|crashed|cancelled
-    trigger: Mapped[str] = mapped_column(String(20))  # schedule | manual
+    # scheduled|running|retrying|succeeded|failed|crashed|cancelled|skipped
+    status: Mapped[str] = mapped_column(String(20))
+    trigger: Mapped[str] = mapped_column(String(20))  # schedule | manual | retry
+    # The scheduled time the flow run was for (catch-up decides on it); None for manual runs.
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # "Retry now" of a failed run: the run it retries.
+    retry_of: Mapped[int | None] = mapped_column(BigInteger)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -178,12 +204,64 @@ class ConnectorRun(Base):
     schema_changes: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     log_summary: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    # transient | config | data | internal (conveyor.domain.vocabulary.FAILURE_CLASSES)
+    failure_class: Mapped[str | None] = mapped_column(String(20))
+    # Which end the failure concerns, for the link on the run page: source | destination.
+    failure_side: Mapped[str | None] = mapped_column(String(20))
+    # Attempt under way (1-based) and the most the retry policy allows; earlier attempts in
+    # ``attempts``: [{"attempt", "prefect_flow_run_id", "started_at", "finished_at",
+    # "status", "failure_class", "error"}].
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    attempts: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    # Why an open run is not moving: a lock, a concurrency slot, a retry's backoff.
+    waiting_reason: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the run's data committed at the destination (before the record was closed).
+    committed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
         Index("ix_connector_runs_connector_id_id", "connector_id", "id"),
         Index("ix_connector_runs_status", "status"),
+        Index("ix_connector_runs_created_at", "created_at"),
+        NEVER_REUSE_IDS,
     )
+
+
+class RunLogChunk(Base):
+    """A run's log lines (Conveyor's, dlt's, Prefect's; secrets masked), in the order they
+    were written; kept after Prefect purges its own, deleted with the run."""
+
+    __tablename__ = "connector_run_logs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("connector_runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    text: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_connector_run_logs_run_id_seq", "run_id", "seq"), NEVER_REUSE_IDS)
+
+
+class ConnectorDailyStats(Base):
+    """Runs of one connector on one UTC day, kept after retention deletes the runs: drives
+    the connector's history chart."""
+
+    __tablename__ = "connector_daily_stats"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = (UniqueConstraint("connector_id", "day"), NEVER_REUSE_IDS)
 
 
 class AuditEntry(Base):
@@ -200,13 +278,17 @@ class AuditEntry(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     request_id: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_audit_log_entity_type_entity_id", "entity_type", "entity_id"),)
+    __table_args__ = (
+        Index("ix_audit_log_entity_type_entity_id", "entity_type", "entity_id"),
+        NEVER_REUSE_IDS,
+    )
 
 
 class OutboxEntry(Base):
     """A connector change waiting for the reconciler; committed with the change itself."""
 
     __tablename__ = "outbox"
+    __table_args__ = (NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     connector_id: Mapped[int] = mapped_column(BigInteger, index=True)  # no FK: outlives deletes

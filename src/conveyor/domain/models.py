@@ -14,7 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from conveyor.domain import connector_fields
 from conveyor.domain.schedule import validate_cron, validate_timezone
-from conveyor.domain.vocabulary import is_reserved_tag
+from conveyor.domain.vocabulary import FailureClass, is_reserved_tag
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
@@ -209,6 +209,20 @@ class RunOut(BaseModel):
     log_summary: str | None
     error: str | None
     created_at: datetime
+    scheduled_for: datetime | None = None
+    retry_of: int | None = None
+    failure_class: FailureClass | None = None
+    failure_side: Literal["source", "destination"] | None = None
+    attempt: int = 1
+    max_attempts: int = 1
+    # Earlier attempts of this run: attempt, prefect_flow_run_id, started_at, finished_at,
+    # status, failure_class, error.
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    waiting_reason: str | None = None
+    next_attempt_at: datetime | None = None
+    committed_at: datetime | None = None
+    log_bytes: int = 0
+    log_truncated: bool = False
 
 
 class Page(BaseModel):

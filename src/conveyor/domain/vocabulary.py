@@ -81,19 +81,45 @@ def stored_deployment_name(connector_id: int, name: str | None) -> str | None:
 
 # --- runs --------------------------------------------------------------------------
 
-RunStatus = Literal["scheduled", "running", "succeeded", "failed", "crashed", "cancelled"]
+RunStatus = Literal[
+    "scheduled", "running", "retrying", "succeeded", "failed", "crashed", "cancelled", "skipped"
+]
 RUN_STATUSES: Final[tuple[RunStatus, ...]] = (
     "scheduled",
     "running",
+    "retrying",  # an attempt failed transiently; the next one is scheduled in Prefect
     "succeeded",
     "failed",
     "crashed",
     "cancelled",
+    "skipped",  # a missed scheduled time the connector's catch_up policy does not run
 )
-OPEN_RUN_STATUSES: Final[tuple[RunStatus, ...]] = ("scheduled", "running")
-Trigger = Literal["schedule", "manual"]
+OPEN_RUN_STATUSES: Final[tuple[RunStatus, ...]] = ("scheduled", "running", "retrying")
+Trigger = Literal["schedule", "manual", "retry"]
 TRIGGER_SCHEDULE: Final = "schedule"
 TRIGGER_MANUAL: Final = "manual"
+TRIGGER_RETRY: Final = "retry"  # "Retry now" of a failed run
+
+# Why a run failed, which decides whether it is retried (only transient failures are).
+FailureClass = Literal["transient", "config", "data", "internal"]
+FAILURE_CLASSES: Final[tuple[FailureClass, ...]] = ("transient", "config", "data", "internal")
+FAILURE_TRANSIENT: Final = "transient"  # network, timeout, server unavailable, lock, 5xx
+FAILURE_CONFIG: Final = "config"  # authentication, permission, missing table or path
+FAILURE_DATA: Final = "data"  # types, constraints, schema conflicts
+FAILURE_INTERNAL: Final = "internal"  # a bug in Conveyor or a library
+
+CatchUp = Literal["skip", "latest", "all"]
+CATCH_UP_POLICIES: Final[tuple[CatchUp, ...]] = ("skip", "latest", "all")
+CATCH_UP_MAX: Final = 24  # catch_up=all runs at most this many missed times
+
+# A destination's Prefect global concurrency limit (its max_concurrent_runs).
+DESTINATION_LIMIT_PREFIX: Final = "conveyor-destination-"
+
+
+def destination_limit_name(destination_id: int) -> str:
+    """The name of the Prefect global concurrency limit that caps runs into a destination."""
+    return f"{DESTINATION_LIMIT_PREFIX}{destination_id}"
+
 
 # --- configs -----------------------------------------------------------------------
 

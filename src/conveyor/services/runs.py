@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol, cast
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from conveyor.domain.vocabulary import (
     OPEN_RUN_STATUSES,
     TRIGGER_MANUAL,
     TRIGGER_SCHEDULE,
+    FailureClass,
     run_record_id_from_tags,
     run_record_tag,
 )
@@ -105,6 +106,18 @@ def to_out(r: ConnectorRun) -> RunOut:
         log_summary=r.log_summary,
         error=r.error,
         created_at=r.created_at,
+        scheduled_for=r.scheduled_for,
+        retry_of=r.retry_of,
+        failure_class=cast(FailureClass | None, r.failure_class),
+        failure_side=cast(Literal["source", "destination"] | None, r.failure_side),
+        attempt=r.attempt or 1,
+        max_attempts=r.max_attempts or 1,
+        attempts=list(r.attempts or []),
+        waiting_reason=r.waiting_reason,
+        next_attempt_at=r.next_attempt_at,
+        committed_at=r.committed_at,
+        log_bytes=r.log_bytes or 0,
+        log_truncated=bool(r.log_truncated),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 
 from conveyor.db import models  # noqa: F401  (registers the tables)
@@ -16,6 +18,12 @@ def run_migrations_online() -> None:
     assert url, "alembic_config() sets sqlalchemy.url"
     engine = get_engine(url.replace("%%", "%"))
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations copy a table and drop the old one; with foreign keys on, that
+            # DROP deletes every row first and cascades (a connector's runs would go). The
+            # pragma only takes effect outside a transaction: on the raw connection, first.
+            _pragma(connection, "foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=Base.metadata,
@@ -24,7 +32,18 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
         connection.commit()
+        if sqlite:
+            _pragma(connection, "foreign_keys=ON")
+
+
+def _pragma(connection: Any, pragma: str) -> None:
+    raw = connection.connection.driver_connection
+    raw.execute(f"PRAGMA {pragma}")
 
 
 run_migrations_online()
