@@ -42,8 +42,9 @@ class TransferIncomplete(TransientFailure):
 def list_source(cfg: FilesystemSourceConfig) -> tuple[AbstractFileSystem, list[SourceFile]]:
     from dlt.common.storages.fsspec_filesystem import glob_files
 
-    from conveyor.pipelines.sources.filesystem import check_inside, local_folder
+    from conveyor.pipelines.sources.filesystem import check_inside, local_folder, require_folder
 
+    require_folder(cfg)  # an absent folder is a failure, not "nothing new to copy"
     loc = location(cfg)
     folder = local_folder(cfg)
     fs, _ = loc.open()

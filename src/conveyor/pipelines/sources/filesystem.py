@@ -123,6 +123,7 @@ def build(cfg: FilesystemSourceConfig) -> list[Any]:
 
     loc = location(cfg)
     disposition = cfg.effective_write_disposition()
+    require_files(cfg, replace=disposition == "replace")
     # Only new or changed files on append/merge; replace re-reads every file.
     incremental: Any = (
         dlt.sources.incremental("modification_date") if disposition != "replace" else None
@@ -144,6 +145,29 @@ def build(cfg: FilesystemSourceConfig) -> list[Any]:
             incremental=dlt.sources.incremental(cfg.cursor_column, initial_value=cfg.initial_value)
         )
     return [resource]
+
+
+def require_folder(cfg: FilesystemSourceConfig) -> None:
+    """An absent local folder (an unmounted share, a renamed directory) fails the run before
+    anything reaches the destination: read as "no files", it would empty a replaced table."""
+    where = location(cfg)
+    if where.protocol == "file" and not os.path.isdir(where.url):
+        raise SourceMissing(
+            f"The source folder {where.display()} does not exist or is not a folder (a share "
+            "not mounted, a folder renamed?). Nothing was loaded; the destination is unchanged."
+        )
+
+
+def require_files(cfg: FilesystemSourceConfig, *, replace: bool) -> None:
+    """``require_folder``; with ``replace`` also at least one matching file, since replacing
+    a table with no file empties it. Appending or merging nothing is a run with no new rows."""
+    require_folder(cfg)
+    if replace and not list_files(cfg, limit=1):
+        raise SourceMissing(
+            f"No file matches {cfg.file_pattern} at {location(cfg).display()}: with write "
+            "disposition replace this run would empty the table, so nothing was loaded; the "
+            "destination is unchanged."
+        )
 
 
 def _reader(cfg: FilesystemSourceConfig, folder: Any) -> Any:
@@ -255,6 +279,12 @@ def check(cfg: FilesystemSourceConfig) -> str:
 # --- the type ---------------------------------------------------------------------
 
 
+class SourceMissing(failures.TerminalFailure):
+    """The source folder is absent, or (replace) no file matches: a person must fix the path
+    or the share (failure class config). Raised before dlt runs, so the destination keeps
+    its rows."""
+
+
 class UnreadableFile(failures.TerminalFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> failures.TypeFailure | None:
@@ -270,7 +300,7 @@ class FilesystemSource(SourceType):
     title = "Files (local, NFS, S3)"
     config_model = FilesystemSourceConfig
     capabilities = Capabilities(merge=True, incremental=True, file_transfer=True)
-    failures = (UnreadableFile, *failures.S3)
+    failures = (SourceMissing, UnreadableFile, *failures.S3)
     copy_form = (
         CopyField(
             "file_pattern",

@@ -1,0 +1,88 @@
+"""A run tells the truth (invariant 8 of docs/design.md), each defect of issue 17 reproduced
+from outside: a missing source folder never empties the destination, and a new connector
+never inherits a deleted one's id, pipeline state, runs or audit history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.pipelines.flow import RunFailed, run_connector
+from tests.fixtures.pipelines import duckdb_rows, last_run
+
+
+def write_csv(path: Path, n: int, start: int = 0) -> None:
+    path.write_text("id,v\n" + "".join(f"{i},{i * 2}\n" for i in range(start, start + n)))
+
+
+def csv_connector(factory: Any, folder: Path, **override: Any) -> int:
+    return int(
+        factory(
+            ("filesystem", {"path": str(folder), "file_pattern": "*.csv", "table_name": "t"}),
+            ("duckdb", {}),
+            source_override=override or None,
+        )
+    )
+
+
+def count(factory: Any, cid: int) -> int:
+    return int(duckdb_rows(factory.settings, f"SELECT count(*) FROM connector_{cid}.t")[0][0])
+
+
+# --- a missing source location changes nothing at the destination ----------------------
+
+
+def test_renamed_source_folder_fails_and_keeps_the_replaced_table(
+    factory: Any, tmp_path: Path
+) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    write_csv(share / "a.csv", 3000)
+    cid = csv_connector(factory, share)
+    assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 3000
+    share.rename(tmp_path / "share-unmounted")
+
+    with pytest.raises(RunFailed, match="does not exist"):
+        run_connector(cid, settings=factory.settings)
+    run = last_run(factory.settings, cid)
+    assert run.status == "failed"
+    assert str(share) in run.error and "destination is unchanged" in run.error
+    assert count(factory, cid) == 3000  # before the fix: 0 rows, and the run "succeeded"
+
+
+def test_no_matching_file_with_replace_fails_but_append_has_no_new_rows(
+    factory: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_csv(folder / "a.csv", 40)
+    replaced = csv_connector(factory, folder)
+    appended = csv_connector(factory, folder, write_disposition="append")
+    assert run_connector(replaced, settings=factory.settings)["rows_loaded"] == 40
+    assert run_connector(appended, settings=factory.settings)["rows_loaded"] == 40
+    (folder / "a.csv").rename(folder / "a.csv.done")  # the folder is there, emptied
+
+    with pytest.raises(RunFailed, match=r"No file matches \*\.csv"):
+        run_connector(replaced, settings=factory.settings)
+    assert count(factory, replaced) == 40
+    assert run_connector(appended, settings=factory.settings)["rows_loaded"] == 0
+    assert last_run(factory.settings, appended).log_summary.startswith("No new rows")
+    assert count(factory, appended) == 40
+
+    folder.rename(tmp_path / "gone")  # an absent folder fails whatever the disposition
+    with pytest.raises(RunFailed, match="does not exist"):
+        run_connector(appended, settings=factory.settings)
+    assert count(factory, appended) == 40
+
+
+def test_transfer_from_an_absent_folder_fails(factory: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cid = factory(
+        ("filesystem", {"path": str(tmp_path / "missing"), "mode": "transfer"}),
+        ("filesystem", {"path": str(out)}),
+    )
+    with pytest.raises(RunFailed, match="does not exist"):
+        run_connector(cid, settings=factory.settings)
+    assert last_run(factory.settings, cid).status == "failed"
