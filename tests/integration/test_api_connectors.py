@@ -133,11 +133,33 @@ def test_patch_changes_schedule_and_enqueues_sync(admin: ApiUser, database_url: 
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["schedule_description"] == "At 02:30, Asia/Tokyo"
-    assert body["version"] > conn["version"]
+    assert body["version"] == conn["version"] + 1
     assert body["sync_status"] == "pending"
     with session_scope(database_url) as session:
         actions = [o.action for o in session.scalars(select(OutboxEntry))]
     assert actions == ["upsert", "upsert"]
+
+
+def test_one_save_is_one_version(admin: ApiUser, database_url: str) -> None:
+    """Issue 22: a save moved ``version`` by 2 (the change, then a second UPDATE when the
+    sync fields went back to pending). A new connector starts at 1."""
+    from sqlalchemy import update
+
+    from conveyor.db.models import Connector
+
+    conn = admin.make_connector()
+    assert conn["version"] == 1
+    version = conn["version"]
+    for change in ({"description": "one"}, {"description": "two"}, {"is_active": False}):
+        with session_scope(database_url) as session:  # as the reconciler leaves it
+            session.execute(
+                update(Connector).where(Connector.id == conn["id"]).values(sync_status="synced")
+            )
+        resp = admin.patch(f"/api/v1/connectors/{conn['id']}", json={**change, "version": version})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["version"] == version + 1, change
+        assert admin.get(f"/api/v1/connectors/{conn['id']}").json()["version"] == version + 1
+        version += 1
 
 
 def test_stale_version_is_409_and_changes_nothing(admin: ApiUser, database_url: str) -> None:

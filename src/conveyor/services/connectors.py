@@ -251,15 +251,21 @@ def _encrypt_override(
     return box.encrypt_config({k: v for k, v in override.items() if v is not None}, secrets)
 
 
+PENDING: dict[str, Any] = {"sync_status": "pending", "sync_attempts": 0, "sync_next_retry_at": None}
+
+
 def enqueue(c: Connector, action: str, *, session: Session) -> None:
     """Record that the reconciler must bring Prefect in line with this connector."""
     session.add(
         OutboxEntry(connector_id=c.id, action=action, prefect_deployment_id=c.prefect_deployment_id)
     )
     if action == "upsert":
-        c.sync_status = "pending"
-        c.sync_attempts = 0
-        c.sync_next_retry_at = None
+        # Assigned only when different: an assignment after the caller's flush would make
+        # the row dirty again and a second UPDATE bump ``version`` once more (one save must
+        # be one version).
+        for key, value in PENDING.items():
+            if getattr(c, key) != value:
+                setattr(c, key, value)
 
 
 def create(
@@ -294,7 +300,7 @@ def create(
         deployment_name=deployment_name,
         managed_by=managed_by,
         owner_id=actor.user_id,
-        sync_status="pending",
+        **PENDING,
         created_by=actor.username,
         updated_by=actor.username,
     )
@@ -368,8 +374,8 @@ def update(
     if after == before:
         return c
     c.updated_by = actor.username
+    enqueue(c, "upsert", session=session)  # before the flush: one UPDATE, one version
     _flush_unique(session, c.name)
-    enqueue(c, "upsert", session=session)
     action = "connector.update"
     if set(fields) == {"is_active"}:
         action = "connector.resume" if c.is_active else "connector.pause"
