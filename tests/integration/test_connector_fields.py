@@ -15,7 +15,11 @@ from conveyor.sync.spec import build
 from tests.fixtures.web import ApiUser
 
 # A value other than the default for each field; a new field of a plain type needs no entry.
-_SAMPLES: dict[str, Any] = {"schedule": "30 2 * * 1-5", "timezone": "Europe/Paris"}
+_SAMPLES: dict[str, Any] = {
+    "schedule": "30 2 * * 1-5",
+    "timezone": "Europe/Paris",
+    "catch_up": "all",
+}
 _BY_TYPE: dict[Any, Any] = {str | None: "sample-value", bool: False, list[str]: ["t1", "t2"]}
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from conveyor.domain.vocabulary import CatchUp
+
 if TYPE_CHECKING:
     from conveyor.settings import Settings
 
@@ -97,6 +99,8 @@ FIELDS: tuple[ConnectorField, ...] = (
     ConnectorField(
         "work_queue_name", str | None, max_length=200, prefect=True, setting="default_work_queue"
     ),
+    # Missed scheduled times (worker or platform down): decided by the flow, not Prefect.
+    ConnectorField("catch_up", CatchUp, default="latest", nullable=False),
 )
 
 

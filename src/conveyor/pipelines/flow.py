@@ -23,7 +23,7 @@ from conveyor.errors import ConveyorError
 from conveyor.pipelines import runner
 from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
-from conveyor.services import connectors, runs
+from conveyor.services import catchup, connectors, runs
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.pipelines.flow")
@@ -257,5 +257,8 @@ def run_connector_pipeline(connector_id: int) -> dict[str, Any]:
         return run_connector(connector_id)
     flow_run = ctx.flow_run
     settings = Settings()
+    skipped = catchup.gate(connector_id, flow_run, settings=settings)  # missed times
+    if skipped is not None:
+        return skipped
     run_id = open_run_task(connector_id, str(flow_run.id), list(flow_run.tags or []))
     return execute(connector_id, settings=settings, run_id=run_id, steps=_TaskSteps)
