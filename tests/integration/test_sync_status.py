@@ -25,11 +25,7 @@ pytestmark = pytest.mark.prefect
 
 
 def api_get(env: SyncEnv, path: str) -> Any:
-    app = create_app(env.settings)
-    if not any(getattr(r, "path", "") == "/api/v1/sync" for r in app.routes):
-        from conveyor.web.api import sync
-
-        app.include_router(sync.router, prefix="/api/v1")  # until the app includes it
+    app = create_app(env.settings)  # the app as served: it must include /api/v1/sync
     with session_scope(env.url) as s:
         users_service.create_user(
             UserCreate(username="viewer1", password="correct-horse-battery", role="viewer"),

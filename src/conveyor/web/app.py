@@ -19,7 +19,16 @@ from conveyor.logs import REQUEST_ID
 from conveyor.secrets import SecretBox, install_log_masking
 from conveyor.settings import Settings, get_settings
 from conveyor.web import api_docs, errors, ui
-from conveyor.web.api import connectors, deployments, endpoints, meta, metrics, runs, users
+from conveyor.web.api import (
+    connectors,
+    deployments,
+    endpoints,
+    meta,
+    metrics,
+    runs,
+    sync,
+    users,
+)
 from conveyor.web.headers import SecurityHeaders
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -163,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         endpoints.destination_types,
         connectors.router,
         runs.router,
+        sync.router,
         users.router,
         deployments.router,
     ):
