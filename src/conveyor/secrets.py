@@ -181,6 +181,10 @@ class MaskingFilter(logging.Filter):
     def register(self, *values: str | None) -> None:
         self._secrets.update(v for v in values if v and len(v) >= 4)
 
+    def secrets(self) -> tuple[str, ...]:
+        """The values registered so far (to mask text that is not a log record)."""
+        return tuple(self._secrets)
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask_text(message, self._secrets)

@@ -24,6 +24,8 @@ from conveyor.pipelines import runner
 from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
 from conveyor.services import catchup, connectors, runs
+from conveyor.services.cancel import close_cancelled
+from conveyor.services.run_logs import LogCapture
 from conveyor.settings import Settings
 
 log = logging.getLogger("conveyor.pipelines.flow")
@@ -186,7 +188,8 @@ def run_connector(
     """Run a connector in this process, without Prefect (debugging, tests, the CLI)."""
     settings = settings or Settings()
     run_id = open_run(connector_id, settings=settings, flow_run_id=flow_run_id, tags=tags)
-    return execute(connector_id, settings=settings, run_id=run_id)
+    with LogCapture(run_id, settings=settings):  # the full log, kept with the run
+        return execute(connector_id, settings=settings, run_id=run_id)
 
 
 # --- Prefect -----------------------------------------------------------------------
@@ -240,7 +243,10 @@ def _on_crashed(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def _on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
-    _close_from_hook(flow_run, "cancelled", state)
+    try:  # closed as cancelled, naming who asked (services/cancel.py)
+        close_cancelled(str(flow_run.id), settings=Settings(), state=state)
+    except Exception as exc:  # a hook must not raise; the watchdog is the backstop
+        log.warning("could not close run of flow run %s: %s", flow_run.id, exc)
 
 
 @flow(
@@ -261,4 +267,5 @@ def run_connector_pipeline(connector_id: int) -> dict[str, Any]:
     if skipped is not None:
         return skipped
     run_id = open_run_task(connector_id, str(flow_run.id), list(flow_run.tags or []))
-    return execute(connector_id, settings=settings, run_id=run_id, steps=_TaskSteps)
+    with LogCapture(run_id, settings=settings):  # the full log, kept with the run
+        return execute(connector_id, settings=settings, run_id=run_id, steps=_TaskSteps)

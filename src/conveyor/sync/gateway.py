@@ -412,3 +412,36 @@ def create_flow_run(api_url: str, deployment_id: str, *, tags: list[str]) -> str
             UUID(deployment_id), tags=tags, idempotency_key=uuid4().hex
         )
     return str(run.id)
+
+
+def cancel_flow_run(api_url: str, flow_run_id: str, *, message: str) -> str:
+    """Cancel a flow run (synchronous: web requests call it); the state type it is left in.
+
+    One that has not started (Scheduled, Late, AwaitingRetry, Paused) goes to CANCELLED at
+    once; one that has (Pending, Running) goes to CANCELLING, and its worker kills the flow
+    process, runs the flow's on_cancellation hook and marks it CANCELLED. A final one is left
+    as it is; "GONE" if Prefect no longer has it.
+    """
+    from uuid import UUID
+
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.objects import State
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+    from prefect.states import Cancelled, Cancelling
+
+    with (
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
+        prefect_errors(f"cancel flow run {flow_run_id}"),
+        SyncPrefectClient(api=api_url, httpx_settings={"timeout": 15.0}) as client,
+    ):
+        try:
+            state = client.read_flow_run(UUID(flow_run_id)).state
+        except ObjectNotFound:
+            return "GONE"
+        if state is None or state.is_final():
+            return state.type.value if state is not None else "GONE"
+        started = not (state.is_scheduled() or state.is_paused())
+        new: State[Any] = Cancelling(message=message) if started else Cancelled(message=message)
+        result = client.set_flow_run_state(UUID(flow_run_id), new, force=not started)
+    return result.state.type.value if result.state is not None else new.type.value

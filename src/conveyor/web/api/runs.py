@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
 
 from conveyor.domain.models import RunOut
+from conveyor.services import run_logs
 from conveyor.services import runs as svc
 from conveyor.web.deps import CurrentActor, SettingsDep, unit_of_work
 
@@ -15,3 +17,34 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 def read_run(run_id: int, settings: SettingsDep, actor: CurrentActor) -> RunOut:
     with unit_of_work(settings) as session:
         return svc.to_out(svc.get(run_id, session=session))
+
+
+@router.post(
+    "/{run_id}/cancel", response_model=RunOut, status_code=202, summary="Cancel an open run"
+)
+def cancel_run(run_id: int, settings: SettingsDep, actor: CurrentActor) -> RunOut:
+    # No request transaction: the service commits before and after calling Prefect.
+    from conveyor.services.cancel import cancel
+    from conveyor.sync.gateway import cancel_flow_run
+
+    run = cancel(run_id, settings=settings, actor=actor, cancel_flow_run=cancel_flow_run)
+    return svc.to_out(run)
+
+
+@router.get(
+    "/{run_id}/logs",
+    response_class=PlainTextResponse,
+    summary="A run's full log (plain text)",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def read_run_logs(
+    run_id: int,
+    settings: SettingsDep,
+    actor: CurrentActor,
+    tail: int | None = Query(None, ge=1, le=run_logs.TAIL_MAX, description="last N lines"),
+    download: bool = Query(False, description="as an attachment, run-<id>.log"),
+) -> PlainTextResponse:
+    with unit_of_work(settings) as session:
+        text = run_logs.read(run_id, session=session, tail=tail)
+    headers = {"Content-Disposition": f"attachment; filename=run-{run_id}.log"} if download else {}
+    return PlainTextResponse(text, headers=headers)
