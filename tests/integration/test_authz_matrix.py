@@ -70,6 +70,8 @@ RULES: dict[str, str] = {
     "POST /api/v1/connectors/{connector_id}/run": "owner",
     "GET /api/v1/connectors/{connector_id}/runs": "login",
     "GET /api/v1/runs/{run_id}": "login",
+    "POST /api/v1/runs/{run_id}/cancel": "owner",
+    "GET /api/v1/runs/{run_id}/logs": "login",
     "GET /api/v1/sync": "login",
     "GET /api/v1/users": "admin",
     "POST /api/v1/users": "admin",
