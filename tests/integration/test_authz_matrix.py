@@ -68,6 +68,7 @@ RULES: dict[str, str] = {
     "POST /api/v1/connectors/{connector_id}/pause": "owner",
     "POST /api/v1/connectors/{connector_id}/resume": "owner",
     "POST /api/v1/connectors/{connector_id}/run": "owner",
+    "POST /api/v1/connectors/{connector_id}/reset": "owner",
     "GET /api/v1/connectors/{connector_id}/runs": "login",
     "GET /api/v1/runs/{run_id}": "login",
     "POST /api/v1/runs/{run_id}/cancel": "owner",

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from conveyor.pipelines.flow import RunFailed, run_connector
+from conveyor.settings import Settings
 from tests.fixtures.pipelines import duckdb_rows, last_run
+from tests.fixtures.web import ApiUser
 
 
 def write_csv(path: Path, n: int, start: int = 0) -> None:
@@ -86,3 +88,75 @@ def test_transfer_from_an_absent_folder_fails(factory: Any, tmp_path: Path) -> N
     with pytest.raises(RunFailed, match="does not exist"):
         run_connector(cid, settings=factory.settings)
     assert last_run(factory.settings, cid).status == "failed"
+
+
+# --- ids are never reused; pipeline state is keyed by something that cannot repeat -----
+
+
+def _append_connector(user: ApiUser, folder: Path) -> dict[str, Any]:
+    src = user.make_source(
+        type="filesystem", config={"path": str(folder), "file_pattern": "*.csv"}
+    )
+    return user.make_connector(
+        source_id=src["id"],
+        schedule=None,
+        source_config_override={"table_name": "t", "write_disposition": "append"},
+    )
+
+
+def test_new_connector_after_a_delete_gets_a_new_id_and_its_own_state(
+    admin: ApiUser, app_settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_csv(folder / "a.csv", 1000)
+    old = _append_connector(admin, folder)
+    old_run = run_connector(old["id"], settings=app_settings)
+    assert old_run["rows_loaded"] == 1000
+    assert admin.delete(f"/api/v1/connectors/{old['id']}").status_code == 204
+
+    new = _append_connector(admin, folder)
+    assert new["id"] != old["id"]  # before the fix (SQLite): the deleted one's id again
+    first = run_connector(new["id"], settings=app_settings)
+    assert first["rows_loaded"] == 1000  # before: "No new rows", the old cursor inherited
+    assert first["run_id"] != old_run["run_id"]
+    assert admin.get(f"/api/v1/runs/{old_run['run_id']}").status_code == 404
+    run = admin.get(f"/api/v1/runs/{first['run_id']}").json()
+    assert run["connector_id"] == new["id"]
+    history = admin.get("/api/v1/audit", params={"entity_type": "connector"}).json()
+    mine = [e["action"] for e in history if e["entity_id"] == str(new["id"])]
+    assert mine == ["connector.create"]  # none of the deleted connector's entries
+
+
+def test_connector_given_a_deleted_ones_id_does_not_inherit_its_state(
+    factory: Any, tmp_path: Path
+) -> None:
+    """Deployment files may name an id (``connector_id``): a connector recreated under a
+    deleted one's id starts from scratch, not from the deleted one's cursor."""
+    from conveyor.db.models import Connector
+    from conveyor.db.session import session_scope
+    from conveyor.domain.models import ConnectorCreate
+    from conveyor.services import connectors
+    from conveyor.services.authz import SYSTEM
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_csv(folder / "a.csv", 1000)
+    cid = csv_connector(factory, folder, write_disposition="append")
+    assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 1000
+    url = factory.settings.effective_database_url
+    with session_scope(url) as s:
+        old = s.get(Connector, cid)
+        assert old is not None and old.state_key
+        data = ConnectorCreate(
+            name="recreated",
+            source_id=old.source_id,
+            destination_id=old.destination_id,
+            source_config_override=old.source_config_override,
+        )
+        old_key = old.state_key
+        connectors.delete(cid, session=s, actor=SYSTEM)
+    with session_scope(url) as s:
+        again = connectors.create(data, session=s, actor=SYSTEM, box=factory.box, connector_id=cid)
+        assert again.id == cid and again.state_key and again.state_key != old_key
+    assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 1000

@@ -62,6 +62,12 @@ def test_manual_run_creates_a_flow_run_tagged_manual_and_a_run_record(sync_env: 
     flow_run = prefect(lambda c: c.read_flow_run(run.prefect_flow_run_id))
     assert MANUAL_RUN_TAG in flow_run.tags and run_record_tag(run.id) in flow_run.tags
     assert str(flow_run.deployment_id) == env.row(cid).prefect_deployment_id
+    # Prefect adds the deployment's tags; "scheduled" (the connector has a schedule) must
+    # not mark a manual run as a scheduled one (issue 22).
+    deployment = prefect(lambda c: c.read_deployment(flow_run.deployment_id))
+    assert "scheduled" in deployment.tags
+    assert "scheduled" not in flow_run.tags
+    assert f"connector-{cid}" in flow_run.tags  # the other inherited tags stay
     assert flow_run.parameters == {"connector_id": cid}
     assert flow_run.state.type.value == "SCHEDULED"
 

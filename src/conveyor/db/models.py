@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -28,6 +29,12 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 # keeps the highest id ever given (without it a deleted last row's id comes back, and a new
 # connector would inherit the old one's runs, audit history and pipeline state).
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
+def new_state_key() -> str:
+    """A fresh ``Connector.state_key`` (every new connector, every reset): random, never
+    derived from the id, which a deployment file may give a connector again."""
+    return uuid.uuid4().hex[:12]
 
 
 class User(Base):
@@ -148,7 +155,7 @@ class Connector(Base):
     # Names the connector's pipeline state (dlt's, the fast path's) outside this database;
     # new on create and on reset, so no other connector and no earlier life of this one
     # shares it. None: a connector from before it existed (state named by the id alone).
-    state_key: Mapped[str | None] = mapped_column(String(40))
+    state_key: Mapped[str | None] = mapped_column(String(40), default=new_state_key)
 
     prefect_deployment_id: Mapped[str | None] = mapped_column(String(64))
     sync_status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|synced|error

@@ -193,6 +193,20 @@ else:
     )
 
 
+class ResetIn(BaseModel):
+    """POST /connectors/{id}/reset: clear incremental state; optionally drop the tables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drop_tables: bool = False
+
+
+class ResetOut(BaseModel):
+    connector_id: int
+    dropped_tables: list[str]
+    message: str
+
+
 class RunOut(BaseModel):
     id: int
     connector_id: int

@@ -68,6 +68,16 @@ class TypeContext:
 
     settings: Settings
     connector_id: int | None = None  # None outside a run (check, discover)
+    # The connector's state key (``Connector.state_key``): new on create and on reset.
+    state_key: str | None = None
+
+    @property
+    def state_name(self) -> str:
+        """Names state a run keeps outside Conveyor's database (a transfer's manifest):
+        ``connector_<id>_<state key>``, so no other connector, nor this one before a
+        reset, shares it; ``connector_<id>`` for a connector from before state keys."""
+        base = f"connector_{self.connector_id or 0}"
+        return f"{base}_{self.state_key}" if self.state_key else base
 
     def dataset(self, named: str | None) -> str:
         """The dataset (schema) to load into: the configured one or the connector's own."""
@@ -207,6 +217,17 @@ class DestinationType(ConveyorType):
         ``available()``, ``max_identifier_length`` and ``run(connector, tables, settings,
         stats)`` (``conveyor.pipelines.direct``)."""
         raise NotImplementedError
+
+    def drop_tables(self, config: Any, context: TypeContext, tables: list[str]) -> list[str]:
+        """Drop these tables (names as loaded, in the dataset the connector of ``context``
+        loads into) for a reset with ``drop_tables``; the ones that existed, dropped. Only
+        ever the connector's own tables. By default a type cannot: resets refuse."""
+        raise NotImplementedError
+
+    @property
+    def drops_tables(self) -> bool:
+        """Whether ``drop_tables`` is implemented (a reset may drop this type's tables)."""
+        return type(self).drop_tables is not DestinationType.drop_tables
 
 
 @dataclass

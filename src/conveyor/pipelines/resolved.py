@@ -25,10 +25,16 @@ class ResolvedConnector:
     destination_type: str
     destination: TypeConfig
     secrets: tuple[str, ...] = ()
+    # Keys the connector's state outside Conveyor (``Connector.state_key``); None: a
+    # connector from before state keys, whose state is named by its id alone.
+    state_key: str | None = None
 
     @property
     def pipeline_name(self) -> str:
-        return f"conveyor_connector_{self.id}"
+        """dlt's pipeline name, which names its state (cursors, schema) at the destination:
+        new on create and on reset, so a connector never inherits another's state."""
+        base = f"conveyor_connector_{self.id}"
+        return f"{base}_{self.state_key}" if self.state_key else base
 
     @property
     def source_info(self) -> SourceType:

@@ -60,6 +60,7 @@ def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
         destination_type=dst_info.name,
         destination=validate_config("destination", dst_info.name, dst_plain, loc="destination"),
         secrets=tuple(secrets),
+        state_key=connector.state_key,
     )
 
 
@@ -134,7 +135,9 @@ def run_dlt(connector: ResolvedConnector, settings: Settings) -> RunStats:
     """One dlt pipeline per connector, its state kept in the destination."""
     import dlt
 
-    context = TypeContext(settings=settings, connector_id=connector.id)
+    context = TypeContext(
+        settings=settings, connector_id=connector.id, state_key=connector.state_key
+    )
     target = connector.destination_info.build(connector.destination, context)
     source = connector.source_info.build(connector.source, context)
     stats = RunStats()

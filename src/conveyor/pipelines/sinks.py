@@ -74,12 +74,12 @@ def fs_path(url: str) -> str:
 class FilesSink:
     """A filesystem, S3 or SFTP directory."""
 
-    def __init__(self, loc: Any, connector_id: int, subdir: str | None) -> None:
+    def __init__(self, loc: Any, state_name: str, subdir: str | None) -> None:
         self.fs, url = loc.open()
         self.base = fs_path(url).rstrip("/")
         if subdir:
             self.base = f"{self.base}/{subdir}"
-        self.connector_id = connector_id
+        self.state_name = state_name  # the manifest's name (``TypeContext.state_name``)
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.is_s3 = "s3" in protocols
         # A local folder: every file written (and the temporary beside it) must resolve
@@ -97,7 +97,7 @@ class FilesSink:
             paths.inside(path, self.anchor, field="destination.path", what="the target")
 
     def manifest(self) -> Manifest:
-        path = f"{self.base}/.conveyor/transfers/connector_{self.connector_id}.json"
+        path = f"{self.base}/.conveyor/transfers/{self.state_name}.json"
         self._inside(path)
         return Manifest(self.fs, path)
 

@@ -103,7 +103,9 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
 def _sink(connector: ResolvedConnector, settings: Settings) -> Any:
     dst = connector.destination_info
     if dst.capabilities.file_transfer:
-        context = TypeContext(settings=settings, connector_id=connector.id)
+        context = TypeContext(
+            settings=settings, connector_id=connector.id, state_key=connector.state_key
+        )
         return dst.open_sink(connector.destination, context)
     from conveyor.errors import ValidationFailed
     from conveyor.pipelines.registry import list_types

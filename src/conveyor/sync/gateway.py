@@ -403,6 +403,8 @@ def create_flow_run(api_url: str, deployment_id: str, *, tags: list[str]) -> str
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
+    from conveyor.sync.run_tags import drop_inherited_schedule_tag
+
     with (
         temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
         prefect_errors(f"start a run of deployment {deployment_id}"),
@@ -411,6 +413,7 @@ def create_flow_run(api_url: str, deployment_id: str, *, tags: list[str]) -> str
         run = client.create_flow_run_from_deployment(
             UUID(deployment_id), tags=tags, idempotency_key=uuid4().hex
         )
+        drop_inherited_schedule_tag(client, run, tags)  # not a scheduled run (run_tags.py)
     return str(run.id)
 
 

@@ -82,6 +82,42 @@ def check(cfg: DuckdbConfig, *, settings: Settings) -> str:
     return f"can write to {path}"
 
 
+def drop(
+    cfg: DuckdbConfig, *, settings: Settings, connector_id: int, tables: list[str]
+) -> list[str]:
+    """Drop the tables (and dlt's nested ``<table>__*`` ones) from the connector's dataset,
+    in one transaction; the ones dropped."""
+    import duckdb
+
+    path = confined_path(cfg, settings)
+    if not path.exists():
+        return []
+    dataset = cfg.dataset_name or default_dataset(connector_id)
+    con = duckdb.connect(str(path))
+    try:
+        present = con.execute(
+            "SELECT table_name FROM duckdb_tables()"
+            " WHERE database_name = current_database() AND schema_name = ?",
+            [dataset],
+        ).fetchall()
+        dropped = owned_tables([r[0] for r in present], tables)
+        con.execute("BEGIN")
+        for name in dropped:
+            con.execute(f"DROP TABLE {_ident(dataset, name)}")
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return dropped
+
+
+def owned_tables(present: list[str], tables: list[str]) -> list[str]:
+    """Of the tables ``present`` in a dataset, those named in ``tables`` and their nested
+    tables (dlt names a list column's table ``<table>__<column>``), children first."""
+    wanted = set(tables)
+    found = [t for t in present if t in wanted or any(t.startswith(f"{w}__") for w in wanted)]
+    return sorted(found, key=lambda t: (-t.count("__"), t))
+
+
 # --- the direct copy (database to database, see ``conveyor.pipelines.direct``) -----
 
 _ALIAS = "conveyor_source"
@@ -246,6 +282,11 @@ class DuckdbDestination(DestinationType):
 
     def direct_writer(self) -> Any:
         return WRITER
+
+    def drop_tables(self, config: Any, context: TypeContext, tables: list[str]) -> list[str]:
+        return drop(
+            config, settings=context.settings, connector_id=context.connector_id or 0, tables=tables
+        )
 
     def where(self, config: Any, settings: Settings) -> str:
         return f"DuckDB file {database_path(config, settings)}"

@@ -92,6 +92,23 @@ def check_location(loc: Location) -> str:
     return f"can write to {loc.display()}"
 
 
+def drop(loc: Location, dataset: str, tables: list[str]) -> list[str]:
+    """Delete the tables' folders (dlt writes ``<dataset>/<table>/<load files>``, nested
+    tables beside them as ``<table>__*``) from the dataset's folder; the ones deleted."""
+    from conveyor.pipelines.destinations.duckdb import owned_tables
+    from conveyor.pipelines.sinks import fs_path
+
+    fs, url = loc.open()
+    base = f"{fs_path(url).rstrip('/')}/{dataset}"
+    if not fs.exists(base):
+        return []
+    present = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)]
+    dropped = owned_tables(present, tables)
+    for name in dropped:
+        fs.rm(f"{base}/{name}", recursive=True)
+    return dropped
+
+
 # --- the type ---------------------------------------------------------------------
 
 
@@ -116,10 +133,14 @@ class FilesystemDestination(DestinationType):
     def wants_transfer(self, config: Any) -> bool:
         return bool(config.mode == "transfer")
 
+    def drop_tables(self, config: Any, context: TypeContext, tables: list[str]) -> list[str]:
+        loc = confined_location(config, context.settings)
+        return drop(loc, config.dataset_name or default_dataset(context.connector_id or 0), tables)
+
     def open_sink(self, config: Any, context: TypeContext) -> Any:
         from conveyor.pipelines.sinks import FilesSink
 
-        return FilesSink(location(config), context.connector_id or 0, config.dataset_name)
+        return FilesSink(location(config), context.state_name, config.dataset_name)
 
     def where(self, config: Any, settings: Settings) -> str:
         return location(config).display()

@@ -94,6 +94,28 @@ def check(cfg: PostgresDestinationConfig, *, settings: Settings) -> str:
     return f"can create tables in database {database} on {host}"
 
 
+def drop(cfg: PostgresDestinationConfig, *, connector_id: int, tables: list[str]) -> list[str]:
+    """Drop the tables (and dlt's nested ``<table>__*`` ones) from the connector's schema, in
+    one transaction; the ones dropped."""
+    import psycopg
+    from psycopg import sql
+
+    from conveyor.pipelines.destinations.duckdb import owned_tables
+    from conveyor.pipelines.netguard import pin_url
+
+    schema = dataset(cfg, connector_id)
+    with psycopg.connect(pin_url(connection_url(cfg)), connect_timeout=10) as conn:
+        present = conn.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (schema,),
+        ).fetchall()
+        dropped = owned_tables([r[0] for r in present], tables)
+        for name in dropped:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, name)))
+    return dropped
+
+
 # --- the direct copy (database to database, see ``conveyor.pipelines.direct``) -----
 
 
@@ -286,3 +308,6 @@ class PostgresDestination(DestinationType):
 
     def direct_writer(self) -> Any:
         return WRITER
+
+    def drop_tables(self, config: Any, context: TypeContext, tables: list[str]) -> list[str]:
+        return drop(config, connector_id=context.connector_id or 0, tables=tables)

@@ -167,7 +167,7 @@ def check(cfg: RestApiDestinationConfig, *, settings: Settings) -> str:
 class UploadSink:
     """A REST endpoint taking one multipart/form-data upload per file."""
 
-    def __init__(self, cfg: Any, connector_id: int, settings: Settings) -> None:
+    def __init__(self, cfg: Any, state_name: str, settings: Settings) -> None:
         import httpx
         from fsspec.implementations.local import LocalFileSystem
 
@@ -175,10 +175,10 @@ class UploadSink:
         self.client = httpx.Client()
         self.fs = LocalFileSystem()
         self.dir = str(settings.home / "transfers")
-        self.connector_id = connector_id
+        self.state_name = state_name  # the manifest's name (``TypeContext.state_name``)
 
     def manifest(self) -> sinks.Manifest:
-        return sinks.Manifest(self.fs, f"{self.dir}/connector_{self.connector_id}.json")
+        return sinks.Manifest(self.fs, f"{self.dir}/{self.state_name}.json")
 
     def put(self, src_fs: Any, f: sinks.SourceFile) -> None:
         cfg = self.cfg
@@ -240,7 +240,7 @@ class RestApiDestination(DestinationType):
         return bool(config.use_multipart)
 
     def open_sink(self, config: Any, context: TypeContext) -> Any:
-        return UploadSink(config, context.connector_id or 0, context.settings)
+        return UploadSink(config, context.state_name, context.settings)
 
     def where(self, config: Any, settings: Settings) -> str:
         return str(config.url)

@@ -91,10 +91,20 @@ class SftpDestination(DestinationType):
     def check(self, config: Any, context: TypeContext) -> str:
         return check(config, settings=context.settings)
 
+    def drop_tables(self, config: Any, context: TypeContext, tables: list[str]) -> list[str]:
+        from conveyor.pipelines.destinations.filesystem import drop
+
+        self.confine(config, context.settings, loc="destination")
+        return drop(
+            location(config),
+            config.dataset_name or default_dataset(context.connector_id or 0),
+            tables,
+        )
+
     def open_sink(self, config: Any, context: TypeContext) -> Any:
         from conveyor.pipelines.sinks import FilesSink
 
-        return FilesSink(location(config), context.connector_id or 0, config.dataset_name)
+        return FilesSink(location(config), context.state_name, config.dataset_name)
 
     def where(self, config: Any, settings: Settings) -> str:
         return f"sftp://{config.host}:{config.port}{config.path}"

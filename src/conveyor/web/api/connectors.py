@@ -11,7 +11,15 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector
-from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunOut
+from conveyor.domain.models import (
+    ConnectorCreate,
+    ConnectorOut,
+    ConnectorPatch,
+    Page,
+    ResetIn,
+    ResetOut,
+    RunOut,
+)
 from conveyor.secrets import SecretBox
 from conveyor.services import connectors as svc
 from conveyor.services import runs as runs_svc
@@ -174,6 +182,28 @@ def run_connector(connector_id: int, settings: SettingsDep, actor: CurrentActor)
 
     run = runs_svc.trigger(connector_id, settings=settings, actor=actor, start=create_flow_run)
     return runs_svc.to_out(run)
+
+
+@router.post(
+    "/{connector_id}/reset",
+    response_model=ResetOut,
+    summary="Clear incremental state (the next run reloads in full); drop_tables: its tables too",
+)
+def reset_connector(
+    connector_id: int, settings: SettingsDep, actor: CurrentActor, body: ResetIn | None = None
+) -> ResetOut:
+    # No request transaction: the service drops tables at the destination between its own.
+    from conveyor.services.reset import reset
+
+    done = reset(
+        connector_id,
+        settings=settings,
+        actor=actor,
+        drop_tables=bool(body and body.drop_tables),
+    )
+    return ResetOut(
+        connector_id=done.connector_id, dropped_tables=done.dropped_tables, message=done.message
+    )
 
 
 @router.get("/{connector_id}/runs", response_model=list[RunOut], summary="Run history")

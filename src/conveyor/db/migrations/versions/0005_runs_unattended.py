@@ -56,7 +56,11 @@ def upgrade() -> None:
             sa.Column("catch_up", sa.String(length=10), nullable=False, server_default="latest")
         )
         batch.add_column(sa.Column("state_key", sa.String(length=40), nullable=True))
-    with op.batch_alter_table("connector_runs") as batch:
+    # A Boolean column's CHECK makes SQLite rebuild the table here: keep AUTOINCREMENT on it
+    # (without it a deleted newest run's id came back, and /runs/<id> named another run).
+    with op.batch_alter_table(
+        "connector_runs", table_kwargs={"sqlite_autoincrement": True}
+    ) as batch:
         batch.add_column(sa.Column("scheduled_for", UTC, nullable=True))
         batch.add_column(sa.Column("retry_of", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("failure_class", sa.String(length=20), nullable=True))
