@@ -71,6 +71,7 @@ RULES: dict[str, str] = {
     "POST /api/v1/connectors/{connector_id}/reset": "owner",
     "GET /api/v1/connectors/{connector_id}/runs": "login",
     "GET /api/v1/runs/{run_id}": "login",
+    "POST /api/v1/runs/{run_id}/retry": "owner",
     "POST /api/v1/runs/{run_id}/cancel": "owner",
     "GET /api/v1/runs/{run_id}/logs": "login",
     "GET /api/v1/sync": "login",

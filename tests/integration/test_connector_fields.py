@@ -18,6 +18,7 @@ from tests.fixtures.web import ApiUser
 _SAMPLES: dict[str, Any] = {
     "schedule": "30 2 * * 1-5",
     "timezone": "Europe/Paris",
+    "retry_policy": {"max_attempts": 5, "backoff_seconds": [5, 30]},
     "catch_up": "all",
 }
 _BY_TYPE: dict[Any, Any] = {str | None: "sample-value", bool: False, list[str]: ["t1", "t2"]}

@@ -149,6 +149,9 @@ def connector_sets(draw: st.DrawFn) -> dict[str, Any]:
                 "tags": draw(st.lists(TAG, unique=True, max_size=3)),
                 "work_pool_name": draw(st.sampled_from([None, "default", "k8s"])),
                 "work_queue_name": draw(st.sampled_from([None, "fast"])),
+                "retry_policy": draw(
+                    st.sampled_from([None, {"max_attempts": 1, "backoff_seconds": [0]}])
+                ),
                 "deployment_name": draw(
                     st.sampled_from([None, f"deploy-{next(deployment_names)}-x"])
                 ),

@@ -1,7 +1,7 @@
 """Every registered type (built-in, and any installed plugin) keeps the type contract:
 declared fields exist in its config model, capabilities agree with what it implements,
 build/check/discover take the one (config, context) signature, failure classes say
-terminal or transient."""
+their class (transient, config or data)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def assert_contract(t: ConveyorType) -> None:
     for failure in t.failures:
         assert issubclass(failure, (TerminalFailure, TransientFailure)), (where, failure)
         assert failure.transient is issubclass(failure, TransientFailure), (where, failure)
+        assert failure.failure_class in ("transient", "config", "data"), (where, failure)
+        assert failure.transient is (failure.failure_class == "transient"), (where, failure)
         assert failure.recognise(ValueError("nothing in particular")) is None, (where, failure)
     assert registry.get_type(t.kind, t.name) is t, where
 
@@ -81,9 +83,10 @@ def test_failure_classes_put_library_errors_in_words() -> None:
 
     refused = explain(RuntimeError('password authentication failed for user "reader"'))
     assert refused.message == "The database refused the user name or password for user 'reader'."
-    assert not refused.transient
+    assert not refused.transient and refused.failure_class == "config"
     locked = explain(RuntimeError("IO Error: Could not set lock on file x.duckdb"))
     assert locked.transient and "in use by another process" in locked.message
+    assert locked.failure_class == "transient"
     classes = registry.failure_classes()
     assert len(classes) == len(set(classes))
     assert all(issubclass(c, TypeFailure) for c in classes)

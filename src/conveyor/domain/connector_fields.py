@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field
 
+from conveyor.domain.retry_policy import RetryPolicyField, default_policy
 from conveyor.domain.vocabulary import CatchUp
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class ConnectorField:
     ``is_active`` as ``connector.active``).
     ``setting``: a Settings attribute the field follows when stored as null; the API and
     exports show the setting's value, and a file giving that value stores null.
+    ``implied``: like ``setting`` for a fixed default (a pydantic model's defaults, e.g.
+    the retry policy): what a stored null stands for, shown instead of null.
     """
 
     name: str
@@ -50,6 +53,7 @@ class ConnectorField:
     prefect: bool = False
     yaml: Yaml = "top"
     setting: str | None = None
+    implied: Callable[[], Any] | None = None
 
     def create_field(self) -> tuple[Any, Any]:
         """(type, Field) for the create model and deployment files."""
@@ -64,12 +68,18 @@ class ConnectorField:
 
     def out_type(self) -> Any:
         """The output type: a field that follows a setting is never null there."""
-        return str if self.setting is not None else self.type
+        if self.setting is not None:
+            return str
+        if self.implied is not None:
+            return next(t for t in get_args(self.type) if t is not type(None))
+        return self.type
 
     def shown(self, value: Any, settings: Settings) -> Any:
         """The stored value as the API and exports show it (a null follows the setting)."""
         if value is None and self.setting is not None:
             return getattr(settings, self.setting)
+        if value is None and self.implied is not None:
+            return self.implied()
         return self.copy(value)
 
     def copy(self, value: Any) -> Any:
@@ -81,6 +91,10 @@ class ConnectorField:
     def stored(self, value: Any, settings: Settings) -> Any:
         """A value from a file as stored: the setting's own value stores null."""
         if self.setting is not None and value == getattr(settings, self.setting):
+            return None
+        if hasattr(value, "model_dump"):
+            value = value.model_dump()
+        if self.implied is not None and value == self.implied():
             return None
         return value
 
@@ -101,6 +115,8 @@ FIELDS: tuple[ConnectorField, ...] = (
     ),
     # Missed scheduled times (worker or platform down): decided by the flow, not Prefect.
     ConnectorField("catch_up", CatchUp, default="latest", nullable=False),
+    # Automatic retries of transient failures (conveyor.domain.retry_policy); null = defaults.
+    ConnectorField("retry_policy", RetryPolicyField | None, implied=default_policy),
 )
 
 

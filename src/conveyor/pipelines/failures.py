@@ -1,8 +1,13 @@
-"""Failure classes: what went wrong in a type's terms, for people, terminal or transient.
+"""Failure classes: what went wrong in a type's terms, for people, and which kind of failure.
 
 Each type declares the failure classes it can produce (``ConveyorType.failures``). A failure
-class is an exception class that is either ``TerminalFailure`` (retrying will not help: fix
-the configuration) or ``TransientFailure`` (the target may recover: retry). ``recognise``
+class is an exception class whose ``failure_class`` decides what happens next
+(``conveyor.domain.vocabulary.FAILURE_CLASSES``): ``TransientFailure`` (network, timeout,
+server unavailable, lock, HTTP 5xx/429: the run is retried automatically), ``ConfigFailure``
+(authentication, permission, a missing table, path, database or bucket, a bad query: a person
+must fix the configuration) or ``DataFailure`` (types, constraints, schema conflicts: the
+data or the destination must change). ``TerminalFailure`` is the older name of "not worth
+retrying" and counts as config. Whatever nothing recognises is ``internal`` (a bug). ``recognise``
 turns a library's exception (psycopg, botocore, paramiko, httpx, ...) into one, with the
 message a business user reads; ``conveyor.pipelines.explain`` asks every registered type's
 classes, in registry order, for each exception in the chain of causes.
@@ -16,11 +21,14 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+from conveyor.domain.vocabulary import FailureClass
+
 
 class TypeFailure(Exception):
     """A failure a type recognised; ``str()`` is the message for people."""
 
-    transient: ClassVar[bool] = False
+    failure_class: ClassVar[FailureClass] = "internal"
+    transient: ClassVar[bool] = False  # failure_class == "transient", kept for older callers
 
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
@@ -29,14 +37,29 @@ class TypeFailure(Exception):
 
 
 class TerminalFailure(TypeFailure):
-    """Retrying will not help: the configuration or the data must change."""
+    """Retrying will not help: the configuration or the data must change (config unless a
+    subclass says data)."""
 
+    failure_class: ClassVar[FailureClass] = "config"
     transient = False
 
 
-class TransientFailure(TypeFailure):
-    """The target may recover: a later attempt can succeed."""
+class ConfigFailure(TerminalFailure):
+    """A person must fix the configuration: credentials, permissions, names, the query."""
 
+    failure_class: ClassVar[FailureClass] = "config"
+
+
+class DataFailure(TerminalFailure):
+    """The data does not fit: types, constraints, schema conflicts."""
+
+    failure_class: ClassVar[FailureClass] = "data"
+
+
+class TransientFailure(TypeFailure):
+    """The target may recover: a later attempt can succeed (retried automatically)."""
+
+    failure_class: ClassVar[FailureClass] = "transient"
     transient = True
 
 
@@ -67,7 +90,7 @@ def _is(exc: BaseException, *classes: tuple[str, str]) -> bool:
 # --- databases (SQL sources, PostgreSQL and DuckDB destinations) ---------------------
 
 
-class TableMissing(TerminalFailure):
+class TableMissing(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         if _is(exc, ("sqlalchemy.exc", "NoSuchTableError")):
@@ -81,7 +104,7 @@ class TableMissing(TerminalFailure):
 _WRITES = ("read-only transaction", "readonly database", "query_only", "data-modifying statement")
 
 
-class WriteRefused(TerminalFailure):
+class WriteRefused(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         if any(w in str(exc).lower() for w in _WRITES):
@@ -92,7 +115,7 @@ class WriteRefused(TerminalFailure):
         return None
 
 
-class LoginRefused(TerminalFailure):
+class LoginRefused(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         text = str(exc)
@@ -133,7 +156,7 @@ class ServerUnreachable(TransientFailure):
         return None
 
 
-class DatabaseMissing(TerminalFailure):
+class DatabaseMissing(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         if re.search(r'database "[^"]+" does not exist', str(exc).lower()):
@@ -144,7 +167,7 @@ class DatabaseMissing(TerminalFailure):
 _QUERY_ERRORS = ("ProgrammingError", "UndefinedTable", "UndefinedColumn", "SyntaxError")
 
 
-class QueryRejected(TerminalFailure):
+class QueryRejected(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         # Any driver's DB-API ProgrammingError (psycopg, psycopg2, pymysql, sqlite3, ...) and
@@ -155,6 +178,82 @@ class QueryRejected(TerminalFailure):
             module.startswith(("psycopg", "sqlalchemy")) and "syntax error" in str(exc).lower()
         ):
             return cls(f"The source database rejected the query: {first_lines(str(exc), 1)}")
+        return None
+
+
+_LOST = (
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "could not receive data from server",
+    "ssl connection has been closed unexpectedly",
+    "connection reset by peer",
+    "the connection is closed",
+    "connection already closed",
+    "too many connections",
+    "remaining connection slots are reserved",
+    "deadlock detected",
+    "could not serialize access",
+    "canceling statement due to lock timeout",
+    "canceling statement due to statement timeout",
+)
+
+
+class ConnectionLost(TransientFailure):
+    """The server went away, restarted or was too busy in the middle of a run."""
+
+    @classmethod
+    def recognise(cls, exc: BaseException) -> TypeFailure | None:
+        text = str(exc)
+        if any(phrase in text.lower() for phrase in _LOST):
+            return cls(
+                f"The database server{_where(text)} broke off the work: "
+                f"{first_lines(text, 1)}. A later attempt can succeed."
+            )
+        return None
+
+
+# DB-API DataError and IntegrityError (psycopg, sqlite3, DuckDB's ConversionException and
+# ConstraintException derive from them) and DuckDB's own type errors, found by class name.
+_DATA_ERRORS = frozenset(
+    {"DataError", "IntegrityError", "TypeMismatchException", "OutOfRangeException"}
+)
+
+
+class DataRejected(DataFailure):
+    @classmethod
+    def recognise(cls, exc: BaseException) -> TypeFailure | None:
+        names = {klass.__name__ for klass in type(exc).__mro__}
+        if names & _DATA_ERRORS:
+            return cls(
+                f"The data does not fit the destination (a type or a constraint): "
+                f"{first_lines(str(exc), 1)}"
+            )
+        return None
+
+
+_SCHEMA_CONFLICTS = (
+    ("dlt.common.schema.exceptions", "CannotCoerceColumnException"),
+    ("dlt.common.schema.exceptions", "CannotCoerceNullException"),
+    ("dlt.common.schema.exceptions", "DataValidationError"),
+    ("dlt.common.schema.exceptions", "TablePropertiesConflictException"),
+    ("dlt.common.schema.exceptions", "ColumnNameConflictException"),
+    ("dlt.common.schema.exceptions", "UnboundColumnException"),
+    ("dlt.common.schema.exceptions", "SchemaIdentifierNormalizationCollision"),
+)
+
+
+class SchemaConflict(DataFailure):
+    """dlt's schema and contract errors: a column changed type, a contract refused a row."""
+
+    @classmethod
+    def recognise(cls, exc: BaseException) -> TypeFailure | None:
+        if _is(exc, *_SCHEMA_CONFLICTS):
+            return cls(
+                f"The data conflicts with the destination's schema: {first_lines(str(exc), 1)}"
+            )
         return None
 
 
@@ -174,6 +273,8 @@ DATABASE: tuple[type[TypeFailure], ...] = (
     ServerUnreachable,
     DatabaseMissing,
     QueryRejected,
+    ConnectionLost,
+    DataRejected,
 )
 
 
@@ -190,13 +291,13 @@ def _http_status(exc: BaseException) -> tuple[int, str, str] | None:
     return status, str(url), str(reason)
 
 
-class ApiRefused(TerminalFailure):
-    """HTTP 4xx: credentials, a missing endpoint or a request the API rejects."""
+class ApiRefused(ConfigFailure):
+    """HTTP 4xx but 429: credentials, a missing endpoint or a request the API rejects."""
 
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         found = _http_status(exc)
-        if found is None or found[0] >= 500:
+        if found is None or found[0] >= 500 or found[0] == 429:
             return None
         status, url, reason = found
         if status in (401, 403):
@@ -207,14 +308,16 @@ class ApiRefused(TerminalFailure):
 
 
 class ApiFailing(TransientFailure):
-    """HTTP 5xx."""
+    """HTTP 5xx, and 429 (too many requests: later)."""
 
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         found = _http_status(exc)
-        if found is None or found[0] < 500:
+        if found is None or (found[0] < 500 and found[0] != 429):
             return None
         status, url, reason = found
+        if status == 429:
+            return cls(f"The API at {url} asks to slow down (HTTP 429 {reason}).")
         return cls(f"The API at {url} is failing (HTTP {status} {reason}).")
 
 
@@ -247,7 +350,7 @@ def _s3_code(exc: BaseException) -> str:
     return str(error.get("Code", "")) if isinstance(error, dict) else ""
 
 
-class BucketMissing(TerminalFailure):
+class BucketMissing(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         low = str(exc).lower()
@@ -260,7 +363,7 @@ class BucketMissing(TerminalFailure):
         return None
 
 
-class S3KeyRefused(TerminalFailure):
+class S3KeyRefused(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         code = _s3_code(exc)
@@ -282,7 +385,7 @@ class S3Unreachable(TransientFailure):
 S3: tuple[type[TypeFailure], ...] = (BucketMissing, S3KeyRefused, S3Unreachable)
 
 
-class SftpLoginRefused(TerminalFailure):
+class SftpLoginRefused(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         if _is(
@@ -311,7 +414,7 @@ SFTP: tuple[type[TypeFailure], ...] = (SftpLoginRefused, SftpUnreachable)
 # --- local files (every type that reads or writes them; asked last) --------------------
 
 
-class AccessDenied(TerminalFailure):
+class AccessDenied(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         if isinstance(exc, PermissionError):
@@ -319,7 +422,7 @@ class AccessDenied(TerminalFailure):
         return None
 
 
-class NotThere(TerminalFailure):
+class NotThere(ConfigFailure):
     @classmethod
     def recognise(cls, exc: BaseException) -> TypeFailure | None:
         if isinstance(exc, FileNotFoundError):
@@ -327,4 +430,20 @@ class NotThere(TerminalFailure):
         return None
 
 
-GENERIC: tuple[type[TypeFailure], ...] = (AccessDenied, NotThere)
+class NetworkDown(TransientFailure):
+    """The operating system's own network errors: refused, reset, timed out."""
+
+    @classmethod
+    def recognise(cls, exc: BaseException) -> TypeFailure | None:
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return cls(f"The network failed: {first_lines(str(exc), 1) or type(exc).__name__}")
+        return None
+
+
+GENERIC: tuple[type[TypeFailure], ...] = (
+    AccessDenied,
+    NotThere,
+    NetworkDown,
+    DataRejected,
+    SchemaConflict,
+)

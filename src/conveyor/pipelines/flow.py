@@ -20,13 +20,14 @@ from prefect.context import FlowRunContext
 from conveyor.db.session import session_scope
 from conveyor.domain.vocabulary import FLOW_NAME, MANUAL_RUN_TAG
 from conveyor.errors import ConveyorError
-from conveyor.pipelines import runner
+from conveyor.pipelines import runner, waiting
 from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
-from conveyor.services import catchup, connectors, runs
+from conveyor.services import catchup, connectors, retries, runs
 from conveyor.services.cancel import close_cancelled
 from conveyor.services.run_logs import LogCapture
 from conveyor.settings import Settings
+from conveyor.sync.gateway import create_flow_run
 
 log = logging.getLogger("conveyor.pipelines.flow")
 T = TypeVar("T")
@@ -103,12 +104,20 @@ class StepFailed(RunFailed):
         self.why = why
 
 
-def guarded(fn: Callable[..., T], *args: Any, secrets: tuple[str, ...] = (), **kw: Any) -> T:
-    """Run a step; turn any error into a masked, explained StepFailed."""
+def guarded(
+    fn: Callable[..., T],
+    *args: Any,
+    secrets: tuple[str, ...] = (),
+    types_of: runner.ResolvedConnector | None = None,
+    **kw: Any,
+) -> T:
+    """Run a step; turn any error into a masked, explained StepFailed (its class and side
+    asked of ``types_of``'s source type first, then its destination type)."""
     try:
         return fn(*args, **kw)
     except Exception as exc:
-        why = explain(exc, secrets)
+        src, dst = (types_of.source_info, types_of.destination_info) if types_of else (None, None)
+        why = explain(exc, secrets, source=src, destination=dst)
         _logger().error("%s", why.detail)
         raise StepFailed(why) from None
 
@@ -132,18 +141,15 @@ def execute(
     """Load, move, close: the body shared by the flow and direct calls."""
     steps = steps or _PlainSteps
     started = time.monotonic()
-    with Heartbeat(run_id, settings):
+    with Heartbeat(run_id, settings), waiting.reporting(retries.waiting_reporter(run_id, settings)):
         try:
             resolved = steps.load(connector_id, settings=settings)
             stats = steps.move(resolved, settings)
         except StepFailed as exc:
-            close_run(
-                run_id,
-                settings=settings,
-                status="failed",
-                summary=exc.why.detail,
-                error=exc.why.message,
-            )
+            # Failed with its class, or "retrying" with the next attempt scheduled in Prefect;
+            # this flow run ends Failed either way.
+            start = create_flow_run if FlowRunContext.get() is not None else None
+            retries.after_failure(run_id, exc.why, settings=settings, start=start)
             raise RunFailed(exc.why.message) from None
         except BaseException:
             if steps is _PlainSteps:  # no Prefect hooks to close it (e.g. Ctrl-C)
@@ -175,7 +181,9 @@ class _PlainSteps:
 
     @staticmethod
     def move(connector: runner.ResolvedConnector, settings: Settings) -> runner.RunStats:
-        return guarded(runner.run, connector, settings, secrets=connector.secrets)
+        return guarded(
+            runner.run, connector, settings, secrets=connector.secrets, types_of=connector
+        )
 
 
 def run_connector(

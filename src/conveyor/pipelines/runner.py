@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from conveyor.db.models import Connector
 from conveyor.domain.vocabulary import merged_config, secret_values
 from conveyor.errors import ValidationFailed
-from conveyor.pipelines import direct, transfer
+from conveyor.pipelines import direct, transfer, waiting
 from conveyor.pipelines.contract import TypeContext
 from conveyor.pipelines.registry import get_type, validate_config
 from conveyor.pipelines.resolved import ResolvedConnector, RunStats
@@ -109,7 +109,8 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
 
 
 def _when_unlocked(connector: ResolvedConnector, step: Callable[[], T]) -> T:
-    """Run ``step``, waiting and trying again while another run holds the DuckDB file."""
+    """Run ``step``, waiting and trying again while another run holds the DuckDB file; the
+    run record says so while it waits (``waiting.report``), and no longer once it tries."""
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
             return step()
@@ -120,7 +121,12 @@ def _when_unlocked(connector: ResolvedConnector, step: Callable[[], T]) -> T:
             log.warning(
                 "connector %s: destination file locked; retrying in %.0fs", connector.id, wait
             )
+            waiting.report(
+                "waiting for the DuckDB file held by another process, "
+                f"attempt {attempt + 1} of {LOCK_ATTEMPTS}"
+            )
             time.sleep(wait)
+            waiting.report(None)
     raise AssertionError("unreachable")
 
 

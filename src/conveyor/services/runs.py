@@ -219,11 +219,14 @@ def open_run(
                 trigger=TRIGGER_MANUAL if manual else TRIGGER_SCHEDULE,
             )
             session.add(run)
+        if run.status != "retrying" or run.started_at is None:
+            run.started_at = now  # a retry's record keeps its first attempt's start
         run.status = "running"
-        run.started_at = now
         run.heartbeat_at = now
         run.finished_at = None
         run.error = None
+        run.failure_class = run.failure_side = None  # an earlier attempt's are in attempts
+        run.waiting_reason = run.next_attempt_at = None
         session.flush()
         return int(run.id)
 
@@ -281,8 +284,11 @@ def close(
     summary: str | None = None,
     error: str | None = None,
     only_if_open: bool = False,
+    failure_class: FailureClass | None = None,
+    failure_side: str | None = None,
 ) -> None:
-    """Close the record with its outcome, rows per table, bytes and schema changes."""
+    """Close the record with its outcome, rows per table, bytes and schema changes (and, for
+    a failure, its class and side; ``services.retries.after_failure`` decides on retries)."""
     with session_scope(settings.effective_database_url) as session:
         run = session.get(ConnectorRun, run_id)
         if run is None or (only_if_open and run.status not in OPEN_RUN_STATUSES):
@@ -296,6 +302,9 @@ def close(
             run.schema_changes = stats.schema_changes
         run.log_summary = summary
         run.error = error
+        run.failure_class = failure_class
+        run.failure_side = failure_side
+        run.waiting_reason = run.next_attempt_at = None
 
 
 def close_flow_run(

@@ -12,6 +12,7 @@ import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -392,16 +393,28 @@ class PrefectGateway:
         return await self._call("crash_flow_run", f"mark flow run {flow_run_id} crashed", call)
 
 
-def create_flow_run(api_url: str, deployment_id: str, *, tags: list[str]) -> str:
-    """Create a flow run of a deployment now (synchronous: web requests call it); its id.
+def create_flow_run(
+    api_url: str,
+    deployment_id: str,
+    *,
+    tags: list[str],
+    scheduled_at: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> str:
+    """Create a flow run of a deployment, now or Scheduled at ``scheduled_at`` (synchronous:
+    web requests and the flow call it); its id.
 
     The idempotency key makes the client's retry of a request the server did carry out
-    return the same flow run instead of starting a second one.
+    return the same flow run instead of starting a second one; a caller that may ask twice
+    on purpose (a retry's attempt: the flow and the watchdog's backstop) passes its own.
     """
     from uuid import UUID, uuid4
 
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+    from prefect.states import Scheduled
+
+    state: Any = Scheduled(scheduled_time=scheduled_at) if scheduled_at is not None else None
 
     from conveyor.sync.run_tags import drop_inherited_schedule_tag
 
@@ -411,7 +424,10 @@ def create_flow_run(api_url: str, deployment_id: str, *, tags: list[str]) -> str
         SyncPrefectClient(api=api_url, httpx_settings={"timeout": 15.0}) as client,
     ):
         run = client.create_flow_run_from_deployment(
-            UUID(deployment_id), tags=tags, idempotency_key=uuid4().hex
+            UUID(deployment_id),
+            tags=tags,
+            state=state,
+            idempotency_key=idempotency_key or uuid4().hex,
         )
         drop_inherited_schedule_tag(client, run, tags)  # not a scheduled run (run_tags.py)
     return str(run.id)

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 from conveyor.db.base import utcnow
 from conveyor.errors import ExternalError
-from conveyor.services import runs
+from conveyor.services import retries, runs
 from conveyor.settings import Settings
-from conveyor.sync.gateway import Gateway
+from conveyor.sync.gateway import Gateway, create_flow_run
 from conveyor.sync.payloads import FlowRunState
 
 log = logging.getLogger("conveyor.sync.watchdog")
@@ -36,12 +36,18 @@ async def one_pass(*, settings: Settings, gateway: Gateway, now: datetime | None
     """Close the open records whose flow run ended or whose worker went silent; the count."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.run_heartbeat_timeout)
+    # Retries whose flow could not reach Prefect get their flow run now (services/retries).
+    await asyncio.to_thread(retries.schedule_due, settings=settings, start=create_flow_run)
     open_runs = await asyncio.to_thread(runs.open_runs, settings=settings)
     closed = 0
     # "Run now" commits its record before calling Prefect; one left without a flow run
-    # long after is a request that died in between.
+    # long after is a request that died in between (a retry's waits for the backstop above).
     for run in open_runs:
-        if run.prefect_flow_run_id is None and run.last_sign_of_life < cutoff:
+        if (
+            run.prefect_flow_run_id is None
+            and run.status != "retrying"
+            and run.last_sign_of_life < cutoff
+        ):
             closed += await _close(settings, run.id, "failed", NEVER_STARTED_REASON)
     tracked = [r for r in open_runs if r.prefect_flow_run_id is not None]
     if not tracked:

@@ -20,6 +20,21 @@ def read_run(run_id: int, settings: SettingsDep, actor: CurrentActor) -> RunOut:
 
 
 @router.post(
+    "/{run_id}/retry",
+    response_model=RunOut,
+    status_code=202,
+    summary="Retry a failed, crashed or cancelled run now (a new run)",
+)
+def retry_run(run_id: int, settings: SettingsDep, actor: CurrentActor) -> RunOut:
+    # No request transaction: the new record commits before Prefect is called.
+    from conveyor.services.retries import retry_now
+    from conveyor.sync.gateway import create_flow_run
+
+    run = retry_now(run_id, settings=settings, actor=actor, start=create_flow_run)
+    return svc.to_out(run)
+
+
+@router.post(
     "/{run_id}/cancel", response_model=RunOut, status_code=202, summary="Cancel an open run"
 )
 def cancel_run(run_id: int, settings: SettingsDep, actor: CurrentActor) -> RunOut:
