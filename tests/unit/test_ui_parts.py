@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conveyor.errors import ValidationFailed
+from conveyor.services.daily_stats import DayStats
 from conveyor.web.ui import chart, schema_form
 from conveyor.web.ui import connector_form as cf
 from conveyor.web.ui.base import fmt_ago, fmt_duration, fmt_num
@@ -154,13 +155,13 @@ def test_table_rows_accepts_either_shape() -> None:
 
 def test_chart() -> None:
     assert "No runs yet" in chart.render([])
-    now = datetime.now(UTC)
-    points = [
-        chart.Point(1, now, 1000, 30.0, "succeeded"),
-        chart.Point(2, now, None, 5.0, "failed"),
-        chart.Point(3, now, 2500, None, "running"),
+    days = [
+        DayStats(date(2026, 3, 1), runs=2, succeeded=2, failed=0, rows=1000, duration_seconds=60),
+        DayStats(date(2026, 3, 2), runs=2, succeeded=1, failed=1, rows=2500, duration_seconds=10),
+        DayStats(date(2026, 3, 4), runs=0, succeeded=0, failed=0, rows=0, duration_seconds=0),
     ]
-    svg = str(chart.render(points))
-    assert svg.count("<rect") == 3 and svg.count("<circle") == 2
-    assert 'class="bar failed"' in svg and "<polyline" in svg
-    assert "Run 1 · " in svg and "5k" in svg  # axis rounded up to 5 000 rows
+    svg = str(chart.render(days))
+    assert svg.count("<rect") == 3 and svg.count("<circle") == 2  # no runs: no duration
+    assert svg.count('class="bar failed"') == 1 and "<polyline" in svg
+    assert "2026-03-02 · 2 runs, 1 failed · 2\u202f500 rows · 5.0 s per run" in svg
+    assert "5k" in svg and "30 s" in svg  # axes: 5 000 rows, 30 s average

@@ -59,6 +59,7 @@ class Gateway(Protocol):
     async def delete(self, deployment_id: str) -> bool: ...
     async def flow_run_states(self, flow_run_ids: list[str]) -> dict[str, FlowRunState]: ...
     async def crash_flow_run(self, flow_run_id: str, message: str) -> bool: ...
+    async def delete_flow_run(self, flow_run_id: str) -> bool: ...
 
 
 class PrefectGateway:
@@ -391,6 +392,21 @@ class PrefectGateway:
             return True
 
         return await self._call("crash_flow_run", f"mark flow run {flow_run_id} crashed", call)
+
+    async def delete_flow_run(self, flow_run_id: str) -> bool:
+        """Delete a flow run (retention); False if Prefect no longer had it."""
+        from uuid import UUID
+
+        from prefect.exceptions import ObjectNotFound
+
+        async def call() -> bool:
+            try:
+                await self.client.delete_flow_run(UUID(flow_run_id))
+            except ObjectNotFound:
+                return False
+            return True
+
+        return await self._call("delete_flow_run", f"delete flow run {flow_run_id}", call)
 
 
 def create_flow_run(

@@ -1,6 +1,7 @@
 """The reconciler's loop: take the lock, then outbox passes every ``poll_interval`` and a
 full pass every ``CONVEYOR_RECONCILE_INTERVAL`` seconds, until stopped or the lock is lost;
-the run watchdog (``sync/watchdog.py``) loops beside it.
+the run watchdog (``sync/watchdog.py``) and run retention (``services/retention.py``) loop
+beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from time import monotonic
 
 from conveyor.errors import ConfigurationError, Conflict, ExternalError
+from conveyor.services import retention
 from conveyor.settings import Settings
 from conveyor.sync import watchdog
 from conveyor.sync.gateway import Gateway, PrefectGateway
@@ -132,6 +134,10 @@ async def _both(
 ) -> None:
     async with asyncio.TaskGroup() as tg:
         tg.create_task(watchdog.run_forever(settings, stop=stop, gateway=gateway))
+        # Old runs deleted in both systems, their daily summaries kept (no lock needed).
+        tg.create_task(
+            retention.run_forever(settings, stop=stop, delete_flow_run=gateway.delete_flow_run)
+        )
         tg.create_task(_lead_while_held(settings, gateway, lock, stop, poll_interval, backoff))
 
 

@@ -10,6 +10,7 @@ from conveyor.db.models import ConnectorRun
 from conveyor.domain.models import ConnectorOut
 from conveyor.errors import ConveyorError, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services import connectors as svc
+from conveyor.services import daily_stats
 from conveyor.services import runs as runs_svc
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
@@ -155,16 +156,13 @@ def _detail(request: Request, connector_id: int) -> dict[str, Any]:
         runs = runs_svc.list_for_connector(connector_id, session=session, limit=HISTORY_SIZE)
         out = svc.to_out(c, settings, runs[0] if runs else None)
         owner_id = c.owner_id
+        history = daily_stats.daily(connector_id, session=session, days=chart.HISTORY_DAYS)
     actor = request.state.actor
-    points = [
-        chart.Point(r.id, r.started_at or r.created_at, r.rows_loaded, svc.duration(r), r.status)
-        for r in reversed(runs)
-    ]
     return {
         "c": out,
         "runs": runs,
         "duration": svc.duration,
-        "chart": chart.render(points),
+        "chart": chart.render(history),
         "can_change": can_change_connector(actor, owner_id),
         "deployment_url": deployment_url(settings, out.prefect_deployment_id),
         "busy": out.sync_status == "pending" or any(r.status in IN_FLIGHT for r in runs),
