@@ -31,7 +31,7 @@ from conveyor.settings import Settings
 log = logging.getLogger("conveyor.services.cancel")
 
 # waiting_reason of a run being cancelled; the name of who asked follows.
-CANCELLING = "cancelling: requested by "
+CANCELLING = "Cancelling: requested by "
 ENDED = frozenset({"COMPLETED", "FAILED", "CRASHED"})
 
 

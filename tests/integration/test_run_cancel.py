@@ -1,0 +1,179 @@
+"""Cancel (issue 17) through the API, with a real Prefect server and process worker: a long
+run is cancelled in Conveyor and in Prefect and leaves no process behind; a run that has not
+started is cancelled at once; a closed run answers 409. Also the flow process's log capture:
+a run through the worker keeps Conveyor's, Prefect's and dlt's lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conveyor.db.models import ConnectorRun
+from conveyor.db.session import session_scope
+from conveyor.services import run_logs
+from conveyor.services.authz import SYSTEM
+from conveyor.settings import Settings
+from conveyor.web.app import create_app
+from tests.fixtures.net import wait_for
+from tests.fixtures.pipelines import ConnectorFactory, pg_exec
+from tests.fixtures.web import ApiUser, _make_user
+from tests.integration.unattended_support import prefect_settings, reconcile, record, worker_env
+
+pytestmark = [pytest.mark.prefect, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def s(tmp_path: Path, prefect_api_url: str) -> Iterator[Settings]:
+    yield from prefect_settings(tmp_path, prefect_api_url, run_heartbeat_timeout=30)
+
+
+@pytest.fixture
+def admin_api(s: Settings) -> Iterator[ApiUser]:
+    with TestClient(create_app(s)) as client:
+        yield _make_user(s, client, "alice", "admin")
+
+
+def trigger(s: Settings, cid: int) -> int:
+    from conveyor.services import runs as runs_svc
+    from conveyor.sync.gateway import create_flow_run
+
+    return int(runs_svc.trigger(cid, settings=s, actor=SYSTEM, start=create_flow_run).id)
+
+
+def flow_run_state(s: Settings, flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+
+    async def read() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
+            assert run.state is not None
+            return run.state.type.value
+
+    return asyncio.run(read())
+
+
+def flow_run_processes(flow_run_id: str) -> list[Any]:
+    """Every process of this machine started for the flow run (Prefect gives the flow
+    process PREFECT__FLOW_RUN_ID; its children — dlt's workers — inherit it)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("PREFECT__FLOW_RUN_ID") == flow_run_id:
+                found.append(proc)
+    return found
+
+
+def log_of(s: Settings, run_id: int) -> str:
+    with session_scope(s.effective_database_url) as session:
+        return run_logs.read(run_id, session=session)
+
+
+def test_cancel_a_long_run_ends_it_everywhere(
+    s: Settings, process_worker: Any, pg_database: Any, admin_api: ApiUser
+) -> None:
+    db = pg_database()
+    pg_exec(db, "CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+    slow = "SELECT t.id FROM t, (SELECT pg_sleep(120)) AS wait"
+    cid = ConnectorFactory(s)(
+        ("sql_database", {"connection_string": db, "query": slow}), ("duckdb", {})
+    )
+    reconcile(s)
+    worker = process_worker(s.default_work_pool, worker_env(s))
+    run_id = trigger(s, cid)
+    wait_for(lambda: record(s, run_id).status == "running", 120, "the run to start")
+    flow_run_id = record(s, run_id).prefect_flow_run_id
+    assert flow_run_id and flow_run_processes(flow_run_id), worker.tail()
+
+    resp = admin_api.post(f"/api/v1/runs/{run_id}/cancel")
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["status"] == "running"  # until the worker has stopped the process
+    assert body["waiting_reason"] == "Cancelling: requested by alice"
+
+    try:
+        wait_for(lambda: record(s, run_id).status == "cancelled", 90, "the record to close")
+    except AssertionError:
+        print(worker.tail())
+        raise
+    run = record(s, run_id)
+    assert run.error == "Cancelled by alice." and run.waiting_reason is None
+    assert run.finished_at is not None
+    wait_for(lambda: flow_run_state(s, flow_run_id) == "CANCELLED", 60, "Prefect's state")
+    assert flow_run_processes(flow_run_id) == []
+    text = log_of(s, run_id)
+    assert "Cancel requested by alice." in text
+    assert "Cancelled by alice; the flow process was stopped." in text
+    again = admin_api.post(f"/api/v1/runs/{run_id}/cancel")
+    assert again.status_code == 409 and "is cancelled" in again.json()["detail"]
+
+
+def test_cancel_a_run_not_started_closes_it_at_once(s: Settings, admin_api: ApiUser) -> None:
+    # No worker: the flow run stays Scheduled in Prefect.
+    src = s.home / "in"
+    src.mkdir()
+    cid = ConnectorFactory(s)(
+        ("filesystem", {"path": str(src), "file_pattern": "*.csv"}), ("duckdb", {})
+    )
+    reconcile(s)
+    run_id = trigger(s, cid)
+    flow_run_id = record(s, run_id).prefect_flow_run_id
+    assert flow_run_id and flow_run_state(s, flow_run_id) == "SCHEDULED"
+
+    resp = admin_api.post(f"/api/v1/runs/{run_id}/cancel")
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["status"] == "cancelled"
+    run = record(s, run_id)
+    assert run.status == "cancelled" and run.error == "Cancelled by alice before it started."
+    assert flow_run_state(s, flow_run_id) == "CANCELLED"
+
+
+def test_run_through_worker_keeps_its_full_log(
+    s: Settings, process_worker: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "csv"
+    src.mkdir()
+    (src / "a.csv").write_text("id,v\n" + "".join(f"{i},{i}\n" for i in range(1, 21)))
+    cid = ConnectorFactory(s)(
+        ("filesystem", {"path": str(src), "file_pattern": "*.csv", "table_name": "numbers"}),
+        ("duckdb", {}),
+    )
+    reconcile(s)
+    worker = process_worker(s.default_work_pool, worker_env(s, RUNTIME__LOG_LEVEL="INFO"))
+    run_id = trigger(s, cid)
+    wait_for(lambda: record(s, run_id).status not in ("scheduled", "running"), 120, "the run")
+    run = record(s, run_id)
+    assert run.status == "succeeded", worker.tail()
+    text = log_of(s, run_id)
+    assert " INFO prefect.flow_runs: connector " in text and "Loaded 20 rows" in text, text
+    assert " INFO dlt: " in text, text
+    assert run.log_bytes == len(text.encode()) and not run.log_truncated
+
+
+def test_closed_or_local_runs_cannot_be_cancelled(settings: Settings) -> None:
+    from conveyor.errors import Conflict
+    from conveyor.services.cancel import cancel
+
+    def never(*a: Any, **k: Any) -> str:
+        raise AssertionError("Prefect must not be asked")
+
+    cid = ConnectorFactory(settings)(
+        ("filesystem", {"path": str(settings.home), "file_pattern": "*.csv"}), ("duckdb", {})
+    )
+    with session_scope(settings.effective_database_url) as session:
+        done = ConnectorRun(connector_id=cid, status="succeeded", trigger="manual")
+        local = ConnectorRun(connector_id=cid, status="running", trigger="manual")
+        session.add_all([done, local])
+        session.flush()
+        ids = (done.id, local.id)
+    for run_id, says in zip(ids, ("is succeeded", "runs outside Prefect"), strict=True):
+        with pytest.raises(Conflict, match=says):
+            cancel(run_id, settings=settings, actor=SYSTEM, cancel_flow_run=never)
+        assert record(settings, run_id).waiting_reason is None
