@@ -35,6 +35,47 @@ def test_doctor_says_what_is_wrong_and_how_to_fix_it(tmp_path: Path) -> None:
     }
 
 
+def test_doctor_checks_what_a_running_up_runs_and_names_its_ports(tmp_path: Path) -> None:
+    """Issue 22: from a second shell (no PREFECT_API_URL) doctor said "not set" while `up`
+    ran everything elsewhere. Here `up` is played by this test: the lock it holds on up.pid
+    and the up.json it writes, its Prefect and web app on ports where nothing answers."""
+    import fcntl
+    import os
+
+    from conveyor.supervisor import state
+
+    home = tmp_path / "home"
+    assert conveyor(home, "db", "upgrade").returncode == 0
+    prefect_port, web_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    up = state.UpState(
+        pid=os.getpid(),
+        web_url=f"http://127.0.0.1:{web_port}",
+        prefect_api_url=api,
+        prefect_ui_url=f"http://127.0.0.1:{prefect_port}",
+        work_pool="default",
+    )
+    state.write(home, up)
+    # Without the lock the files are a killed up's leftovers: doctor ignores them.
+    res = conveyor(home, "doctor")
+    assert "PREFECT_API_URL is not set and no `conveyor up` runs" in res.stdout
+    assert "4200 or the next free one" in res.stdout
+    with open(home / "up.pid", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running `conveyor up` holds it
+        res = conveyor(home, "doctor")
+        as_json = json.loads(conveyor(home, "doctor", "--json").stdout)
+    assert res.returncode == 1
+    out = res.stdout
+    assert "not set" not in out
+    assert f"`conveyor up` (pid {os.getpid()}) runs here" in out
+    assert f"web app at {up.web_url} does not answer" in out
+    assert f"{api} is not reachable" in out
+    assert f"fix: `conveyor up` started it on port {prefect_port}" in out
+    assert "prefect-server.log" in out and "4200" not in out
+    status = {c["check"]: c["status"] for c in as_json["checks"]}
+    assert status["conveyor up"] == "fail" and status["Prefect API"] == "fail"
+
+
 def test_doctor_spots_an_unmigrated_database_and_a_bad_key(tmp_path: Path) -> None:
     home = tmp_path / "home"
     res = conveyor(home, "doctor", CONVEYOR_SECRET_KEY="not-a-key")

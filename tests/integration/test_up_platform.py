@@ -51,6 +51,8 @@ def _assert_stopped_cleanly(up: UpProcess, tree: list[psutil.Process]) -> None:
     alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"still running after Ctrl-C: {[p.cmdline() for p in alive]}"
     assert not processes_using(up.home), "a process of this home outlived `conveyor up`"
+    leftovers = [n for n in ("up.pid", "up.json") if (up.home / n).exists()]
+    assert leftovers == [], "a clean stop leaves no lock or state file (issue 22)"
 
 
 def test_up_first_start_demo_run_ctrl_c_and_second_start(tmp_path: Path) -> None:
@@ -102,6 +104,7 @@ def test_up_first_start_demo_run_ctrl_c_and_second_start(tmp_path: Path) -> None
         crons = [s["schedule"].get("cron") for s in dep["schedules"]]
         assert crons == [DEMO_CRON]
         assert f"connector-{demo['id']}" in dep["tags"]
+        assert dep["name"] == f"connector-{demo['id']}"  # as the README says (issue 22)
         assert dep["work_pool_name"] == "default"
 
         # The Prefect dashboard answers on its (non-default) port and calls that port.
@@ -118,8 +121,11 @@ def test_up_first_start_demo_run_ctrl_c_and_second_start(tmp_path: Path) -> None
         assert 'conveyor_runs{status="succeeded"} 1.0' in metrics
         assert 'conveyor_connectors{sync_status="synced"} 1.0' in metrics
 
-        doctor = conveyor(home, "doctor", PREFECT_API_URL=up.prefect_url + "/api")
+        # doctor from a second shell (no PREFECT_API_URL) checks what this `up` runs.
+        assert (home / "up.pid").read_text() == str(up.proc.pid)
+        doctor = conveyor(home, "doctor")
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert f"web app at {up.web_url}, Prefect API at {up.prefect_url}/api" in doctor.stdout
         assert "worker" in doctor.stdout
 
         # The worker serves Prefect's health check (what `conveyor worker` offers probes).

@@ -128,26 +128,66 @@ def _database_check(s: Settings) -> Finding:
     return Finding("database", "ok", f"{url} at schema {current} (latest)")
 
 
-def _prefect_check(s: Settings) -> Finding:
+def _up_check(s: Settings) -> tuple[Settings, Finding | None]:
+    """A ``conveyor up`` running with this home: its Prefect API unless PREFECT_API_URL is
+    set (up chooses its ports at start and tells only its children), and a finding."""
+    from conveyor.supervisor import state
+
+    up = state.running(s.home.resolve())
+    if up is None:
+        return s, None
+    where = f"`conveyor up` (pid {up.pid}) runs here"
+    if s.prefect_api_url and s.prefect_api_url.rstrip("/") != up.prefect_api_url:
+        return s, Finding(
+            "conveyor up",
+            "warn",
+            f"{where} with Prefect at {up.prefect_api_url}, "
+            f"but PREFECT_API_URL is {s.prefect_api_url}",
+            f"checking {s.prefect_api_url}; to check what `up` runs, unset PREFECT_API_URL "
+            f"or set it to {up.prefect_api_url}",
+        )
+    s = s.model_copy(update={"prefect_api_url": up.prefect_api_url})
+    try:
+        live = httpx.get(up.web_url + "/api/v1/health/live", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        live = False
+    if not live:
+        return s, Finding(
+            "conveyor up",
+            "fail",
+            f"{where}, but its web app at {up.web_url} does not answer",
+            f"see {s.home.resolve() / 'logs' / 'web.log'}; `up` restarts a part that exits",
+        )
+    return s, Finding(
+        "conveyor up",
+        "ok",
+        f"{where}: web app at {up.web_url}, Prefect API at {up.prefect_api_url}",
+    )
+
+
+def _prefect_check(s: Settings, *, from_up: bool = False) -> Finding:
     if not s.prefect_api_url:
         return Finding(
             "Prefect API",
             "fail",
-            "PREFECT_API_URL is not set",
-            "set it to the Prefect server's API, e.g. http://127.0.0.1:4200/api",
+            "PREFECT_API_URL is not set and no `conveyor up` runs with this CONVEYOR_HOME",
+            "start everything with `conveyor up` (its Prefect takes port 4200 or the next "
+            "free one), or set PREFECT_API_URL to your Prefect server's API "
+            "(http://HOST:PORT/api; `conveyor prefect-server` listens on 4200 unless --port)",
         )
     url = s.prefect_api_url.rstrip("/")
     try:
         resp = httpx.get(url + "/health", timeout=5)
         version = httpx.get(url + "/admin/version", timeout=5)
     except httpx.HTTPError as exc:
-        return Finding(
-            "Prefect API",
-            "fail",
-            f"{url} is not reachable ({type(exc).__name__})",
-            "start it (`conveyor prefect-server`, or `conveyor up` for everything) "
-            "or fix PREFECT_API_URL",
+        fix = (
+            f"`conveyor up` started it on port {httpx.URL(url).port}: see "
+            f"{s.home.resolve() / 'logs' / 'prefect-server.log'}"
+            if from_up
+            else "start it (`conveyor prefect-server`, or `conveyor up` for everything) "
+            "or fix PREFECT_API_URL"
         )
+        return Finding("Prefect API", "fail", f"{url} is not reachable ({type(exc).__name__})", fix)
     if resp.status_code != 200:
         return Finding(
             "Prefect API",
@@ -227,10 +267,14 @@ def run_checks() -> Iterator[Finding]:
     yield first
     if s is None:
         return
+    given = s.prefect_api_url
+    s, up = _up_check(s)
+    if up is not None:
+        yield up
     yield _secrets_check(s)
     database = _database_check(s)
     yield database
-    prefect = _prefect_check(s)
+    prefect = _prefect_check(s, from_up=given != s.prefect_api_url)
     yield prefect
     if prefect.status == "ok":
         yield _pool_check(s)
@@ -248,7 +292,8 @@ MARKS = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
 
 
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
-    """Check settings, secrets key, database, Prefect API, work pool, worker, reconciler."""
+    """Check settings, secrets key, database, Prefect API, work pool, worker, reconciler
+    (those of the `conveyor up` running with this CONVEYOR_HOME, if one does)."""
     console = Console(highlight=False)
     findings: list[Finding] = []
     for finding in run_checks():

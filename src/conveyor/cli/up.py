@@ -46,6 +46,10 @@ def _home_lock(home: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        # Removed while still locked: nothing of this run is left for the next one to read.
+        from conveyor.supervisor import state
+
+        state.remove(home)
         fh.close()
 
 
@@ -92,6 +96,7 @@ def _up(
     # their environment, and this process never talks to Prefect through its client.
     from conveyor.cli.worker import default_limit
     from conveyor.settings import get_settings
+    from conveyor.supervisor import state
     from conveyor.supervisor.config import load_settings, make_plan
     from conveyor.supervisor.report import Reporter, print_summary
     from conveyor.supervisor.startup import Options, StartFailed, StopRequested, Supervisor
@@ -117,6 +122,17 @@ def _up(
                 "prefect_api_url": plan.prefect_api_url,
                 "prefect_ui_url": plan.prefect_ui_url,
             }
+        )
+        # Other commands of this home (`conveyor doctor`) find the ports chosen here.
+        state.write(
+            plan.home,
+            state.UpState(
+                pid=os.getpid(),
+                web_url=plan.web_url,
+                prefect_api_url=plan.prefect_api_url,
+                prefect_ui_url=plan.prefect_ui_url,
+                work_pool=settings.default_work_pool,
+            ),
         )
         reporter = Reporter(console)
         for part, wanted, default, got in (
