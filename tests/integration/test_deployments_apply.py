@@ -130,11 +130,8 @@ def test_example_into_an_empty_database_keeps_its_id_and_reapplying_changes_noth
     with session_scope(url) as s:
         c = s.get(Connector, 1)
         assert c is not None
-        assert (c.managed_by, c.deployment_name, c.schedule) == (
-            "file",
-            "example-connector-pipeline",
-            "0 */6 * * *",
-        )
+        # The demo's name is the default connector-<id>, so none is stored (issue 22).
+        assert (c.managed_by, c.deployment_name, c.schedule) == ("file", None, "0 */6 * * *")
         assert c.source.config["path"] == str(example_dir / "data")
         assert c.source_config_override == {"write_disposition": "merge", "primary_key": "order_id"}
         assert c.applied_file_hash and len(c.applied_file_hash) == 64
@@ -343,7 +340,7 @@ def test_a_failure_half_way_through_rolls_everything_back(
 ) -> None:
     text = (example_dir / "example-connector-deployment.yaml").read_text()
     (example_dir / "second.yaml").write_text(
-        text.replace("example-connector-pipeline", "second")
+        text.replace("name: connector-1 ", "name: second ")
         .replace("connector_id: 1", "connector_id: 2")
         .replace("connector-1", "connector-2")
         .replace("name: example-orders\n", "name: second-orders\n")
@@ -395,6 +392,10 @@ def test_a_file_without_connector_block_changes_the_deployment_of_an_existing_co
 def test_two_connectors_cannot_share_a_deployment_name(
     settings: Settings, example_dir: Path, box: SecretBox
 ) -> None:
+    example = example_dir / "example-connector-deployment.yaml"
+    example.write_text(
+        example.read_text().replace("name: connector-1 ", "name: example-connector-pipeline ")
+    )
     with session_scope(settings.effective_database_url) as s:
         make_connector(s, box, "other", deployment_name="example-connector-pipeline")
     with pytest.raises(

@@ -114,5 +114,5 @@ def test_schema_and_prefect_yaml(cli_env: dict[str, str], tmp_path: Path) -> Non
     made = run(["prefect-yaml", str(REPO / "deployments"), "-o", str(target)], cli_env)
     assert made.returncode == 0, made.stderr
     [deployment] = yaml.safe_load(target.read_text())["deployments"]
-    assert deployment["name"] == "example-connector-pipeline"
+    assert deployment["name"] == "connector-1"  # the demo keeps the default name
     assert "conveyor" not in deployment["tags"]

@@ -53,13 +53,13 @@ def test_prefect_deploy_accepts_the_generated_prefect_yaml(
     example = (src / "example-connector-deployment.yaml").read_text()
     first = f"example-{suffix}"
     (src / "example-connector-deployment.yaml").write_text(
-        example.replace("example-connector-pipeline", first).replace(
+        example.replace("name: connector-1 ", f"name: {first} ").replace(
             "work_pool_name: default", f"work_pool_name: {pool}"
         )
     )
     second = f"paused-{suffix}"
     (src / "paused.yaml").write_text(
-        example.replace("example-connector-pipeline", second)
+        example.replace("name: connector-1 ", f"name: {second} ")
         .replace("work_pool_name: default", f"work_pool_name: {pool}")
         .replace("work_queue_name: default", "work_queue_name: fast")
         .replace("connector_id: 1", "connector_id: 2")

@@ -57,7 +57,8 @@ def problems_of(files: dict[str, str | bytes], **kw: object) -> list[tuple[str, 
 def test_the_example_loads_with_its_paths_made_absolute() -> None:
     loaded = load_directory(EXAMPLE.parent)
     [spec] = loaded.files
-    assert spec.model.name == "example-connector-pipeline"
+    assert spec.model.name == "connector-1"
+    assert spec.model.deployment_name() is None  # the default name: nothing stored
     assert spec.connector_id == 1
     assert spec.schedule == "0 */6 * * *" and spec.timezone == "UTC"
     assert spec.tags == []  # connector-1 and scheduled are markers, not user tags
