@@ -3,7 +3,8 @@
 Log in; create a source and a destination (a failing, then a passing "Test connection");
 create a connector with a preset schedule; watch it become synced and its deployment
 appear in Prefect with the right cron; "Run now" and watch the run finish with rows
-(no reload); change the schedule; pause; a viewer cannot change it; delete it.
+(no reload) and its full log on its page; Retry a failed run and watch the new run finish;
+change the schedule; pause; a viewer cannot change it; delete it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,24 @@ RUN_TIMEOUT = 180_000  # ms: worker poll, flow process start, dlt load
 def _connector(platform: Platform, name: str) -> Connector | None:
     with session_scope(platform.settings.effective_database_url) as session:
         return session.query(Connector).filter_by(name=name).one_or_none()
+
+
+def _failed_run(platform: Platform, connector_id: int) -> int:
+    """A run that failed on the source's settings, as the flow records one."""
+    from conveyor.db.models import ConnectorRun
+
+    with session_scope(platform.settings.effective_database_url) as session:
+        run = ConnectorRun(
+            connector_id=connector_id,
+            status="failed",
+            trigger="schedule",
+            error="password authentication failed for user 'shop'",
+            failure_class="config",
+            failure_side="source",
+        )
+        session.add(run)
+        session.flush()
+        return int(run.id)
 
 
 def _deployment(api: str, deployment_id: str) -> dict[str, Any] | None:
@@ -153,7 +172,21 @@ def _lifecycle(
     page.wait_for_url(re.compile(r"/runs/\d+$"))
     expect(page.locator("table.compact")).to_contain_text("orders")
     expect(page.locator("table.compact td.num")).to_have_text("3")
-    screenshot(page, "run")
+    # Its full log is Conveyor's own (test_ui_runs photographs a failed run's page).
+    expect(page.locator("#run-log")).to_contain_text("Loaded 3 rows into 1 table(s)")
+    expect(page.get_by_role("link", name="Download full log")).to_be_visible()
+    assert page.get_by_role("button", name="Retry").count() == 0
+
+    # --- Retry of a failed run: a new run through Prefect, with its rows ---------------
+    failed = _failed_run(p, c.id)
+    page.goto(f"{base}/runs/{failed}")
+    expect(page.locator("#run-failure")).to_contain_text("Settings problem")
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".flash")).to_contain_text(f"a retry of run {failed}")
+    assert not page.url.endswith(f"/runs/{failed}")
+    expect(page.locator("#run-live dl.summary")).to_contain_text(f"retry of run {failed}")
+    expect(page.locator("#run-live .badge").first).to_have_text("succeeded", timeout=RUN_TIMEOUT)
+    expect(page.locator("table.compact td.num")).to_have_text("3")
 
     # --- change the schedule: daily at 07:30 ------------------------------------------
     page.goto(f"{base}/connectors/{c.id}/edit")
@@ -203,7 +236,7 @@ def _lifecycle(
     confirm = page.locator(".danger-zone")
     expect(confirm).to_contain_text("orders-e2e")
     expect(confirm).to_contain_text(f"connector-{c.id}")
-    expect(confirm).to_contain_text("1 run")
+    expect(confirm).to_contain_text("3 runs")
     expect(confirm).to_contain_text("Kept: the source Shop database")
     page.get_by_role("button", name="Delete “orders-e2e”").click()
     page.wait_for_url(base + "/connectors")

@@ -13,7 +13,8 @@ from conveyor.services.daily_stats import DayStats
 from conveyor.web.ui import chart, schema_form
 from conveyor.web.ui import connector_form as cf
 from conveyor.web.ui.base import fmt_ago, fmt_duration, fmt_num
-from conveyor.web.ui.connectors import prefect_ui_url, table_rows
+from conveyor.web.ui.connectors import prefect_ui_url
+from conveyor.web.ui.runs import table_rows
 
 
 @given(

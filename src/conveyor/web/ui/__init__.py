@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from conveyor.web.ui import admin, auth, connector_edit, connectors, csrf, endpoints
+from conveyor.web.ui import admin, auth, connector_edit, connectors, csrf, endpoints, runs
 from conveyor.web.ui.base import WEB_DIR
 
 router = APIRouter(dependencies=[Depends(csrf.verify)], include_in_schema=False)
@@ -19,6 +19,7 @@ for _module_router in (
     auth.router,
     connector_edit.router,
     connectors.router,
+    runs.router,
     endpoints.sources,
     endpoints.destinations,
     admin.router,

@@ -115,6 +115,7 @@ def _context(
         "source_type": _source_type(values, sources),
         "copy_type": _copy_type(_source_type(values, sources)),
         "presets": cf.PRESETS,
+        "catch_up_choices": cf.CATCH_UP_CHOICES,
         "weekdays": cf.WEEKDAYS,
         "write_modes": cf.WRITE_MODES,
         "timezones": sorted(sched._timezones()),
@@ -241,6 +242,8 @@ def _save(
         "timezone": values["schedule"].timezone,
         "is_active": values["is_active"],
         "tags": cf.split_list(values["tags"]),
+        "retry_policy": cf.retry_policy_from(values, problems),
+        "catch_up": values["catch_up"] or "latest",
     }
     try:
         if connector_id is None:

@@ -14,6 +14,7 @@ from typing import Any
 from croniter import CroniterBadDateError
 
 from conveyor.domain.models import ConnectorOut
+from conveyor.domain.retry_policy import default_policy
 from conveyor.domain.schedule import next_runs, validate_cron
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.contract import ConveyorType, CopyField
@@ -42,6 +43,13 @@ WRITE_MODES: list[tuple[str, str]] = [
     ("replace", "Replace all rows"),
     ("append", "Append new rows"),
     ("merge", "Merge by primary key"),
+]
+# The catch_up choices with one line each (what happens to scheduled times missed while the
+# worker or the whole platform was down).
+CATCH_UP_CHOICES: list[tuple[str, str, str]] = [
+    ("latest", "Run once", "One run for all the missed times, as soon as it can (the default)."),
+    ("skip", "Skip them", "None of the missed times runs; the next scheduled time does."),
+    ("all", "Run each", "One run per missed time, oldest first, at most 24."),
 ]
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _DAILY = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* \*$")
@@ -212,6 +220,66 @@ def _getlist(form: Mapping[str, Any], key: str) -> list[str]:
     return [str(v) for v in getlist(key) if v]
 
 
+# --- if a run fails or is missed ------------------------------------------------------
+
+
+def retry_values(policy: Any) -> dict[str, str]:
+    """The retry inputs, filled from a connector's policy (a model, a dict, or None)."""
+    if hasattr(policy, "model_dump"):
+        policy = policy.model_dump()
+    policy = policy if isinstance(policy, dict) else {}
+    backoff = policy.get("backoff_seconds") or []
+    return {
+        "retry_max_attempts": str(policy.get("max_attempts") or ""),
+        "retry_backoff_seconds": ", ".join(str(b) for b in backoff),
+    }
+
+
+def recovery_words(c: Any) -> dict[str, str]:
+    """The retry policy and catch-up choice in words, for the connector's page."""
+    v = retry_values(getattr(c, "retry_policy", None) or default_policy())
+    attempts = int(v["retry_max_attempts"] or 1)
+    retry = (
+        "Not retried (1 attempt)"
+        if attempts <= 1
+        else f"Up to {attempts} attempts, waiting {v['retry_backoff_seconds']} s"
+    )
+    chosen = str(getattr(c, "catch_up", None) or "latest")
+    label = next((label for value, label, _ in CATCH_UP_CHOICES if value == chosen), chosen)
+    return {"retry": retry, "catch_up": f"{label} ({chosen})"}
+
+
+def retry_policy_from(
+    values: Mapping[str, Any], problems: list[FieldProblem]
+) -> dict[str, Any] | None:
+    """{"max_attempts", "backoff_seconds"} from the two inputs; None when both are empty
+    (the defaults). Ranges are the model's to check; this only reads numbers."""
+    attempts = str(values.get("retry_max_attempts") or "").strip()
+    backoff = split_list(str(values.get("retry_backoff_seconds") or ""))
+    if not attempts and not backoff:
+        return None
+    policy: dict[str, Any] = {}
+    if attempts:
+        if attempts.isdigit():
+            policy["max_attempts"] = int(attempts)
+        else:
+            problems.append(
+                FieldProblem("retry_policy.max_attempts", f"'{attempts}' is not a whole number")
+            )
+    if backoff:
+        bad = [b for b in backoff if not b.isdigit()]
+        if bad:
+            problems.append(
+                FieldProblem(
+                    "retry_policy.backoff_seconds",
+                    f"'{bad[0]}' is not a whole number of seconds: write e.g. 60, 300, 900",
+                )
+            )
+        else:
+            policy["backoff_seconds"] = [int(b) for b in backoff]
+    return policy
+
+
 # --- values shown in the form ----------------------------------------------------------
 
 
@@ -228,6 +296,8 @@ def values_from_connector(c: ConnectorOut) -> dict[str, Any]:
         "is_active": c.is_active,
         "version": str(c.version),
         "schedule": s,
+        "catch_up": str(getattr(c, "catch_up", None) or "latest"),
+        **retry_values(getattr(c, "retry_policy", None)),
         **copy_values(c.source_config_override),
     }
 
@@ -251,6 +321,9 @@ def values_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
         "source.new.type",
         "destination.new.name",
         "destination.new.type",
+        "catch_up",
+        "retry_max_attempts",
+        "retry_backoff_seconds",
     )
     out: dict[str, Any] = {k: str(form.get(k) or "") for k in keys}
     out["is_active"] = form.get("is_active") == "true"
@@ -271,6 +344,8 @@ def empty_values(sources: list[Any], destinations: list[Any]) -> dict[str, Any]:
         "is_active": True,
         "version": "",
         "schedule": Schedule(),
+        "catch_up": "latest",
+        **retry_values(default_policy()),
         **copy_values({}),
     }
 
@@ -307,6 +382,11 @@ def field_key(loc: str) -> str:
         return "destination"
     if head in ("source", "destination"):
         return loc  # inline endpoint fields: source.cfg.host, source.new.name
+    if head == "retry_policy":
+        sub = rest.split(".", 1)[0]
+        return "retry_backoff_seconds" if sub == "backoff_seconds" else "retry_max_attempts"
+    if head == "catch_up":
+        return "catch_up"
     return ""
 
 

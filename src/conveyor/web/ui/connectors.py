@@ -1,12 +1,12 @@
-"""Connector pages: the list, a connector's detail, its actions, and a run's page."""
+"""Connector pages: the list, a connector's detail and its actions (a run's page: runs.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
-from conveyor.db.models import ConnectorRun
 from conveyor.domain.models import ConnectorOut
 from conveyor.errors import ConveyorError, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services import connectors as svc
@@ -16,6 +16,7 @@ from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
 from conveyor.web.deps import unit_of_work
 from conveyor.web.ui import chart
+from conveyor.web.ui import connector_form as cf
 from conveyor.web.ui.base import (
     UIActor,
     UIRoute,
@@ -163,6 +164,7 @@ def _detail(request: Request, connector_id: int) -> dict[str, Any]:
         "runs": runs,
         "duration": svc.duration,
         "chart": chart.render(history),
+        "recovery": cf.recovery_words(out),
         "can_change": can_change_connector(actor, owner_id),
         "deployment_url": deployment_url(settings, out.prefect_deployment_id),
         "busy": out.sync_status == "pending" or any(r.status in IN_FLIGHT for r in runs),
@@ -274,45 +276,39 @@ def delete(request: Request, connector_id: int, actor: UIActor) -> Response:
     return redirect(request, "/connectors")
 
 
-# --- runs ------------------------------------------------------------------------------
+# --- reset -----------------------------------------------------------------------------
 
 
-def table_rows(stats: dict[str, Any] | None) -> list[tuple[str, Any]]:
-    """(table, rows) pairs from a run's table_stats, whatever shape the flow wrote."""
-    out = []
-    for table, value in (stats or {}).items():
-        if isinstance(value, dict):
-            rows = next(
-                (value[k] for k in ("rows", "row_count", "rows_loaded", "count") if k in value),
-                None,
-            )
-        else:
-            rows = value
-        out.append((str(table), rows))
-    return sorted(out)
-
-
-def _run_context(request: Request, run_id: int) -> dict[str, Any]:
+@router.get("/connectors/{connector_id:int}/reset", include_in_schema=False)
+def reset_confirm(request: Request, connector_id: int, actor: UIActor) -> Response:
+    """What a reset clears (and, if asked, drops), before anything happens."""
     settings = get_settings(request)
     with unit_of_work(settings) as session:
-        run: ConnectorRun = runs_svc.get(run_id, session=session)
-        c = svc.get(run.connector_id, session=session)
-        out = runs_svc.to_out(run)
-        name = c.name
-    return {
-        "run": out,
-        "connector_name": name,
-        "tables": table_rows(out.table_stats),
-        "flow_run_url": flow_run_url(settings, out.prefect_flow_run_id),
-        "busy": out.status in IN_FLIGHT,
-    }
+        c = svc.get(connector_id, session=session)
+        out = svc.to_out(c, settings)
+        owner_id = c.owner_id
+    require_owner_or_admin(actor, owner_id, "reset this connector")
+    return render(request, "connectors/reset.html", {"c": out})
 
 
-@router.get("/runs/{run_id:int}", include_in_schema=False)
-def run_page(request: Request, run_id: int, actor: UIActor) -> Response:
-    return render(request, "runs/detail.html", _run_context(request, run_id))
+@router.post("/connectors/{connector_id:int}/reset", include_in_schema=False)
+async def reset(request: Request, connector_id: int, actor: UIActor) -> Response:
+    form = await request.form()
+    drop = form.get("drop_tables") == "true"
+    return await run_in_threadpool(_reset, request, connector_id, actor, drop)
 
 
-@router.get("/runs/{run_id:int}/live", include_in_schema=False)
-def run_live(request: Request, run_id: int, actor: UIActor) -> Response:
-    return render(request, "partials/run_live.html", _run_context(request, run_id))
+def _reset(request: Request, connector_id: int, actor: Actor, drop: bool) -> Response:
+    from conveyor.services.reset import reset as reset_connector
+
+    settings = get_settings(request)
+    try:
+        result = reset_connector(connector_id, settings=settings, actor=actor, drop_tables=drop)
+    except ConveyorError as exc:
+        if isinstance(exc, PermissionDenied | NotFound):
+            raise
+        flash(request, f"Could not reset: {exc}", "error")
+        return redirect(request, f"/connectors/{connector_id}")
+    message = result.message or "Reset: the next run reloads in full."
+    flash(request, message)
+    return redirect(request, f"/connectors/{connector_id}")

@@ -31,6 +31,23 @@ from conveyor.web.ui.base import (
 )
 
 PREFIX = "cfg."
+CAP = "max_concurrent_runs"  # a destination's cap on runs writing to it at once
+
+
+def _cap(kind: Kind, form: Mapping[str, Any], problems: list[FieldProblem]) -> dict[str, Any]:
+    """The destination's cap as model fields ({} for a source); empty means no cap."""
+    # TODO(helper E): the guard goes once the endpoint models carry max_concurrent_runs.
+    if kind != "destination" or CAP not in EndpointCreate.model_fields:
+        return {}
+    raw = str(form.get(CAP) or "").strip()
+    if not raw:
+        return {CAP: None}
+    if not raw.isdigit() or int(raw) < 1:
+        problems.append(
+            FieldProblem(CAP, f"'{raw}' is not a whole number of 1 or more (empty: no cap)")
+        )
+        return {}
+    return {CAP: int(raw)}
 
 
 def _errors(problems: list[FieldProblem]) -> dict[str, str]:
@@ -40,7 +57,7 @@ def _errors(problems: list[FieldProblem]) -> dict[str, str]:
         loc = p.loc
         if loc == "config" or loc.startswith("config."):
             key = PREFIX.rstrip(".") + loc.removeprefix("config")
-        elif loc in ("name", "type"):
+        elif loc in ("name", "type", CAP):
             key = loc
         else:
             key = PREFIX + loc if loc else ""
@@ -118,9 +135,10 @@ class _Pages:
         flds = self.fields(type_name)
         config, _cleared, problems = schema_form.parse(flds, form)
         problems = [FieldProblem(f"config.{p.loc}", p.reason) for p in problems]
+        cap = _cap(self.kind, form, problems)
         data = None
         try:
-            data = EndpointCreate(name=name, type=type_name, config=config)
+            data = EndpointCreate(name=name, type=type_name, config=config, **cap)
         except ValidationError as exc:
             problems.extend(pydantic_problems(exc))
         if data is not None and not problems:
@@ -146,6 +164,7 @@ class _Pages:
             "type_name": type_name,
             "fields": schema_form.refill(flds, form),
             "errors": _errors(problems),
+            "cap": str(form.get(CAP) or ""),
         }
         return self.page(request, ctx, 422)
 
@@ -162,6 +181,7 @@ class _Pages:
             "fields": self.fields(out.type, out.config),
             "used_by": used_by,
             "errors": {},
+            "cap": str(getattr(out, CAP, None) or ""),
             "can_change": can_change_endpoint(request.state.actor, out.created_by),
         }
 
@@ -183,6 +203,7 @@ class _Pages:
         flds = ctx["fields"]
         values, cleared, bad = schema_form.parse(flds, form)
         problems = [FieldProblem(f"config.{p.loc}", p.reason) for p in bad]
+        cap = _cap(self.kind, form, problems)
         name = str(form.get("name") or "").strip()
         if not problems:
             try:
@@ -192,7 +213,7 @@ class _Pages:
                     catalog.update(
                         self.kind,
                         endpoint_id,
-                        EndpointPatch(name=name, config=config),
+                        EndpointPatch(name=name, config=config, **cap),
                         session=session,
                         actor=actor,
                         box=box,
@@ -205,7 +226,12 @@ class _Pages:
                 problems.extend(exc.problems)
             except Conflict as exc:
                 problems.append(FieldProblem("name", exc.reason))
-        ctx.update(name=name, fields=schema_form.refill(flds, form), errors=_errors(problems))
+        ctx.update(
+            name=name,
+            fields=schema_form.refill(flds, form),
+            errors=_errors(problems),
+            cap=str(form.get(CAP) or ""),
+        )
         return self.page(request, ctx, 422)
 
     def delete(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
