@@ -137,6 +137,10 @@ class LogCapture:
     # --- context --------------------------------------------------------------------
 
     def __enter__(self) -> LogCapture:
+        # A later attempt of the same run adds to its log, within the same cap.
+        with session_scope(self.settings.effective_database_url) as session:
+            run = session.get(ConnectorRun, self.run_id)
+            self.stored = int(run.log_bytes or 0) if run is not None else 0
         # Conveyor's INFO lines belong in the run's log even where the process logs only
         # warnings (Prefect's flow processes default the root logger to WARNING).
         conveyor = logging.getLogger("conveyor")
