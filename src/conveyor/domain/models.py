@@ -34,16 +34,23 @@ class InputModel(BaseModel):
 Name = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
 
 
+# Runs writing to a destination at once, across all connectors (None: no cap). Sources
+# have none: the catalog service refuses it for them, naming the field.
+MaxConcurrentRuns = Field(default=None, ge=1, le=100)
+
+
 class EndpointCreate(InputModel):
     name: str = Name
     type: str = Field(min_length=1, max_length=50)
     config: dict[str, Any] = Field(default_factory=dict)
+    max_concurrent_runs: int | None = MaxConcurrentRuns
 
 
 class EndpointPatch(InputModel):
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
     # Merged over the stored config; secrets left out (or sent back masked) are kept.
     config: dict[str, Any] | None = None
+    max_concurrent_runs: int | None = MaxConcurrentRuns  # sent as null: the cap is removed
 
 
 class EndpointOut(BaseModel):
@@ -56,6 +63,7 @@ class EndpointOut(BaseModel):
     created_by: str | None
     updated_by: str | None
     connector_count: int = 0
+    max_concurrent_runs: int | None = None  # destinations only
 
 
 def _check_tags(tags: list[str]) -> list[str]:

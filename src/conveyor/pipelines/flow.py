@@ -20,7 +20,7 @@ from prefect.context import FlowRunContext
 from conveyor.db.session import session_scope
 from conveyor.domain.vocabulary import FLOW_NAME, MANUAL_RUN_TAG
 from conveyor.errors import ConveyorError
-from conveyor.pipelines import runner, waiting
+from conveyor.pipelines import destination_slot, runner, waiting
 from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
 from conveyor.services import catchup, connectors, retries, runs
@@ -181,8 +181,13 @@ class _PlainSteps:
 
     @staticmethod
     def move(connector: runner.ResolvedConnector, settings: Settings) -> runner.RunStats:
-        return guarded(
-            runner.run, connector, settings, secrets=connector.secrets, types_of=connector
+        return guarded(  # holding a slot of the destination's cap (max_concurrent_runs)
+            destination_slot.run_capped,
+            runner.run,
+            connector,
+            settings,
+            secrets=connector.secrets,
+            types_of=connector,
         )
 
 

@@ -54,11 +54,30 @@ def to_out(kind: Kind, obj: Endpoint, connector_count: int = 0) -> EndpointOut:
         created_by=obj.created_by,
         updated_by=obj.updated_by,
         connector_count=connector_count,
+        max_concurrent_runs=_cap(obj),
     )
 
 
 def _snapshot(kind: Kind, obj: Endpoint) -> dict[str, Any]:
-    return {"name": obj.name, "type": obj.type, "config": masked(kind, obj)}
+    snap: dict[str, Any] = {"name": obj.name, "type": obj.type, "config": masked(kind, obj)}
+    if kind == "destination":
+        snap["max_concurrent_runs"] = _cap(obj)
+    return snap
+
+
+def _cap(obj: Endpoint) -> int | None:
+    return obj.max_concurrent_runs if isinstance(obj, Destination) else None
+
+
+def _set_cap(kind: Kind, obj: Endpoint, cap: int | None) -> None:
+    """A destination's cap on runs writing to it at once; a source has none."""
+    if isinstance(obj, Destination):
+        obj.max_concurrent_runs = cap
+    elif cap is not None:
+        raise ValidationFailed.field(
+            "max_concurrent_runs",
+            f"only a destination caps its concurrent runs; a {kind} has no such setting",
+        )
 
 
 def list_all(kind: Kind, *, session: Session) -> list[EndpointOut]:
@@ -89,6 +108,7 @@ def create(
         created_by=actor.username,
         updated_by=actor.username,
     )
+    _set_cap(kind, obj, data.max_concurrent_runs)
     session.add(obj)
     _flush_unique(session, kind, data.name)
     audit.record(
@@ -130,6 +150,8 @@ def update(
         obj.config = box.encrypt_config(_without_nulls(plain), info.secret_fields)
     if data.name is not None:
         obj.name = data.name
+    if "max_concurrent_runs" in data.model_fields_set:
+        _set_cap(kind, obj, data.max_concurrent_runs)
     obj.updated_by = actor.username
     _flush_unique(session, kind, obj.name)
     after = _snapshot(kind, obj)
