@@ -257,6 +257,9 @@ def test_failed_run_logs_reason_without_secrets(
         ),
         ("duckdb", {}),
     )
+    with session_scope(s.effective_database_url) as session:
+        # A refused connection is transient: retried by default (test_retries_prefect.py).
+        session.get(Connector, cid).retry_policy = {"max_attempts": 1}  # type: ignore[union-attr]
     reconcile(s)
     process_worker(s.default_work_pool, worker_env(s))
     run_id = trigger(s, cid)
@@ -264,6 +267,7 @@ def test_failed_run_logs_reason_without_secrets(
     with session_scope(s.effective_database_url) as session:
         run = session.get(ConnectorRun, run_id)
         assert run is not None and run.status == "failed"
+        assert run.failure_class == "transient" and run.attempt == 1
         assert run.error and "Cannot reach the server" in run.error
         flow_run_id = run.prefect_flow_run_id
 
