@@ -95,8 +95,6 @@ def _up(
     # Nothing here may import prefect: the children get their Prefect settings through
     # their environment, and this process never talks to Prefect through its client.
     from conveyor.cli.worker import default_limit
-    from conveyor.settings import get_settings
-    from conveyor.supervisor import state
     from conveyor.supervisor.config import load_settings, make_plan
     from conveyor.supervisor.report import Reporter, print_summary
     from conveyor.supervisor.startup import Options, StartFailed, StopRequested, Supervisor
@@ -106,16 +104,6 @@ def _up(
         plan = make_plan(
             settings, host=host, port=port, prefect_port=prefect_port, worker_limit=default_limit()
         )
-        # In-process code (and anything it imports) sees the same Prefect as the children.
-        os.environ.update(
-            {
-                "CONVEYOR_HOME": str(plan.home),
-                "PREFECT_HOME": str(plan.prefect_home),
-                "PREFECT_API_URL": plan.prefect_api_url,
-                "CONVEYOR_PREFECT_UI_URL": plan.prefect_ui_url,
-            }
-        )
-        get_settings.cache_clear()
         plan.settings = settings.model_copy(
             update={
                 "home": plan.home,
@@ -123,17 +111,7 @@ def _up(
                 "prefect_ui_url": plan.prefect_ui_url,
             }
         )
-        # Other commands of this home (`conveyor doctor`) find the ports chosen here.
-        state.write(
-            plan.home,
-            state.UpState(
-                pid=os.getpid(),
-                web_url=plan.web_url,
-                prefect_api_url=plan.prefect_api_url,
-                prefect_ui_url=plan.prefect_ui_url,
-                work_pool=settings.default_work_pool,
-            ),
-        )
+        _publish(plan)
         reporter = Reporter(console)
         for part, wanted, default, got in (
             ("web app", port, 8000, plan.web_port),
@@ -176,6 +154,35 @@ def _up(
             raise
         _stop(sup, console)
         return 0 if ready else 130
+
+
+def _publish(plan: object) -> None:
+    """The ports chosen: in-process code (and anything it imports) sees the same Prefect as
+    the children; other commands of this home (`conveyor doctor`) find them in up.json."""
+    from conveyor.settings import get_settings
+    from conveyor.supervisor import state
+    from conveyor.supervisor.config import Plan
+
+    assert isinstance(plan, Plan)
+    os.environ.update(
+        {
+            "CONVEYOR_HOME": str(plan.home),
+            "PREFECT_HOME": str(plan.prefect_home),
+            "PREFECT_API_URL": plan.prefect_api_url,
+            "CONVEYOR_PREFECT_UI_URL": plan.prefect_ui_url,
+        }
+    )
+    get_settings.cache_clear()
+    state.write(
+        plan.home,
+        state.UpState(
+            pid=os.getpid(),
+            web_url=plan.web_url,
+            prefect_api_url=plan.prefect_api_url,
+            prefect_ui_url=plan.prefect_ui_url,
+            work_pool=plan.settings.default_work_pool,
+        ),
+    )
 
 
 def _stop(sup: object, console: Console) -> None:
