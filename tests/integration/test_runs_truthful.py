@@ -94,9 +94,7 @@ def test_transfer_from_an_absent_folder_fails(factory: Any, tmp_path: Path) -> N
 
 
 def _append_connector(user: ApiUser, folder: Path) -> dict[str, Any]:
-    src = user.make_source(
-        type="filesystem", config={"path": str(folder), "file_pattern": "*.csv"}
-    )
+    src = user.make_source(type="filesystem", config={"path": str(folder), "file_pattern": "*.csv"})
     return user.make_connector(
         source_id=src["id"],
         schedule=None,
@@ -160,3 +158,47 @@ def test_connector_given_a_deleted_ones_id_does_not_inherit_its_state(
         again = connectors.create(data, session=s, actor=SYSTEM, box=factory.box, connector_id=cid)
         assert again.id == cid and again.state_key and again.state_key != old_key
     assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 1000
+
+
+# --- a committed load is a succeeded run, whoever closes the record ----------------------
+
+
+@pytest.mark.parametrize("closer", ["crash hook", "watchdog", "next run", "interrupted"])
+def test_every_closer_records_a_committed_run_as_succeeded(settings: Settings, closer: str) -> None:
+    """The flow marks the data committed (committed_at, rows) before it closes the record;
+    if the worker is lost in between, whoever closes the record says succeeded."""
+    from datetime import timedelta
+
+    from conveyor.db.base import utcnow
+    from conveyor.db.models import ConnectorRun
+    from conveyor.db.session import session_scope
+    from conveyor.pipelines.resolved import RunStats
+    from conveyor.services import run_commit, runs
+    from tests.fixtures.pipelines import ConnectorFactory
+
+    cid = ConnectorFactory(settings)(("filesystem", {"path": "/data/in"}), ("duckdb", {}))
+    url = settings.effective_database_url
+    old = utcnow() - timedelta(hours=1)
+    with session_scope(url) as s:
+        committed = ConnectorRun(
+            connector_id=cid, status="running", trigger="schedule", prefect_flow_run_id="fr-1"
+        )
+        s.add(committed)
+        s.flush()
+        run_id = committed.id
+    run_commit.mark_committed(run_id, settings=settings, stats=RunStats(rows={"t": 7}, bytes=9))
+    with session_scope(url) as s:  # the worker went silent an hour ago
+        s.get(ConnectorRun, run_id).heartbeat_at = old  # type: ignore[union-attr]
+    if closer == "crash hook":
+        runs.close_flow_run("fr-1", settings=settings, status="crashed", error="x", summary="y")
+    elif closer == "watchdog":
+        assert runs.close_if_open(run_id, "crashed", "gone", settings=settings) == 1
+    elif closer == "next run":
+        runs.open_run(cid, settings=settings, flow_run_id="fr-2")
+    else:
+        runs.close(run_id, settings=settings, status="cancelled", only_if_open=True)
+    with session_scope(url) as s:
+        run = s.get(ConnectorRun, run_id)
+        assert run is not None
+        assert (run.status, run.rows_loaded, run.error) == ("succeeded", 7, None)
+        assert run.table_stats == {"t": {"rows": 7}} and run.log_summary == run_commit.NOTE

@@ -68,6 +68,10 @@ def _assert_capabilities(t: ConveyorType, where: str) -> None:
     if caps.direct_copy:
         writer = t.direct_writer()
         assert callable(writer.available) and callable(writer.run), where
+    # Reset with drop_tables: a destination that lands tables or files drops the connector's
+    # own; an endpoint (REST) cannot, and says so through drops_tables (resets refuse).
+    assert t.drops_tables is (caps.lands_in in ("tables", "files")), where
+    assert t.drops_tables is ("drop_tables" in overrides), where
 
 
 ALL = [(t.kind, t.name) for kind in ("source", "destination") for t in registry.list_types(kind)]

@@ -23,7 +23,7 @@ from conveyor.errors import ConveyorError
 from conveyor.pipelines import destination_slot, runner, waiting
 from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
-from conveyor.services import catchup, connectors, retries, runs
+from conveyor.services import catchup, connectors, retries, run_commit, runs
 from conveyor.services.cancel import close_cancelled
 from conveyor.services.run_logs import LogCapture
 from conveyor.settings import Settings
@@ -145,6 +145,7 @@ def execute(
         try:
             resolved = steps.load(connector_id, settings=settings)
             stats = steps.move(resolved, settings)
+            run_commit.mark_committed(run_id, settings=settings, stats=stats)  # invariant 8
         except StepFailed as exc:
             # Failed with its class, or "retrying" with the next attempt scheduled in Prefect;
             # this flow run ends Failed either way.

@@ -24,6 +24,8 @@ from conveyor.domain.models import RunOut
 from conveyor.domain.vocabulary import (
     MANUAL_RUN_TAG,
     OPEN_RUN_STATUSES,
+    PAUSED_MEANS,
+    RESUME_TO_RUN,
     TRIGGER_MANUAL,
     TRIGGER_SCHEDULE,
     FailureClass,
@@ -31,7 +33,7 @@ from conveyor.domain.vocabulary import (
     run_record_tag,
 )
 from conveyor.errors import ConfigurationError, Conflict, ConveyorError, NotFound
-from conveyor.services import audit
+from conveyor.services import audit, run_commit
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.services.connectors import duration
 from conveyor.settings import Settings
@@ -181,9 +183,7 @@ def _runnable_deployment(connector_id: int, *, session: Session, actor: Actor) -
         raise NotFound(f"connector {connector_id} does not exist")
     require_owner_or_admin(actor, c.owner_id, "run this connector")
     if not c.is_active:
-        raise Conflict(
-            f"connector {connector_id} is paused", hint="resume it before running it by hand"
-        )
+        raise Conflict(f"connector {connector_id} is paused: {PAUSED_MEANS}", hint=RESUME_TO_RUN)
     if not c.prefect_deployment_id or c.sync_status != "synced":
         detail = f": {c.sync_error}" if c.sync_error else ""
         raise Conflict(
@@ -266,6 +266,8 @@ def _close_silent(session: Session, connector_id: int, settings: Settings, now: 
         )
     )
     for run in stale:
+        if run_commit.settle(run):  # its data committed: succeeded (invariant 8)
+            continue
         run.status = "crashed"
         run.finished_at = now
         run.error = (
@@ -293,6 +295,8 @@ def close(
         run = session.get(ConnectorRun, run_id)
         if run is None or (only_if_open and run.status not in OPEN_RUN_STATUSES):
             return
+        if status != "succeeded" and run_commit.settle(run):  # committed: invariant 8
+            return
         run.status = status
         run.finished_at = utcnow()
         if stats is not None:
@@ -317,6 +321,8 @@ def close_flow_run(
         ).first()
         if run is None or run.status not in OPEN_RUN_STATUSES:
             return False
+        if run_commit.settle(run):  # its data committed: succeeded (invariant 8)
+            return True
         run.status = status
         run.finished_at = utcnow()
         run.error = error
@@ -384,6 +390,9 @@ def close_if_open(
     """Close the record only while it is still open (a conditional UPDATE), so a flow
     finishing at the same moment keeps its own result; 1 if closed, else 0."""
     with session_scope(settings.effective_database_url) as session:
+        if run_commit.settle_if_open(session, run_id):  # committed: invariant 8
+            log.info("run %s closed as succeeded: its data had committed", run_id)
+            return 1
         stmt = update(ConnectorRun).where(
             ConnectorRun.id == run_id, ConnectorRun.status.in_(OPEN_RUN_STATUSES)
         )
