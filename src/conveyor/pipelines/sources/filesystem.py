@@ -279,7 +279,7 @@ def check(cfg: FilesystemSourceConfig) -> str:
 # --- the type ---------------------------------------------------------------------
 
 
-class SourceMissing(failures.TerminalFailure):
+class SourceMissing(failures.ConfigFailure):
     """The source folder is absent, or (replace) no file matches: a person must fix the path
     or the share (failure class config). Raised before dlt runs, so the destination keeps
     its rows."""
