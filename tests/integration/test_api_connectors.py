@@ -182,6 +182,14 @@ def test_pause_and_resume(admin: ApiUser) -> None:
     conn = admin.make_connector()
     paused = admin.post(f"/api/v1/connectors/{conn['id']}/pause").json()
     assert paused["is_active"] is False
+    # Run now on a paused connector: the UI's words (issue 22).
+    refused = admin.post(f"/api/v1/connectors/{conn['id']}/run")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        f"connector {conn['id']} is paused: it does not run, on its schedule or by hand, "
+        "until you resume it"
+    )
+    assert refused.json()["hint"] == "Resume the connector to run it"
     resumed = admin.post(f"/api/v1/connectors/{conn['id']}/resume").json()
     assert resumed["is_active"] is True
     actions = [e["action"] for e in admin.get("/api/v1/audit?entity_type=connector").json()]

@@ -6,6 +6,7 @@ import pytest
 
 from conveyor.db.models import Connector
 from conveyor.db.session import session_scope
+from conveyor.domain.vocabulary import PAUSED_MEANS, RESUME_TO_RUN
 from conveyor.settings import Settings
 from tests.fixtures.ui import (
     Seed,
@@ -189,7 +190,16 @@ def test_pause_resume_and_run_now(seed: Seed, admin: UIClient) -> None:
     assert admin.post(f"/connectors/{cid}/pause").status_code == 303
     assert seed.get(cid).is_active is False
     doc = admin.page(f"/connectors/{cid}")
-    assert "Paused" in doc.text
+    # One wording for paused (the flash, the schedule card, the API's 409), and Run now
+    # stays in place, disabled, saying why (issue 22: it disappeared).
+    paused = f"Paused: {PAUSED_MEANS}."
+    assert doc.find("div", class_="flash ok").text.strip() == paused
+    assert paused in doc.find("p", class_="notice").text
+    run_now = doc.find("button", id="run-now")
+    assert run_now is not None and run_now.text == "Run now"
+    assert "disabled" in run_now.attrs
+    why = doc.find("span", id=run_now.attrs["aria-describedby"])
+    assert why is not None and why.text == RESUME_TO_RUN == "Resume the connector to run it"
     assert any(b.text == "Resume" for b in doc.find_all("button"))
     admin.post(f"/connectors/{cid}/resume")
     assert seed.get(cid).is_active is True

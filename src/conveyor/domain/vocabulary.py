@@ -27,6 +27,12 @@ RUN_RECORD_TAG_PREFIX: Final = "run-record:"
 MARKER_TAGS: Final = frozenset({OWNER_TAG, SCHEDULED_TAG})
 
 
+# --- paused connectors: one wording in the API and the UI ---------------------------
+
+PAUSED_MEANS: Final = "it does not run, on its schedule or by hand, until you resume it"
+RESUME_TO_RUN: Final = "Resume the connector to run it"  # why Run now is disabled
+
+
 def connector_tag(connector_id: int) -> str:
     """The tag that names a connector's deployment (found by tag, never by name)."""
     return f"{CONNECTOR_TAG_PREFIX}{connector_id}"

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
+from conveyor.domain.vocabulary import PAUSED_MEANS, RESUME_TO_RUN
 from conveyor.errors import ConveyorError, NotAuthenticated, ValidationFailed
 from conveyor.services import users as users_service
 from conveyor.services.authz import ROLES, Actor
@@ -83,6 +84,8 @@ def fmt_num(value: int | float | None) -> str:
 
 
 templates.env.filters.update(dt=fmt_dt, ago=fmt_ago, duration=fmt_duration, num=fmt_num)
+# One wording for a paused connector on every page (the API's 409 says the same).
+templates.env.globals.update(PAUSED_MEANS=PAUSED_MEANS, RESUME_TO_RUN=RESUME_TO_RUN)
 
 
 # --- who is asking ---------------------------------------------------------------------

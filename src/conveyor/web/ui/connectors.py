@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from conveyor.domain.models import ConnectorOut
+from conveyor.domain.vocabulary import PAUSED_MEANS
 from conveyor.errors import ConveyorError, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services import connectors as svc
 from conveyor.services import daily_stats
@@ -197,7 +198,7 @@ def _set_active(request: Request, connector_id: int, active: bool, actor: UIActo
 @router.post("/connectors/{connector_id:int}/pause", include_in_schema=False)
 def pause(request: Request, connector_id: int, actor: UIActor) -> Response:
     _set_active(request, connector_id, False, actor)
-    flash(request, "Paused: no scheduled runs until you resume it.")
+    flash(request, f"Paused: {PAUSED_MEANS}.")
     return redirect(request, f"/connectors/{connector_id}")
 
 
