@@ -39,7 +39,7 @@ from conveyor.domain.vocabulary import (
     run_record_tag,
 )
 from conveyor.errors import ConfigurationError, Conflict, ConveyorError
-from conveyor.services import audit, runs
+from conveyor.services import audit, run_commit, runs
 from conveyor.services.authz import Actor
 from conveyor.settings import Settings
 
@@ -103,6 +103,8 @@ def after_failure(
         run = session.get(ConnectorRun, run_id)
         if run is None or run.status not in OPEN_RUN_STATUSES:
             return run.status if run is not None else "failed"
+        if run_commit.settle(run):  # its data committed before the failure (invariant 8)
+            return "succeeded"
         connector = session.get(Connector, run.connector_id)
         policy = effective(connector.retry_policy if connector else None)
         attempt = run.attempt or 1
