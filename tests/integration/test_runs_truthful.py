@@ -49,7 +49,7 @@ def test_renamed_source_folder_fails_and_keeps_the_replaced_table(
     with pytest.raises(RunFailed, match="does not exist"):
         run_connector(cid, settings=factory.settings)
     run = last_run(factory.settings, cid)
-    assert run.status == "failed"
+    assert (run.status, run.failure_class) == ("failed", "config")
     assert str(share) in run.error and "destination is unchanged" in run.error
     assert count(factory, cid) == 3000  # before the fix: 0 rows, and the run "succeeded"
 
