@@ -200,7 +200,12 @@ def _endpoint(
     if change.action == "create":
         obj = catalog.create(
             change.kind,
-            EndpointCreate(name=change.name, type=change.type, config=change.config),
+            EndpointCreate(
+                name=change.name,
+                type=change.type,
+                config=change.config,
+                max_concurrent_runs=change.max_concurrent_runs,
+            ),
             session=session,
             actor=actor,
             box=box,
@@ -218,7 +223,7 @@ def _endpoint(
         catalog.update(
             change.kind,
             change.db_id,
-            EndpointPatch(config=config),
+            EndpointPatch(config=config, max_concurrent_runs=change.max_concurrent_runs),
             session=session,
             actor=actor,
             box=box,

@@ -241,6 +241,8 @@ def _document(
         ep = c.source if kind == "source" else c.destination
         config = _config(kind, ep.type, ep.config, base_dir, partial(namer, kind, ep.name, ep.id))
         block[kind] = {"name": ep.name, "type": ep.type, "config": config}
+        if kind == "destination" and c.destination.max_concurrent_runs is not None:
+            block[kind]["max_concurrent_runs"] = c.destination.max_concurrent_runs
     for kind in _KINDS:
         ep = c.source if kind == "source" else c.destination
         override = getattr(c, f"{kind}_config_override") or {}

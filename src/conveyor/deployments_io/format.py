@@ -90,11 +90,20 @@ class Endpoint(_Strict):
         description="Type configuration; secrets as ${ENV_VAR}; local paths may be relative "
         "to the file's directory",
     )
+    max_concurrent_runs: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="A destination's cap on runs writing to it at once, across all "
+        "connectors (none: no cap)",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Endpoint:
         if self.type is None and self.config is not None:
             raise ValueError("give type together with config")
+        if self.type is None and self.max_concurrent_runs is not None:
+            raise ValueError("give type and config together with max_concurrent_runs")
         if self.type is None and self.name is None:
             raise ValueError("give name (an existing one), or type and config")
         return self
@@ -120,6 +129,16 @@ class ConnectorBlock(_Strict):
     def _by_name(cls, value: Any) -> Any:
         # `source: orders-db` is short for `source: {name: orders-db}`.
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("source")
+    @classmethod
+    def _source_has_no_cap(cls, value: Endpoint) -> Endpoint:
+        if value.max_concurrent_runs is not None:
+            raise ValueError(
+                "max_concurrent_runs: only a destination caps its concurrent runs; "
+                "a source has no such setting"
+            )
+        return value
 
 
 class _DeploymentBase(_Strict):

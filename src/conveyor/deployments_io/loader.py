@@ -47,6 +47,7 @@ class EndpointSpec:
     type: str | None  # None: a reference to an existing one (or one inline elsewhere)
     config: dict[str, Any] | None  # secrets resolved, paths absolute
     where: str
+    max_concurrent_runs: int | None = None  # a destination's cap (inline only)
 
 
 @dataclass
@@ -333,7 +334,9 @@ def _resolve_endpoint(
     ov = resolve_override(
         doc, kind, type_name, resolved, override, env, check_env, problems, check=base_ok
     )
-    return EndpointSpec(kind, name, type_name, resolved, doc.where(loc)), ov
+    cap = ep.get("max_concurrent_runs") if kind == "destination" else None
+    cap = cap if isinstance(cap, int) else None  # the format check reports anything else
+    return EndpointSpec(kind, name, type_name, resolved, doc.where(loc), cap), ov
 
 
 # --- across files ------------------------------------------------------------------
@@ -357,7 +360,11 @@ def _check_across_files(identities: list[_Identity], problems: list[FieldProblem
                 problems.append(ident.doc.problem(loc, f"{what} '{value}' is also used by {where}"))
         for ep in ident.endpoints:
             other = endpoints.setdefault((ep.kind, ep.name), ep)
-            if other is not ep and (other.type, other.config) != (ep.type, ep.config):
+            if other is not ep and (other.type, other.config, other.max_concurrent_runs) != (
+                ep.type,
+                ep.config,
+                ep.max_concurrent_runs,
+            ):
                 problems.append(
                     FieldProblem(
                         ep.where,

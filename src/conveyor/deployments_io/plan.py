@@ -50,6 +50,7 @@ class EndpointChange:
     config: dict[str, Any]  # desired, secrets in clear (memory only)
     db_id: int | None = None
     changes: list[FieldChange] = field(default_factory=list)
+    max_concurrent_runs: int | None = None  # a destination's cap, as the file gives it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,8 +178,11 @@ class _Planner:
     def _endpoint(self, ep: EndpointSpec) -> EndpointChange:
         assert ep.type is not None and ep.config is not None
         db = self.db_endpoints[ep.kind].get(ep.name)
+        cap = ep.max_concurrent_runs
         if db is None:
-            return EndpointChange(ep.kind, ep.name, ep.type, "create", ep.config)
+            return EndpointChange(
+                ep.kind, ep.name, ep.type, "create", ep.config, max_concurrent_runs=cap
+            )
         if db.type != ep.type:
             self.problems.append(
                 FieldProblem(
@@ -189,8 +193,11 @@ class _Planner:
             )
         current = self._db_endpoint_state(ep.kind, db)
         changes = diff(current, endpoint_state(ep.kind, ep.name, ep.type, ep.config), "")
+        stored_cap = db.max_concurrent_runs if isinstance(db, Destination) else None
+        if stored_cap != cap:  # a destination's cap: the file says it, absent is none
+            changes.append(FieldChange("max_concurrent_runs", stored_cap, cap))
         action: Action = "update" if changes else "unchanged"
-        return EndpointChange(ep.kind, ep.name, ep.type, action, ep.config, db.id, changes)
+        return EndpointChange(ep.kind, ep.name, ep.type, action, ep.config, db.id, changes, cap)
 
     def _db_endpoint_state(self, kind: Kind, db: Source | Destination) -> State:
         secrets = secret_fields(kind, db.type)
