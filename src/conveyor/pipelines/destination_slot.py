@@ -91,7 +91,13 @@ def held(cap: Cap | None) -> Iterator[None]:
     timer.daemon = True
     timer.start()
     try:
-        with concurrency(cap.name, occupy=1, lease_duration=LEASE_SECONDS, strict=True):
+        with concurrency(
+            cap.name,
+            occupy=1,
+            lease_duration=LEASE_SECONDS,
+            strict=True,  # the limit must exist (ensured above), else the cap is not applied
+            raise_on_lease_renewal_failure=False,  # a blip in Prefect must not kill a load
+        ):
             with lock:
                 state["granted"] = True
                 timer.cancel()
