@@ -184,3 +184,17 @@ def history(s: Settings, cid: int) -> list[daily_stats.DayStats]:
 
 def recent_day() -> date:
     return (NOW - timedelta(days=2)).date()
+
+
+def test_reconcile_once_deletes_one_batch(s: Settings, tmp_path: Path) -> None:
+    from conveyor.sync.loop import run_once
+    from tests.fixtures.sync import delete_all_conveyor_deployments
+
+    delete_all_conveyor_deployments()  # this test's connector-<id> must be its own
+    cid = ConnectorFactory(s)(
+        ("filesystem", {"path": str(tmp_path), "file_pattern": "*.csv"}), ("duckdb", {})
+    )
+    old = [add_run(s, cid, OLD_A + timedelta(minutes=i), 1) for i in range(3)]
+    report = asyncio.run(run_once(s))  # what `conveyor reconcile --once` does
+    assert report.error is None and report.old_runs_deleted == 2  # one batch
+    assert kept(s, cid) == {old[2]}

@@ -98,6 +98,9 @@ async def _full_pass_then_watchdog(settings: Settings, gateway: Gateway) -> Pass
             report.stale_runs_closed = await watchdog.one_pass(settings=settings, gateway=gateway)
         except ExternalError as exc:
             report.note(report.errors, connector_id=None, error=f"stale runs: {exc}")
+        # One batch of retention too: `reconcile --once` from cron keeps old runs in check.
+        old = await retention.one_pass(settings=settings, delete_flow_run=gateway.delete_flow_run)
+        report.old_runs_deleted = old.deleted
     return report
 
 

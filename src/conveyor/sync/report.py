@@ -26,6 +26,7 @@ class PassReport:
     deleted: int = 0
     failed: int = 0
     stale_runs_closed: int = 0
+    old_runs_deleted: int = 0  # by retention (`reconcile --once` runs one batch)
     repairs: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # the pass itself could not run (Prefect down, ...)
