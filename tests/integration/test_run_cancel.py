@@ -21,7 +21,7 @@ from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
 from conveyor.web.app import create_app
 from tests.fixtures.net import wait_for
-from tests.fixtures.pipelines import ConnectorFactory, pg_exec
+from tests.fixtures.pipelines import PG_ADMIN, ConnectorFactory, pg_exec, pg_rows
 from tests.fixtures.web import ApiUser, _make_user
 from tests.integration.unattended_support import prefect_settings, reconcile, record, worker_env
 
@@ -91,6 +91,12 @@ def test_cancel_a_long_run_ends_it_everywhere(
     wait_for(lambda: record(s, run_id).status == "running", 120, "the run to start")
     flow_run_id = record(s, run_id).prefect_flow_run_id
     assert flow_run_id and flow_run_processes(flow_run_id), worker.tail()
+    name = db.rsplit("/", 1)[1]
+    reading = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        f"AND datname = '{name}' AND state = 'active'"
+    )
+    wait_for(lambda: pg_rows(PG_ADMIN, reading)[0][0] > 0, 90, "the run to read the source")
 
     resp = admin_api.post(f"/api/v1/runs/{run_id}/cancel")
     assert resp.status_code == 202, resp.text
@@ -110,6 +116,7 @@ def test_cancel_a_long_run_ends_it_everywhere(
     assert flow_run_processes(flow_run_id) == []
     text = log_of(s, run_id)
     assert "Cancel requested by alice." in text
+    assert "INFO prefect.task_runs: Finished in state Completed()" in text  # from the flow
     assert "Cancelled by alice; the flow process was stopped." in text
     again = admin_api.post(f"/api/v1/runs/{run_id}/cancel")
     assert again.status_code == 409 and "is cancelled" in again.json()["detail"]

@@ -25,7 +25,7 @@ from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
 from conveyor.services import catchup, connectors, retries, run_commit, runs
 from conveyor.services.cancel import close_cancelled
-from conveyor.services.run_logs import LogCapture
+from conveyor.services.run_logs import LogCapture, flush_current
 from conveyor.settings import Settings
 from conveyor.sync.gateway import create_flow_run
 
@@ -150,6 +150,7 @@ def execute(
             # Failed with its class, or "retrying" with the next attempt scheduled in Prefect;
             # this flow run ends Failed either way.
             start = create_flow_run if FlowRunContext.get() is not None else None
+            flush_current()  # the whole log is stored before the record says how it ended
             retries.after_failure(run_id, exc.why, settings=settings, start=start)
             raise RunFailed(exc.why.message) from None
         except BaseException:
@@ -164,8 +165,9 @@ def execute(
             raise
     seconds = time.monotonic() - started
     text = runner.summary(stats, seconds)
-    close_run(run_id, settings=settings, status="succeeded", stats=stats, summary=text)
     _logger().info("connector %s: %s", connector_id, text)
+    flush_current()  # the whole log is stored before the record says how it ended
+    close_run(run_id, settings=settings, status="succeeded", stats=stats, summary=text)
     return {
         "run_id": run_id,
         "status": "succeeded",

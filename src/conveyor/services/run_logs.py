@@ -34,6 +34,7 @@ log = logging.getLogger("conveyor.services.run_logs")
 CAPTURED_LOGGERS = ("", "dlt")
 FLUSH_INTERVAL = 2.0
 TAIL_MAX = 100_000
+_current: LogCapture | None = None  # the capture open in this process, if any
 
 
 def format_line(record: logging.LogRecord) -> str:
@@ -155,6 +156,8 @@ class LogCapture:
         for name in CAPTURED_LOGGERS:
             logging.getLogger(name).addHandler(self._handler)
         self._thread.start()
+        global _current
+        _current = self
         return self
 
     def __exit__(
@@ -163,6 +166,9 @@ class LogCapture:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        global _current
+        if _current is self:
+            _current = None
         for name in CAPTURED_LOGGERS:
             logging.getLogger(name).removeHandler(self._handler)
         for logger, level in self._levels:
@@ -173,6 +179,18 @@ class LogCapture:
             self.flush(final=True)
         except Exception as exc:
             log.warning("could not store the end of the log of run %s: %s", self.run_id, exc)
+
+
+def flush_current() -> None:
+    """Store what the open capture holds now: called just before the run's record is
+    closed, so that whoever sees the run closed finds its whole log."""
+    capture = _current
+    if capture is None:
+        return
+    try:
+        capture.flush()
+    except Exception as exc:  # the exit flush tries again
+        log.warning("could not store the log of run %s: %s", capture.run_id, exc)
 
 
 def _write(run_id: int, text: str, settings: Settings, stored: int, truncated: bool) -> None:
