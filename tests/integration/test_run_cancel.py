@@ -184,3 +184,29 @@ def test_closed_or_local_runs_cannot_be_cancelled(settings: Settings) -> None:
         with pytest.raises(Conflict, match=says):
             cancel(run_id, settings=settings, actor=SYSTEM, cancel_flow_run=never)
         assert record(settings, run_id).waiting_reason is None
+
+
+def test_prefect_unreachable_leaves_the_run_as_it_was(settings: Settings) -> None:
+    from conveyor.errors import ExternalError
+    from conveyor.services.cancel import cancel
+    from conveyor.sync.gateway import cancel_flow_run
+    from tests.fixtures.net import free_port
+
+    down = settings.model_copy(update={"prefect_api_url": f"http://127.0.0.1:{free_port()}/api"})
+    cid = ConnectorFactory(settings)(
+        ("filesystem", {"path": str(settings.home), "file_pattern": "*.csv"}), ("duckdb", {})
+    )
+    flow_run_id = "6f1c2d1e-0000-4000-8000-000000000001"
+    with session_scope(settings.effective_database_url) as session:
+        run = ConnectorRun(
+            connector_id=cid, status="running", trigger="manual", prefect_flow_run_id=flow_run_id
+        )
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    with pytest.raises(ExternalError):
+        cancel(run_id, settings=down, actor=SYSTEM, cancel_flow_run=cancel_flow_run)
+    after = record(settings, run_id)
+    assert after.status == "running" and after.waiting_reason is None
+    text = log_of(settings, run_id)
+    assert "Cancel requested by system." in text and "Cancel request not carried out." in text
