@@ -210,3 +210,33 @@ def test_prefect_unreachable_leaves_the_run_as_it_was(settings: Settings) -> Non
     assert after.status == "running" and after.waiting_reason is None
     text = log_of(settings, run_id)
     assert "Cancel requested by system." in text and "Cancel request not carried out." in text
+
+
+def test_watchdog_closes_a_cancelled_run_whose_hook_never_ran(s: Settings) -> None:
+    from conveyor.services.cancel import CANCELLING
+    from conveyor.sync.gateway import cancel_flow_run
+    from conveyor.sync.loop import open_gateway
+    from conveyor.sync.watchdog import one_pass
+
+    src = s.home / "in"
+    src.mkdir()
+    cid = ConnectorFactory(s)(
+        ("filesystem", {"path": str(src), "file_pattern": "*.csv"}), ("duckdb", {})
+    )
+    reconcile(s)
+    run_id = trigger(s, cid)
+    flow_run_id = record(s, run_id).prefect_flow_run_id
+    assert flow_run_id
+    # Cancel asked for by alice; Prefect ended the flow run, but no hook closed the record.
+    with session_scope(s.effective_database_url) as session:
+        session.get(ConnectorRun, run_id).waiting_reason = CANCELLING + "alice"  # type: ignore[union-attr]
+    assert cancel_flow_run(s.prefect_api_url or "", flow_run_id, message="x") == "CANCELLED"
+    assert record(s, run_id).status == "scheduled"
+
+    async def watchdog() -> int:
+        async with open_gateway(s) as gateway:
+            return await one_pass(settings=s, gateway=gateway)
+
+    assert asyncio.run(watchdog()) == 1
+    run = record(s, run_id)
+    assert (run.status, run.error, run.waiting_reason) == ("cancelled", "Cancelled by alice.", None)

@@ -126,8 +126,8 @@ def _clear_reason(run_id: int, *, settings: Settings, line: str) -> None:
 
 
 def close_cancelled(flow_run_id: str, *, settings: Settings, state: Any = None) -> bool:
-    """Close the open record of a cancelled flow run (the flow's on_cancellation hook),
-    naming who cancelled it; whether it was open."""
+    """Close the open record of a cancelled flow run (the flow's on_cancellation hook, or
+    the watchdog when the hook never ran), naming who cancelled it; whether it was open."""
     with session_scope(settings.effective_database_url) as session:
         run = session.scalars(
             select(ConnectorRun).where(ConnectorRun.prefect_flow_run_id == flow_run_id)
@@ -141,7 +141,8 @@ def close_cancelled(flow_run_id: str, *, settings: Settings, state: Any = None) 
         run.waiting_reason = None
         run.error = f"Cancelled by {who}." if who else "The run was cancelled."
         message = getattr(state, "message", None) or ""
-        run.log_summary = f"Prefect state CANCELLING: {message}"[:1000]
+        kind = getattr(getattr(state, "type", None), "value", getattr(state, "type", None))
+        run.log_summary = f"Prefect state {kind or 'CANCELLING'}: {message}"[:1000]
         ended = "the flow process was stopped"
         run_logs.append_line(int(run.id), f"{run.error[:-1]}; {ended}.", session=session)
         return True

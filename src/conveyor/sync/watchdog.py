@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from conveyor.db.base import utcnow
 from conveyor.errors import ExternalError
 from conveyor.services import retries, runs
+from conveyor.services.cancel import close_cancelled
 from conveyor.settings import Settings
 from conveyor.sync.gateway import Gateway, create_flow_run
 from conveyor.sync.payloads import FlowRunState
@@ -71,6 +72,12 @@ async def _judge(
 ) -> int:
     if state is None:
         return await _close(settings, run.id, "crashed", GONE_REASON)
+    if state.is_final and state.type == "CANCELLED" and run.prefect_flow_run_id:
+        # The cancel hook never ran: close it as the hook would, naming who asked.
+        closed = await asyncio.to_thread(
+            close_cancelled, run.prefect_flow_run_id, settings=settings, state=state
+        )
+        return int(closed)
     if state.is_final:
         why = state.message or f"Prefect reports the flow run {state.name or state.type}"
         if state.type == "COMPLETED":
