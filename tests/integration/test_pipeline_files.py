@@ -175,7 +175,9 @@ def test_transfer_s3_to_sftp(factory: Any, s3_server: Any, sftp_server: Any) -> 
     landed = sftp_server.root / f"transfer-{bucket}"
     assert (landed / "r1.csv").read_bytes() == b"a\n1\n"
     assert (landed / "r2.csv").read_bytes() == b"a\n2\n"
-    assert (landed / ".conveyor" / "transfers" / f"connector_{cid}.json").exists()
+    # The manifest is named after the connector's state key (new on create and on reset).
+    manifests = list((landed / ".conveyor" / "transfers").glob(f"connector_{cid}_*.json"))
+    assert len(manifests) == 1
 
 
 def test_transfer_to_rest_upload_failed_file_retried_next_run(

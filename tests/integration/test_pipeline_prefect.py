@@ -236,7 +236,8 @@ def test_cancelled_run_is_recorded_as_cancelled(
     with session_scope(s.effective_database_url) as session:
         run = session.get(ConnectorRun, run_id)
         assert run is not None
-        assert (run.status, run.error) == ("cancelled", "The run was cancelled.")
+        assert run.status == "cancelled"
+        assert run.error is not None and run.error.startswith("The run was cancelled")
 
 
 def test_failed_run_logs_reason_without_secrets(

@@ -129,7 +129,10 @@ def test_stale_runs_are_closed_with_a_status_and_a_reason(sync_env: SyncEnv) -> 
     r = run_row(env, failed.id)
     assert (r.status, r.error) == ("failed", "source unreachable") and r.finished_at
     r = run_row(env, cancelled.id)
-    assert (r.status, r.error) == ("cancelled", "cancelled by alice")
+    assert (r.status, r.error) == (
+        "cancelled",
+        "The run was cancelled in Prefect: cancelled by alice",
+    )
     r = run_row(env, silent.id)
     assert (r.status, r.error) == ("crashed", HEARTBEAT_REASON)
     state = prefect(lambda c: c.read_flow_run(silent.prefect_flow_run_id)).state

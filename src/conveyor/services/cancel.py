@@ -139,10 +139,17 @@ def close_cancelled(flow_run_id: str, *, settings: Settings, state: Any = None) 
         run.status = "cancelled"
         run.finished_at = utcnow()
         run.waiting_reason = None
-        run.error = f"Cancelled by {who}." if who else "The run was cancelled."
         message = getattr(state, "message", None) or ""
+        # Cancelled elsewhere (Prefect's UI or API): Prefect's own message says by whom.
+        run.error = (
+            f"Cancelled by {who}."
+            if who
+            else f"The run was cancelled in Prefect: {message}"
+            if message
+            else "The run was cancelled."
+        )
         kind = getattr(getattr(state, "type", None), "value", getattr(state, "type", None))
         run.log_summary = f"Prefect state {kind or 'CANCELLING'}: {message}"[:1000]
         ended = "the flow process was stopped"
-        run_logs.append_line(int(run.id), f"{run.error[:-1]}; {ended}.", session=session)
+        run_logs.append_line(int(run.id), f"{run.error.rstrip('.')}; {ended}.", session=session)
         return True

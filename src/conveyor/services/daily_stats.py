@@ -160,4 +160,5 @@ def _utc_day(session: Session, at: Any) -> Any:
 def _seconds(session: Session, start: Any, end: Any) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return func.extract("epoch", end - start)
-    return (func.julianday(end) - func.julianday(start)) * 86400.0
+    # julianday is a float of days: 42 s comes back as 41.99999...; milliseconds are exact.
+    return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
