@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WrapSerializer,
+    field_validator,
+)
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BACKOFF_SECONDS = (60, 300, 900)
@@ -55,9 +63,15 @@ def _as_dict(policy: RetryPolicy) -> dict[str, Any]:
     return policy.model_dump()
 
 
+def _serialise(value: Any, handler: SerializerFunctionWrapHandler) -> Any:
+    # The field holds the stored dict: serialise it as the policy it is (no warning, and
+    # the schema stays the model's).
+    return handler(RetryPolicy.model_validate(value) if isinstance(value, dict) else value)
+
+
 # The connector field's type: checked as a RetryPolicy (defaults filled in), kept as the
 # plain dict the JSON column stores.
-RetryPolicyField = Annotated[RetryPolicy, AfterValidator(_as_dict)]
+RetryPolicyField = Annotated[RetryPolicy, AfterValidator(_as_dict), WrapSerializer(_serialise)]
 
 
 def default_policy() -> dict[str, Any]:
