@@ -20,7 +20,7 @@ from prefect.context import FlowRunContext
 from conveyor.db.session import session_scope
 from conveyor.domain.vocabulary import FLOW_NAME, MANUAL_RUN_TAG
 from conveyor.errors import ConveyorError
-from conveyor.pipelines import destination_slot, runner, waiting
+from conveyor.pipelines import destination_slot, lost_worker, runner, waiting
 from conveyor.pipelines.explain import Explanation, explain
 from conveyor.secrets import MASKING_FILTER, SecretBox
 from conveyor.services import catchup, connectors, retries, run_commit, runs
@@ -278,6 +278,7 @@ def run_connector_pipeline(connector_id: int) -> dict[str, Any]:
     if ctx is None or ctx.flow_run is None:
         return run_connector(connector_id)
     flow_run = ctx.flow_run
+    lost_worker.survive()  # a dead worker's closed pipe must not abort the load
     settings = Settings()
     skipped = catchup.gate(connector_id, flow_run, settings=settings)  # missed times
     if skipped is not None:
