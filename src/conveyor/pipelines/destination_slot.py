@@ -64,9 +64,23 @@ def ensure_limit(cap: Cap) -> None:
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
     with get_client(sync_client=True) as c:
-        c.upsert_global_concurrency_limit_by_name(cap.name, cap.limit)
+        try:
+            c.upsert_global_concurrency_limit_by_name(cap.name, cap.limit)
+        except Exception as exc:
+            # Two runs of the destination starting at once both found no limit and both
+            # created it: the loser's create is a 409. The limit exists now: update it.
+            if not _conflict(exc):
+                raise
+            c.upsert_global_concurrency_limit_by_name(cap.name, cap.limit)
         if not c.read_global_concurrency_limit_by_name(cap.name).active:
             c.update_global_concurrency_limit(cap.name, GlobalConcurrencyLimitUpdate(active=True))
+
+
+def _conflict(exc: BaseException) -> bool:
+    from prefect.exceptions import ObjectAlreadyExists
+
+    response = getattr(exc, "response", None)
+    return isinstance(exc, ObjectAlreadyExists) or getattr(response, "status_code", None) == 409
 
 
 @contextlib.contextmanager
