@@ -76,3 +76,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("k8s"))
         elif item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+# CONVEYOR_TEST_CPU_REPORT=<file>: append each test's CPU seconds (this process, and the
+# child processes it waited for: servers, workers, flow runs, CLIs) and wall seconds, tab
+# separated, to <file>.<xdist worker>; finding what to cut when `make test` nears its budget.
+_CPU_REPORT = os.environ.get("CONVEYOR_TEST_CPU_REPORT")
+
+if _CPU_REPORT:
+    import resource
+    import time
+    from collections.abc import Generator
+
+    def _cpu() -> tuple[float, float]:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+        (me0, kids0), wall0 = _cpu(), time.monotonic()
+        yield
+        (me1, kids1), wall1 = _cpu(), time.monotonic()
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(f"{_CPU_REPORT}.{worker}", "a") as out:
+            out.write(f"{item.nodeid}\t{me1 - me0:.1f}\t{kids1 - kids0:.1f}\t{wall1 - wall0:.1f}\n")
