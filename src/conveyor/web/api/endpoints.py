@@ -4,13 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
+from conveyor.errors import Conflict
 from conveyor.pipelines.registry import Kind, list_types
+from conveyor.secrets import SecretBox
 from conveyor.services import catalog
 from conveyor.services.authz import require_role
+from conveyor.settings import Settings
 from conveyor.web.deps import BoxDep, CurrentActor, SettingsDep, unit_of_work
+
+
+def _require_check_passes(
+    kind: Kind,
+    endpoint_id: int,
+    data: EndpointPatch,
+    actor: Any,
+    box: SecretBox,
+    settings: Settings,
+) -> None:
+    """PATCH ?check=true: the changed config must pass the connection check, or the
+    request fails (409, the reason) and nothing is saved. The change is merged in a
+    transaction rolled back at once, and checked outside it (never hold the database
+    across a network call)."""
+    from conveyor.pipelines.check import check as run_check
+
+    with unit_of_work(settings) as session:
+        obj = catalog.update(kind, endpoint_id, data, session=session, actor=actor, box=box)
+        type_name, config = obj.type, catalog.decrypted_config(kind, obj, box)
+        session.rollback()
+    result = run_check(kind, type_name, config, settings=settings)
+    if not result.ok:
+        raise Conflict(
+            f"the {kind}'s connection check failed: {result.message}",
+            hint="fix the config, or send it without ?check=true to save it anyway",
+        )
 
 
 def _router(kind: Kind) -> APIRouter:
@@ -44,7 +73,13 @@ def _router(kind: Kind) -> APIRouter:
         settings: SettingsDep,
         actor: CurrentActor,
         box: BoxDep,
+        check: bool = Query(
+            False,
+            description="Try the changed config first; a failing check saves nothing (409).",
+        ),
     ) -> EndpointOut:
+        if check and data.config is not None:
+            _require_check_passes(kind, endpoint_id, data, actor, box, settings)
         with unit_of_work(settings) as session:
             obj = catalog.update(kind, endpoint_id, data, session=session, actor=actor, box=box)
             count = catalog.connector_count(kind, endpoint_id, session=session)

@@ -19,7 +19,7 @@ from conveyor.pipelines.registry import Kind, get_type, list_types, pydantic_pro
 from conveyor.services import catalog
 from conveyor.services.authz import require_role
 from conveyor.web.deps import unit_of_work
-from conveyor.web.ui import checks, schema_form
+from conveyor.web.ui import checks, save_check, schema_form
 from conveyor.web.ui.base import (
     UIActor,
     UIRoute,
@@ -201,19 +201,29 @@ class _Pages:
         if not ctx["can_change"]:
             require_role(actor, "admin", f"change a {self.kind} another user created")
         flds = ctx["fields"]
-        values, cleared, bad = schema_form.parse(flds, form)
-        problems = [FieldProblem(f"config.{p.loc}", p.reason) for p in bad]
-        cap = _cap(self.kind, form, problems)
-        name = str(form.get("name") or "").strip()
+        problems: list[FieldProblem] = []
+        if form.get(save_check.CONFIRM) == "1":  # "Save anyway": the change checked before
+            stamp = ctx["obj"].updated_at
+            token = str(form.get(save_check.SEALED) or "")
+            change = save_check.unseal(box, token, endpoint_id, actor.username, stamp)
+        else:
+            values, cleared, bad = schema_form.parse(flds, form)
+            problems = [FieldProblem(f"config.{p.loc}", p.reason) for p in bad]
+            cap = _cap(self.kind, form, problems)
+            name = str(form.get("name") or "").strip()
+            change = {"name": name, "values": values, "cleared": sorted(cleared), "cap": cap}
+            if not problems and (asked := self._check_first(request, ctx, form, change)):
+                return asked
+        name = change["name"]
         if not problems:
             try:
                 with unit_of_work(settings) as session:
                     stored = catalog.get(self.kind, endpoint_id, session=session).config
-                    config = schema_form.merge(stored, values, cleared)
+                    config = schema_form.merge(stored, change["values"], set(change["cleared"]))
                     catalog.update(
                         self.kind,
                         endpoint_id,
-                        EndpointPatch(name=name, config=config, **cap),
+                        EndpointPatch(name=name, config=config, **change["cap"]),
                         session=session,
                         actor=actor,
                         box=box,
@@ -233,6 +243,38 @@ class _Pages:
             cap=str(form.get(CAP) or ""),
         )
         return self.page(request, ctx, 422)
+
+    def _check_first(
+        self, request: Request, ctx: dict[str, Any], form: Mapping[str, Any], change: dict[str, Any]
+    ) -> Response | None:
+        """Used by active connectors: try the change first; a failure saves nothing and
+        asks "Save anyway?" (None: go ahead and save)."""
+        users = save_check.active_users(ctx["used_by"])
+        if not users:
+            return None
+        settings = get_settings(request)
+        box = request.app.state.secret_box
+        out = ctx["obj"]
+        with unit_of_work(settings) as session:
+            obj = catalog.get(self.kind, out.id, session=session)
+            stored = catalog.decrypted_config(self.kind, obj, box)
+        result = save_check.try_change(self.kind, out.type, stored, change, settings)
+        if result.ok:
+            return None
+        actor = request.state.actor
+        ctx.update(
+            name=change["name"],
+            fields=schema_form.refill(ctx["fields"], form),
+            cap=str(form.get(CAP) or ""),
+            save_check={
+                "message": result.message,
+                "users": users,
+                "confirm": save_check.CONFIRM,
+                "sealed": save_check.SEALED,
+                "token": save_check.seal(box, change, out.id, actor.username, out.updated_at),
+            },
+        )
+        return self.page(request, ctx, 409)
 
     def delete(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
         settings = get_settings(request)
