@@ -232,8 +232,9 @@ def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
     """Pages in fresh browser contexts (own cookies); closed after the test."""
     contexts: list[Any] = []
 
-    def make(viewport: dict[str, int] | None = None) -> Any:
-        ctx = browser.new_context(viewport=viewport or LAPTOP, locale="en-GB")
+    def make(viewport: dict[str, int] | None = None, **options: Any) -> Any:
+        options.setdefault("locale", "en-GB")
+        ctx = browser.new_context(viewport=viewport or LAPTOP, **options)
         ctx.set_default_timeout(15_000)
         contexts.append(ctx)
         return ctx.new_page()

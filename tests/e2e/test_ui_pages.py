@@ -83,9 +83,11 @@ def test_invalid_cron_is_explained_inline_and_nothing_saved(
     seed = Seed(web_only.settings)
     seed.endpoint("source", name="Sales DB")
     seed.endpoint("destination", name="Warehouse")
-    page = new_page()
+    page = new_page(timezone_id="Asia/Tokyo")
     login(page, web_only.base_url, "alice")
     page.goto(web_only.base_url + "/connectors/new")
+    # A new connector starts in the browser's time zone (static/timezone.js).
+    expect(page.get_by_label("Time zone")).to_have_value("Asia/Tokyo")
     page.get_by_label("Connector name").fill("orders-custom")
     page.get_by_label("Tables", exact=True).fill("orders")
     page.get_by_label("Custom cron expression").check()
@@ -105,7 +107,9 @@ def test_invalid_cron_is_explained_inline_and_nothing_saved(
     page.locator("#schedule-preview", has_text="Next 5 runs").wait_for()
     page.get_by_role("button", name="Create connector").click()
     page.wait_for_url(re.compile(r"/connectors/\d+$"))
-    assert [c.schedule for c in _connectors(web_only)] == ["*/20 7-19 * * 1-5"]
+    assert [(c.schedule, c.timezone) for c in _connectors(web_only)] == [
+        ("*/20 7-19 * * 1-5", "Asia/Tokyo")
+    ]
 
 
 def test_viewer_cannot_change_anything(web_only: Platform, new_page: Any) -> None:

@@ -57,6 +57,7 @@ def test_manual_only_connector_has_no_next_runs(admin: ApiUser) -> None:
         ({"schedule": "61 * * * *"}, "schedule", "not a valid cron expression"),
         ({"schedule": "every day"}, "schedule", "expected 5 fields"),
         ({"timezone": "Mars/Olympus"}, "timezone", "not an IANA timezone"),
+        ({"timezone": "Paris"}, "timezone", "did you mean 'Europe/Paris'?"),
         ({"name": ""}, "name", "at least 1 character"),
         ({"source_id": 4242}, "source_id", "source 4242 does not exist"),
         ({"destination_id": "x"}, "destination_id", "valid integer"),

@@ -20,6 +20,7 @@ _SAMPLES: dict[str, Any] = {
     "timezone": "Europe/Paris",
     "retry_policy": {"max_attempts": 5, "backoff_seconds": [5, 30]},
     "catch_up": "all",
+    "schema_changes": "ignore_new_columns",
 }
 _BY_TYPE: dict[Any, Any] = {str | None: "sample-value", bool: False, list[str]: ["t1", "t2"]}
 

@@ -60,6 +60,25 @@ def test_unknown_timezone_is_rejected() -> None:
         schedule.validate_timezone("Mars/Olympus")
 
 
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("Paris", "'Europe/Paris'"),
+        ("new york", "'America/New_York'"),
+        ("europe/paris", "'Europe/Paris'"),
+        ("Europe/Pariss", "'Europe/Paris'"),
+    ],
+)
+def test_a_wrong_timezone_suggests_the_zone_meant(typed: str, meant: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        schedule.validate_timezone(typed)
+    (problem,) = caught.value.problems
+    assert problem.loc == "timezone"
+    assert problem.reason.startswith(
+        f"'{typed}' is not an IANA timezone name: did you mean {meant}"
+    )
+
+
 def test_a_cron_that_never_fires_is_rejected() -> None:
     with pytest.raises(ValidationFailed, match="never fires"):
         schedule.validate_cron("0 0 31 2 *")

@@ -77,6 +77,12 @@ def test_new_form_is_labelled_and_prefilled(seed: Seed, ui: UIClient) -> None:
     assert doc.find("input", name="schedule_preset", checked="").attrs["value"] == "daily"
     assert "Next 5 runs in UTC" in doc.by_id("schedule-preview").text
     assert len(doc.by_id("schedule-preview").find_all("li")) == 5
+    # A searchable list of IANA zones; the browser's zone replaces UTC (static/timezone.js).
+    tz = doc.by_id("f-timezone")
+    assert "data-browser-timezone" in tz.attrs and tz.attrs["list"] == "timezones"
+    zones = [o.attrs["value"] for o in doc.by_id("timezones").find_all("option")]
+    assert "Europe/Paris" in zones and "UTC" in zones
+    assert doc.find("script", src="/static/timezone.js") is not None
     # An existing source is picked by default; its type decides the copy fields.
     assert doc.find("input", name="copy_mode") is not None
     assert doc.find("button", **{"hx-post": "/connectors/form/discover"}) is not None

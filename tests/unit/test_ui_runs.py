@@ -243,3 +243,34 @@ def test_reset_refused_while_a_run_is_open(seed: Seed, admin: UIClient) -> None:
         "Could not reset" in admin.page(f"/connectors/{cid}").find("div", class_="flash error").text
     )
     assert seed.get(cid).state_key == before
+
+
+def test_schema_changes_are_a_table_and_a_system_pause_says_why(
+    seed: Seed, admin: UIClient
+) -> None:
+    cid = seed.connector(name="orders", schema_changes="pause")
+    rid = seed.run(
+        cid,
+        status="succeeded",
+        rows_loaded=3,
+        table_stats={"orders": 3},
+        schema_changes=[
+            {"table": "orders", "columns": ["discount"], "types": {"discount": "double"}},
+            {"table": "orders", "columns": ["price__v_text"], "types": {"price__v_text": "text"}},
+            {"table": "customers", "columns": ["id", "name"]},  # a run from before types
+        ],
+    )
+    doc = admin.page(f"/runs/{rid}")
+    table = doc.by_id("run-schema-changes")
+    assert table is not None and "{" not in table.text
+    rows = [[td.text.strip() for td in tr.find_all("td")] for tr in table.find_all("tr")[1:]]
+    assert rows == [
+        ["orders", "discount (double)", "price → text (stored in price__v_text)"],
+        ["customers", "id, name", "—"],
+    ]
+    page = admin.page(f"/connectors/{cid}")
+    assert "Pause (pause)" in page.by_id("schema-changes").text
+    assert page.by_id("paused-reason") is None
+    seed.set(cid, is_active=False, paused_reason="The source has a new column 'discount'")
+    reason = admin.page(f"/connectors/{cid}").by_id("paused-reason")
+    assert reason is not None and "new column 'discount'" in reason.text

@@ -152,6 +152,11 @@ class Connector(Base):
     retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Scheduled times missed while the worker or the platform was down: skip | latest | all.
     catch_up: Mapped[str] = mapped_column(String(10), default="latest")
+    # New source columns: propagate | ignore_new_columns | pause (domain/vocabulary.py).
+    schema_changes: Mapped[str] = mapped_column(String(20), default="propagate")
+    # Why the system paused the connector (a run met a schema change under "pause");
+    # cleared when it is resumed.
+    paused_reason: Mapped[str | None] = mapped_column(Text)
     # Names the connector's pipeline state (dlt's, the fast path's) outside this database;
     # new on create and on reset, so no other connector and no earlier life of this one
     # shares it. None: a connector from before it existed (state named by the id alone).

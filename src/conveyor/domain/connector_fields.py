@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from pydantic import Field
 
 from conveyor.domain.retry_policy import RetryPolicyField, default_policy
-from conveyor.domain.vocabulary import CatchUp
+from conveyor.domain.vocabulary import CatchUp, SchemaChangePolicy
 
 if TYPE_CHECKING:
     from conveyor.settings import Settings
@@ -117,6 +117,8 @@ FIELDS: tuple[ConnectorField, ...] = (
     ConnectorField("catch_up", CatchUp, default="latest", nullable=False),
     # Automatic retries of transient failures (conveyor.domain.retry_policy); null = defaults.
     ConnectorField("retry_policy", RetryPolicyField | None, implied=default_policy),
+    # New source columns: added, left out, or the connector paused (pipelines/runner.py).
+    ConnectorField("schema_changes", SchemaChangePolicy, default="propagate", nullable=False),
 )
 
 

@@ -47,10 +47,36 @@ def _ever_fires(text: str) -> bool:
 
 
 def validate_timezone(name: str, *, loc: str = "timezone") -> str:
-    """Return the IANA timezone name, or raise naming it."""
+    """Return the IANA timezone name, or raise naming it and the zones it may have meant."""
     if name not in _timezones():
-        raise ValidationFailed.field(loc, f"'{name}' is not an IANA timezone (e.g. 'Europe/Paris')")
+        close = suggest_timezones(name)
+        hint = (
+            "did you mean " + " or ".join(f"'{z}'" for z in close) + "?"
+            if close
+            else "e.g. 'Europe/Paris', 'America/New_York' or 'UTC'"
+        )
+        raise ValidationFailed.field(loc, f"'{name}' is not an IANA timezone name: {hint}")
     return name
+
+
+def suggest_timezones(text: str, limit: int = 3) -> list[str]:
+    """IANA zones a user may have meant: a city typed alone ("Paris", "new york"), the
+    right name in the wrong case, or a near miss ("Europe/Pari")."""
+    import difflib
+
+    wanted = "_".join(text.strip().split()).lower()
+    if not wanted:
+        return []
+    zones = sorted(_timezones())
+    exact = [z for z in zones if z.lower() == wanted or z.lower().rsplit("/", 1)[-1] == wanted]
+    if exact:
+        return exact[:limit]
+    lowered = {z.lower(): z for z in zones}
+    near = difflib.get_close_matches(wanted, list(lowered), n=limit, cutoff=0.75)
+    if near:
+        return [lowered[n] for n in near]
+    cities = {z.lower().rsplit("/", 1)[-1]: z for z in zones}
+    return [cities[c] for c in difflib.get_close_matches(wanted, list(cities), n=limit)]
 
 
 @lru_cache(maxsize=1)

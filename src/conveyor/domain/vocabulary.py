@@ -116,6 +116,16 @@ FAILURE_INTERNAL: Final = "internal"  # a bug in Conveyor or a library
 
 CatchUp = Literal["skip", "latest", "all"]
 CATCH_UP_POLICIES: Final[tuple[CatchUp, ...]] = ("skip", "latest", "all")
+
+# What a run does when the source has columns the destination's tables lack:
+# add them (propagate), load the rows without them (ignore_new_columns), or stop and pause
+# the connector until someone decides (pause).
+SchemaChangePolicy = Literal["propagate", "ignore_new_columns", "pause"]
+SCHEMA_CHANGE_POLICIES: Final[tuple[SchemaChangePolicy, ...]] = (
+    "propagate",
+    "ignore_new_columns",
+    "pause",
+)
 CATCH_UP_MAX: Final = 24  # catch_up=all runs at most this many missed times
 
 # A destination's Prefect global concurrency limit (its max_concurrent_runs).

@@ -99,9 +99,10 @@ class StepFailed(RunFailed):
     """A step failed; carries the explanation. Raised ``from None`` so neither Prefect's
     task logging nor a traceback shows the original (possibly secret-bearing) error."""
 
-    def __init__(self, why: Explanation) -> None:
+    def __init__(self, why: Explanation, *, pause: bool = False) -> None:
         super().__init__(why.message)
         self.why = why
+        self.pause = pause  # the connector's schema change policy asks to pause it
 
 
 def guarded(
@@ -119,7 +120,20 @@ def guarded(
         src, dst = (types_of.source_info, types_of.destination_info) if types_of else (None, None)
         why = explain(exc, secrets, source=src, destination=dst)
         _logger().error("%s", why.detail)
-        raise StepFailed(why) from None
+        pause = isinstance(exc, runner.SchemaChangeRefused)
+        raise StepFailed(why, pause=pause) from None
+
+
+def _pause(connector_id: int, reason: str, settings: Settings) -> None:
+    """Pause the connector for its schema change policy (the reconciler pauses its
+    deployment); the run still closes failed whatever happens here."""
+    try:
+        box = SecretBox(settings.secret_keys())
+        with session_scope(settings.effective_database_url) as session:
+            connectors.pause_for(connector_id, reason, session=session, box=box)
+        _logger().warning("connector %s paused: %s", connector_id, reason)
+    except Exception as exc:
+        log.warning("could not pause connector %s: %s", connector_id, exc)
 
 
 def _logger() -> Any:
@@ -151,6 +165,8 @@ def execute(
             # this flow run ends Failed either way.
             start = create_flow_run if FlowRunContext.get() is not None else None
             flush_current()  # the whole log is stored before the record says how it ended
+            if exc.pause:
+                _pause(connector_id, exc.why.message, settings)
             retries.after_failure(run_id, exc.why, settings=settings, start=start)
             raise RunFailed(exc.why.message) from None
         except BaseException:

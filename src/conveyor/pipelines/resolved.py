@@ -28,6 +28,8 @@ class ResolvedConnector:
     # Keys the connector's state outside Conveyor (``Connector.state_key``); None: a
     # connector from before state keys, whose state is named by its id alone.
     state_key: str | None = None
+    # New source columns: propagate | ignore_new_columns | pause (Connector.schema_changes).
+    schema_changes: str = "propagate"
 
     @property
     def pipeline_name(self) -> str:

@@ -17,6 +17,7 @@ from conveyor.domain.vocabulary import merged_config, secret_values
 from conveyor.errors import ValidationFailed
 from conveyor.pipelines import direct, transfer, waiting
 from conveyor.pipelines.contract import TypeContext
+from conveyor.pipelines.failures import DataFailure
 from conveyor.pipelines.registry import get_type, validate_config
 from conveyor.pipelines.resolved import ResolvedConnector, RunStats
 from conveyor.secrets import SecretBox
@@ -26,6 +27,29 @@ __all__ = ["ResolvedConnector", "RunStats", "merged_config", "resolve", "run", "
 
 log = logging.getLogger("conveyor.pipelines")
 T = TypeVar("T")
+
+
+# dlt schema contracts for the connector's schema change policy. A table new to the
+# destination is created with all its columns whatever the policy (dlt applies the columns
+# contract to existing tables only).
+SCHEMA_CONTRACTS: dict[str, dict[str, str] | None] = {
+    "propagate": None,
+    "ignore_new_columns": {"columns": "discard_value"},
+    "pause": {"columns": "freeze"},
+}
+
+
+class SchemaChangeRefused(DataFailure):
+    """A run met new source columns under the ``pause`` policy: nothing of it was loaded,
+    and the flow pauses the connector with this message as the reason."""
+
+    def __init__(self, table: str, column: str) -> None:
+        super().__init__(
+            f"The source has a new column {column!r} in table {table!r} and this connector's "
+            "schema change policy is 'pause': nothing was loaded and the connector was paused. "
+            "Choose 'propagate' (add the column) or 'ignore_new_columns', then resume it."
+        )
+        self.table, self.column = table, column
 
 
 def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
@@ -61,6 +85,7 @@ def resolve(connector: Connector, box: SecretBox) -> ResolvedConnector:
         destination=validate_config("destination", dst_info.name, dst_plain, loc="destination"),
         secrets=tuple(secrets),
         state_key=connector.state_key,
+        schema_changes=connector.schema_changes or "propagate",
     )
 
 
@@ -87,7 +112,8 @@ def run(connector: ResolvedConnector, settings: Settings) -> RunStats:
     netguard.check_connector(connector, settings)
     if connector.is_transfer:
         return transfer.run(connector, settings)
-    plan = direct.plan(connector)
+    # Direct copies add new columns themselves: other policies go through dlt's contracts.
+    plan = direct.plan(connector) if connector.schema_changes == "propagate" else None
     if plan is None:
         return _when_unlocked(connector, lambda: run_dlt(connector, settings))
     stats = RunStats()
@@ -175,8 +201,13 @@ def run_dlt(connector: ResolvedConnector, settings: Settings) -> RunStats:
             pipelines_dir=str(pipelines_dir),
         )
         started = time.monotonic()
+        contract = SCHEMA_CONTRACTS.get(connector.schema_changes)
         with _environment(target.dlt_env):
-            _run_pipeline(pipeline, source, target, stats)
+            try:
+                _run_pipeline(pipeline, source, target, stats, contract)
+            except Exception as exc:
+                _refused(exc)
+                raise
         log.info(
             "connector %s: pipeline finished in %.1fs", connector.id, time.monotonic() - started
         )
@@ -199,7 +230,20 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def _run_pipeline(pipeline: Any, source: Any, target: Any, stats: RunStats) -> None:
+def _refused(exc: BaseException) -> None:
+    """Raise SchemaChangeRefused when ``exc`` is dlt refusing a new column (freeze)."""
+    from dlt.common.schema.exceptions import DataValidationError
+
+    from conveyor.pipelines.explain import causes
+
+    for cause in causes(exc):
+        if isinstance(cause, DataValidationError) and cause.schema_entity == "columns":
+            raise SchemaChangeRefused(cause.table_name, cause.column_name) from exc
+
+
+def _run_pipeline(
+    pipeline: Any, source: Any, target: Any, stats: RunStats, contract: Any = None
+) -> None:
     if pipeline.has_pending_data:
         # The last run extracted data it could not deliver: deliver that first (dlt
         # would otherwise skip this run's extract), then read what is new.
@@ -208,7 +252,9 @@ def _run_pipeline(pipeline: Any, source: Any, target: Any, stats: RunStats) -> N
         stats.notes.append(
             f"delivered {len(pending.loads_ids)} load package(s) left pending by the last run"
         )
-    info = pipeline.run(source, loader_file_format=target.loader_file_format)
+    info = pipeline.run(
+        source, loader_file_format=target.loader_file_format, schema_contract=contract
+    )
     _collect(pipeline, info, stats)
 
 
@@ -236,9 +282,13 @@ def _collect(pipeline: Any, info: Any, stats: RunStats) -> None:
         for table_name, table in (package.schema_update or {}).items():
             if table_name.startswith("_dlt"):
                 continue
-            columns = [c for c in (table.get("columns") or {}) if not c.startswith("_dlt")]
+            found = table.get("columns") or {}
+            columns = [c for c in found if not c.startswith("_dlt")]
             if columns:
-                stats.schema_changes.append({"table": table_name, "columns": columns})
+                types = {c: found[c].get("data_type") for c in columns if found[c].get("data_type")}
+                stats.schema_changes.append(
+                    {"table": table_name, "columns": columns, "types": types}
+                )
 
 
 def summary(stats: RunStats, seconds: float) -> str:

@@ -25,7 +25,7 @@ from conveyor.errors import Conflict, NotFound, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, validate_config
 from conveyor.secrets import SecretBox, keep_unchanged_secrets, mask_config
 from conveyor.services import audit, catalog
-from conveyor.services.authz import Actor, require_owner_or_admin, require_role
+from conveyor.services.authz import SYSTEM, Actor, require_owner_or_admin, require_role
 from conveyor.settings import Settings
 
 MANAGED_BY = ("ui", "api", "file")
@@ -215,6 +215,8 @@ def snapshot(c: Connector) -> dict[str, Any]:
         "destination_config_override": mask_config(c.destination_config_override, dst_secrets),
         **stored_values(c),
         "deployment_name": c.deployment_name,
+        # Only while the system holds it paused (a schema change under "pause").
+        **({"paused_reason": c.paused_reason} if c.paused_reason else {}),
     }
 
 
@@ -368,6 +370,8 @@ def update(
     for key in ("name", *NAMES):
         if key in fields:
             setattr(c, key, fields[key])
+    if c.is_active:
+        c.paused_reason = None  # resumed: the system's reason for the pause no longer holds
     if managed_by:
         c.managed_by = managed_by
     after = snapshot(c)
@@ -398,6 +402,17 @@ def set_active(
     """Pause (deactivate) or resume a connector."""
     return update(
         connector_id, ConnectorPatch(is_active=active), session=session, actor=actor, box=box
+    )
+
+
+def pause_for(connector_id: int, reason: str, *, session: Session, box: SecretBox) -> Connector:
+    """The system pauses a connector and says why (a run met a schema change under the
+    "pause" policy): through ``update``, so the reconciler pauses its deployment and the
+    audit log has the pause with its reason; the pages show the reason until a resume."""
+    c = get(connector_id, session=session)
+    c.paused_reason = reason
+    return update(
+        connector_id, ConnectorPatch(is_active=False), session=session, actor=SYSTEM, box=box
     )
 
 

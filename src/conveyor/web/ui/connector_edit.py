@@ -116,6 +116,7 @@ def _context(
         "copy_type": _copy_type(_source_type(values, sources)),
         "presets": cf.PRESETS,
         "catch_up_choices": cf.CATCH_UP_CHOICES,
+        "schema_change_choices": cf.SCHEMA_CHANGE_CHOICES,
         "weekdays": cf.WEEKDAYS,
         "write_modes": cf.WRITE_MODES,
         "timezones": sorted(sched._timezones()),
@@ -130,6 +131,7 @@ def new_form(request: Request, actor: UIActor) -> Response:
     ctx["v"] = cf.empty_values(ctx["sources"], ctx["destinations"])
     ctx["source_type"] = _source_type(ctx["v"], ctx["sources"])
     ctx["copy_type"] = _copy_type(ctx["source_type"])
+    ctx["timezone_from_browser"] = True  # static/timezone.js: the browser's zone, if known
     return render(request, "connectors/form.html", ctx)
 
 
@@ -244,6 +246,7 @@ def _save(
         "tags": cf.split_list(values["tags"]),
         "retry_policy": cf.retry_policy_from(values, problems),
         "catch_up": values["catch_up"] or "latest",
+        "schema_changes": values.get("schema_changes") or "propagate",
     }
     try:
         if connector_id is None:

@@ -51,6 +51,12 @@ CATCH_UP_CHOICES: list[tuple[str, str, str]] = [
     ("skip", "Skip them", "None of the missed times runs; the next scheduled time does."),
     ("all", "Run each", "One run per missed time, oldest first, at most 24."),
 ]
+# The schema_changes choices (new columns in the source), with one line each.
+SCHEMA_CHANGE_CHOICES: list[tuple[str, str, str]] = [
+    ("propagate", "Add them", "New columns are added to the destination's tables (default)."),
+    ("ignore_new_columns", "Ignore them", "Rows load without the new columns' values."),
+    ("pause", "Pause", "The run loads nothing and the connector is paused until you decide."),
+]
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _DAILY = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* \*$")
 _WEEKLY = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* ([0-6])$")
@@ -246,7 +252,13 @@ def recovery_words(c: Any) -> dict[str, str]:
     )
     chosen = str(getattr(c, "catch_up", None) or "latest")
     label = next((label for value, label, _ in CATCH_UP_CHOICES if value == chosen), chosen)
-    return {"retry": retry, "catch_up": f"{label} ({chosen})"}
+    policy = str(getattr(c, "schema_changes", None) or "propagate")
+    said = next((label for value, label, _ in SCHEMA_CHANGE_CHOICES if value == policy), policy)
+    return {
+        "retry": retry,
+        "catch_up": f"{label} ({chosen})",
+        "schema_changes": f"{said} ({policy})",
+    }
 
 
 def retry_policy_from(
@@ -297,6 +309,7 @@ def values_from_connector(c: ConnectorOut) -> dict[str, Any]:
         "version": str(c.version),
         "schedule": s,
         "catch_up": str(getattr(c, "catch_up", None) or "latest"),
+        "schema_changes": str(getattr(c, "schema_changes", None) or "propagate"),
         **retry_values(getattr(c, "retry_policy", None)),
         **copy_values(c.source_config_override),
     }
@@ -322,6 +335,7 @@ def values_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
         "destination.new.name",
         "destination.new.type",
         "catch_up",
+        "schema_changes",
         "retry_max_attempts",
         "retry_backoff_seconds",
     )
@@ -345,6 +359,7 @@ def empty_values(sources: list[Any], destinations: list[Any]) -> dict[str, Any]:
         "version": "",
         "schedule": Schedule(),
         "catch_up": "latest",
+        "schema_changes": "propagate",
         **retry_values(default_policy()),
         **copy_values({}),
     }
@@ -385,8 +400,8 @@ def field_key(loc: str) -> str:
     if head == "retry_policy":
         sub = rest.split(".", 1)[0]
         return "retry_backoff_seconds" if sub == "backoff_seconds" else "retry_max_attempts"
-    if head == "catch_up":
-        return "catch_up"
+    if head in ("catch_up", "schema_changes"):
+        return head
     return ""
 
 

@@ -157,7 +157,7 @@ def _detail(request: Request, connector_id: int) -> dict[str, Any]:
         c = svc.get(connector_id, session=session)
         runs = runs_svc.list_for_connector(connector_id, session=session, limit=HISTORY_SIZE)
         out = svc.to_out(c, settings, runs[0] if runs else None)
-        owner_id = c.owner_id
+        owner_id, paused_reason = c.owner_id, c.paused_reason
         history = daily_stats.daily(connector_id, session=session, days=chart.HISTORY_DAYS)
     actor = request.state.actor
     return {
@@ -166,6 +166,7 @@ def _detail(request: Request, connector_id: int) -> dict[str, Any]:
         "duration": svc.duration,
         "chart": chart.render(history),
         "recovery": cf.recovery_words(out),
+        "paused_reason": paused_reason,  # set when the system paused it (schema changes)
         "can_change": can_change_connector(actor, owner_id),
         "deployment_url": deployment_url(settings, out.prefect_deployment_id),
         "busy": out.sync_status == "pending" or any(r.status in IN_FLIGHT for r in runs),

@@ -31,6 +31,7 @@ from conveyor.web.ui.base import (
     render,
 )
 from conveyor.web.ui.connectors import flow_run_url
+from conveyor.web.ui.schema_changes import schema_change_rows
 
 router = APIRouter(route_class=UIRoute)
 
@@ -70,6 +71,7 @@ def _run_context(request: Request, run_id: int) -> dict[str, Any]:
         "run": out,
         "connector_name": name,
         "tables": table_rows(out.table_stats),
+        "schema_changes": schema_change_rows(out.schema_changes),
         "flow_run_url": flow_run_url(settings, out.prefect_flow_run_id),
         "busy": busy,
         "advice": run_advice.advice(out, ends, next_at),

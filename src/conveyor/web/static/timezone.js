@@ -1,0 +1,36 @@
+// A new connector's time zone starts as the browser's own (an IANA name such as
+// "Europe/Paris"), when Conveyor knows that zone; the server's default (UTC) stays
+// otherwise. Kept in a file: the Content-Security-Policy allows no inline script.
+(function () {
+  "use strict";
+
+  function browserZone() {
+    try {
+      return Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+    } catch (e) {
+      return "";
+    }
+  }
+
+  function apply() {
+    var input = document.getElementById("f-timezone");
+    if (!input || !input.hasAttribute("data-browser-timezone")) return;
+    input.removeAttribute("data-browser-timezone");
+    var zone = browserZone();
+    var list = input.list;
+    if (!zone || zone === input.value || !list) return;
+    var known = Array.prototype.some.call(list.options, function (o) {
+      return o.value === zone;
+    });
+    if (!known) return;
+    input.value = zone;
+    // The schedule preview (htmx, on change) shows the runs in the new zone.
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", apply);
+  } else {
+    apply();
+  }
+})();
