@@ -22,7 +22,7 @@ def _connectors(platform: Platform) -> list[Connector]:
 
 
 def test_keyboard_only(web_only: Platform, new_page: Any) -> None:
-    """Log in, reach the list's switch and flip it, all from the keyboard."""
+    """Log in, flip the list's switch and create a connector, all from the keyboard."""
     seed = Seed(web_only.settings)
     cid = seed.connector(name="orders-sync", by="alice")
     page = new_page()
@@ -49,6 +49,29 @@ def test_keyboard_only(web_only: Platform, new_page: Any) -> None:
     page.get_by_role("switch", name="Resume orders-sync").wait_for()
     assert seed.get(cid).is_active is False
     assert switch.count() == 0
+    # Create a connector with the keyboard alone: Tab to each field, type, Enter.
+    _tab_to(page, "el.tagName === 'A' && el.textContent.trim() === 'New connector'")
+    page.keyboard.press("Enter")
+    page.wait_for_url(web_only.base_url + "/connectors/new")
+    _tab_to(page, "el.name === 'name'")
+    page.keyboard.type("made-by-keyboard")
+    _tab_to(page, "el.name === 'tables'")
+    page.keyboard.type("orders, customers")
+    _tab_to(page, "el.type === 'submit' && el.textContent.trim() === 'Create connector'")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/connectors/\d+$"))
+    made = _connectors(web_only)[-1]
+    assert made.name == "made-by-keyboard" and made.id != cid
+    assert made.source_config_override["tables"] == ["orders", "customers"]
+
+
+def _tab_to(page: Any, test: str, limit: int = 80) -> None:
+    """Press Tab until the focused element ``el`` passes the JavaScript ``test``."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"(() => {{ const el = document.activeElement; return {test}; }})()"):
+            return
+    raise AssertionError(f"Tab never reached an element where {test}")
 
 
 def test_narrow_screen(web_only: Platform, new_page: Any) -> None:

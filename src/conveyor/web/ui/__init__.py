@@ -9,7 +9,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from conveyor.web.ui import admin, auth, connector_edit, connectors, csrf, endpoints, runs
+from conveyor.web.ui import (
+    admin,
+    auth,
+    connector_edit,
+    connectors,
+    csrf,
+    endpoints,
+    not_found,
+    runs,
+)
 from conveyor.web.ui.base import WEB_DIR
 
 router = APIRouter(dependencies=[Depends(csrf.verify)], include_in_schema=False)
@@ -30,4 +39,5 @@ for _module_router in (
 def install(app: FastAPI) -> None:
     """Serve the UI pages at the root and the static assets under /static."""
     app.include_router(router)
+    not_found.install(app)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")

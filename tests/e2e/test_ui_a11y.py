@@ -1,0 +1,73 @@
+"""Accessibility: axe-core on every page of the UI, no serious or critical violation.
+
+axe-core is shipped in tests/e2e/vendor/axe-core/ (see its README): nothing is downloaded
+at test time. It goes in with ``add_init_script``, which Chromium runs through DevTools on
+every new document, outside the page's Content-Security-Policy. So the pages are checked
+with their real CSP in force (no ``bypass_csp``): an inline <script> tag would be refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Platform, login
+from tests.fixtures.ui import Seed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+BLOCKING = ("serious", "critical")
+
+# Violations as text: rule, impact, and the first few elements it names.
+_RUN_AXE = """async () => {
+  const r = await axe.run(document, {resultTypes: ["violations"]});
+  return r.violations.filter(v => ["serious", "critical"].includes(v.impact)).map(v =>
+    `${v.id} (${v.impact}): ${v.help} — ` +
+    v.nodes.slice(0, 3).map(n => n.target.join(" ") + " " +
+      ((n.any[0] || n.all[0] || n.none[0] || {}).message || "").slice(0, 160)).join(" | "));
+}"""
+
+
+def _violations(page: Any, base_url: str, path: str) -> list[str]:
+    page.goto(base_url + path)
+    page.wait_for_load_state("load")
+    return [f"{path}: {v}" for v in page.evaluate(_RUN_AXE)]
+
+
+def test_no_serious_or_critical_violation_on_any_page(web_only: Platform, new_page: Any) -> None:
+    seed = Seed(web_only.settings)
+    src = seed.endpoint("source", name="Sales DB")
+    dst = seed.endpoint("destination", name="Warehouse")
+    cid = seed.connector(name="orders-daily", source_id=src, destination_id=dst)
+    failed = seed.run(cid, status="failed", error="connection reset by peer", rows_loaded=None)
+    ok = seed.run(cid, status="succeeded", rows_loaded=1234)
+    page = new_page()
+    page.context.add_init_script(path=str(AXE))
+    base = web_only.base_url
+    found = _violations(page, base, "/login")
+    login(page, base, "alice")
+    for path in (
+        "/connectors",
+        f"/connectors/{cid}",
+        "/connectors/new",
+        f"/connectors/{cid}/edit",
+        "/sources",
+        "/sources/new",
+        f"/sources/{src}",
+        "/destinations",
+        "/destinations/new",
+        f"/destinations/{dst}",
+        f"/runs/{failed}",
+        f"/runs/{ok}",
+        "/admin/users",
+        "/admin/tokens",
+        "/admin/audit",
+        "/account/password",
+        "/no/such/page",
+        "/docs",
+    ):
+        found += _violations(page, base, path)
+    assert found == [], "\n".join(found)
