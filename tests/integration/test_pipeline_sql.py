@@ -163,6 +163,31 @@ def test_sqlite_source_uses_pyarrow(factory: Any, tmp_path: Path) -> None:
     ]
 
 
+def test_per_table_columns_and_write_modes(factory: Any, tmp_path: Path) -> None:
+    """What the connector form's per-table choices store: each table its own columns and
+    write mode (items: append two columns; prices: merge on its key, every column)."""
+    import sqlite3
+
+    db = tmp_path / "shop.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, secret TEXT)")
+        conn.execute("CREATE TABLE prices (sku INTEGER PRIMARY KEY, price REAL)")
+        conn.executemany("INSERT INTO items VALUES (?, ?, 'x')", [(i, f"i{i}") for i in range(5)])
+        conn.executemany("INSERT INTO prices VALUES (?, ?)", [(i, i / 2) for i in range(3)])
+    tables = [
+        {"name": "items", "columns": ["id", "name"], "write_disposition": "append"},
+        {"name": "prices", "primary_key": "sku", "write_disposition": "merge"},
+    ]
+    cid = factory(sql_source(f"sqlite:///{db}", tables=tables), ("duckdb", {}))
+    assert run_connector(cid, settings=factory.settings)["tables"] == {"items": 5, "prices": 3}
+    assert run_connector(cid, settings=factory.settings)["tables"] == {"items": 5, "prices": 3}
+    ds = f"connector_{cid}"
+    cols = duckdb_rows(factory.settings, f"SELECT column_name FROM (DESCRIBE {ds}.items)")
+    assert sorted(c[0] for c in cols if not c[0].startswith("_dlt")) == ["id", "name"]
+    assert duckdb_rows(factory.settings, f"SELECT count(*) FROM {ds}.items") == [(10,)]
+    assert duckdb_rows(factory.settings, f"SELECT count(*) FROM {ds}.prices") == [(3,)]
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
 def test_postgres_to_local_files(factory: Any, source_db: str, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / "out"

@@ -60,6 +60,9 @@ class CopyField:
     choice: str = ""
     choice_label: str = ""
     discover: str = ""  # a button that lists names to pick from (its label)
+    # Discovered items are tables with columns: each picked one gets its own columns to
+    # copy, write mode, primary key and cursor (``{"name", "columns", ...}`` list items).
+    per_table: bool = False
 
 
 @dataclass(frozen=True)

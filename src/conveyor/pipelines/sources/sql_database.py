@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from conveyor.pipelines import failures
-from conveyor.pipelines.config import CopyOptions, DatabaseConnection, TypeConfig, connection_url
+from conveyor.pipelines.config import (
+    CopyOptions,
+    DatabaseConnection,
+    TypeConfig,
+    WriteDisposition,
+    connection_url,
+)
 from conveyor.pipelines.contract import Capabilities, CopyField, SourceType, TypeContext
 
 if TYPE_CHECKING:
@@ -16,12 +22,33 @@ if TYPE_CHECKING:
 
 
 class TableSpec(BaseModel):
-    """One table to copy, optionally with a column subset and its own keys."""
+    """One table to copy, optionally with a column subset, its own keys and write mode
+    (unset: the connector-wide ones)."""
 
     name: str = Field(min_length=1)
     columns: list[str] | None = None
     primary_key: str | list[str] | None = None
     cursor_column: str | None = None
+    write_disposition: WriteDisposition | None = None
+
+    def problem(self, default_key: Any) -> str | None:
+        """Why this table's settings cannot work (None: they can). Checked by the config
+        (not here), so the API's error is one sentence naming the table, not a union's."""
+        if self.columns is not None and not self.columns:
+            return f"table '{self.name}': columns is empty (leave it out to copy every column)"
+        if self.write_disposition == "merge" and not (self.primary_key or default_key):
+            return f"table '{self.name}': write mode merge needs a primary key"
+        if self.columns is None:
+            return None
+        keys = [self.primary_key] if isinstance(self.primary_key, str) else self.primary_key
+        for role, names in (("primary key", keys or []), ("cursor", [self.cursor_column])):
+            missing = [n for n in names if n and n not in self.columns]
+            if missing:
+                return (
+                    f"table '{self.name}': {role} column {', '.join(missing)} "
+                    "is not among the columns to copy"
+                )
+        return None
 
 
 class SqlDatabaseConfig(CopyOptions, DatabaseConnection, TypeConfig):
@@ -38,6 +65,10 @@ class SqlDatabaseConfig(CopyOptions, DatabaseConnection, TypeConfig):
     def _tables_or_query(self) -> SqlDatabaseConfig:
         if self.tables is not None and self.query is not None:
             raise ValueError("give tables or query, not both")
+        for t in self.tables or []:
+            problem = t.problem(self.primary_key) if isinstance(t, TableSpec) else None
+            if problem:
+                raise ValueError(problem)
         return self
 
     @field_validator("query")
@@ -84,7 +115,7 @@ __all__ = ["SqlDatabaseConfig", "SqlDatabaseSource", "TableSpec", "connection_ur
 def table_options(cfg: SqlDatabaseConfig, spec: TableSpec) -> CopyOptions:
     """The table's own keys and cursor, falling back to the connector-wide ones."""
     return CopyOptions(
-        write_disposition=cfg.write_disposition,
+        write_disposition=spec.write_disposition or cfg.write_disposition,
         primary_key=spec.primary_key or cfg.primary_key,
         cursor_column=spec.cursor_column or cfg.cursor_column,
         initial_value=cfg.initial_value,
@@ -352,11 +383,15 @@ class SqlDatabaseSource(SourceType):
         CopyField(
             "tables",
             "Tables",
-            help="Comma-separated names, or pick them after “Discover tables”. Empty: every table.",
+            help=(
+                "Tick them after “Discover tables” (each with its columns, write mode and keys), "
+                "or type names, comma-separated. None at all: every table."
+            ),
             many=True,
             choice="tables",
             choice_label="Whole tables",
             discover="Discover tables",
+            per_table=True,
         ),
         CopyField(
             "query",

@@ -28,6 +28,7 @@ class Discovery:
     names: list[str] = field(default_factory=list)
     error: str | None = None
     what: str = "tables"
+    items: list[Any] = field(default_factory=list)  # as discovered: tables with their columns
 
 
 def _secrets_of(kind: Kind, type_name: str, config: dict[str, Any]) -> list[str]:
@@ -91,6 +92,7 @@ def discover(type_name: str, config: dict[str, Any], settings: Settings | None =
     if isinstance(found, dict):
         for key in ("tables", "files", "resources"):
             if key in found:
-                return Discovery(_names_from(found[key]), what=key)
+                items = found[key] if isinstance(found[key], list) else []
+                return Discovery(_names_from(found[key]), what=key, items=items)
         return Discovery(_names_from(found.keys()))
     return Discovery(_names_from(found))

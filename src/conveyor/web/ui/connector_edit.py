@@ -25,7 +25,7 @@ from conveyor.services import catalog
 from conveyor.services import connectors as svc
 from conveyor.services.authz import Actor, require_owner_or_admin, require_role
 from conveyor.web.deps import unit_of_work
-from conveyor.web.ui import checks, schema_form
+from conveyor.web.ui import checks, schema_form, table_picks
 from conveyor.web.ui import connector_form as cf
 from conveyor.web.ui.base import UIActor, UIRoute, flash, get_settings, redirect, render
 
@@ -234,7 +234,7 @@ def _save(
         sources = catalog.list_all("source", session=session)
     source_type = _source_type(values, sources)
     override = cf.copy_override(
-        form, source_type, current.source_config_override if current else {}
+        form, source_type, current.source_config_override if current else {}, problems
     )
     fields: dict[str, Any] = {
         "name": values["name"],
@@ -421,12 +421,19 @@ async def discover(request: Request, actor: UIActor) -> Response:
     require_role(actor, "editor", "discover sources")
     form = await request.form()
 
-    def work() -> checks.Discovery:
+    def work() -> tuple[checks.Discovery, ConveyorType | None]:
         found = _config_from_form("source", form, request)
         if isinstance(found, str):
-            return checks.Discovery(error=found)
-        return checks.discover(found[0], found[1], get_settings(request))
+            return checks.Discovery(error=found), None
+        return checks.discover(found[0], found[1], get_settings(request)), _copy_type(found[0])
 
-    found = await run_in_threadpool(work)
-    picked = set(cf.split_list(str(form.get("tables") or ""))) | set(form.getlist("table"))
+    found, copy_type = await run_in_threadpool(work)
+    typed = cf.split_list(str(form.get("tables") or ""))
+    per_table = next((f for f in copy_type.copy_form if f.per_table), None) if copy_type else None
+    if per_table is not None and not found.error:
+        ctx = table_picks.discovered_context(form, found.items, typed)
+        ctx.update(copy_type=copy_type, write_modes=cf.WRITE_MODES)
+        ctx["discover_label"] = per_table.discover
+        return render(request, "partials/table_picks.html", {**ctx, "errors": {}})
+    picked = set(typed) | set(form.getlist("table"))
     return render(request, "partials/discovered.html", {"found": found, "picked": picked})

@@ -19,6 +19,7 @@ from conveyor.domain.schedule import next_runs, validate_cron
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.contract import ConveyorType, CopyField
 from conveyor.pipelines.registry import get_type, list_types
+from conveyor.web.ui import table_picks
 
 PRESETS: list[tuple[str, str]] = [
     ("hourly", "Every hour"),
@@ -153,8 +154,13 @@ def _copy_form_names() -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def copy_values(override: Mapping[str, Any]) -> dict[str, str]:
-    """The 'what to copy' inputs, filled from a connector's source override."""
+def _per_table_names() -> set[str]:
+    return {f.name for t in list_types("source") for f in t.copy_form if f.per_table}
+
+
+def copy_values(override: Mapping[str, Any]) -> dict[str, Any]:
+    """The 'what to copy' inputs, filled from a connector's source override; per-table
+    items are shown as chosen table rows (``table_rows``), not as typed names."""
     pk = override.get("primary_key")
     choices = [f for t in list_types("source") for f in t.copy_form if f.choice]
     chosen = next((f.choice for f in choices if override.get(f.name)), "")
@@ -167,11 +173,19 @@ def copy_values(override: Mapping[str, Any]) -> dict[str, str]:
     for name in _copy_form_names():
         value = override.get(name)
         out[name] = ", ".join(_names(value)) if isinstance(value, list) else str(value or "")
-    return out
+    rows: list[table_picks.TableRow] = []
+    for name in _per_table_names() & set(override):
+        value = override.get(name)
+        rows = table_picks.rows({}, table_picks.settings_from_override(value), _names(value))
+        out[name] = ""
+    return {**out, "table_rows": rows}
 
 
 def copy_override(
-    form: Mapping[str, Any], source_type: str | None, current: Mapping[str, Any]
+    form: Mapping[str, Any],
+    source_type: str | None,
+    current: Mapping[str, Any],
+    problems: list[FieldProblem] | None = None,
 ) -> dict[str, Any]:
     """The source override the form asks for; keys the form does not show are kept.
 
@@ -193,7 +207,7 @@ def copy_override(
     for f in fields:
         if f.choice and f.choice != chosen:
             continue
-        value = _copy_value(f, form, text(f.name), current.get(f.name))
+        value = _copy_value(f, form, text(f.name), current.get(f.name), problems)
         if value is not None:
             out[f.name] = value
     if text("write_disposition"):
@@ -206,7 +220,13 @@ def copy_override(
     return out
 
 
-def _copy_value(f: CopyField, form: Mapping[str, Any], typed: str, kept: Any) -> Any:
+def _copy_value(
+    f: CopyField,
+    form: Mapping[str, Any],
+    typed: str,
+    kept: Any,
+    problems: list[FieldProblem] | None = None,
+) -> Any:
     """One copy input's value for the override (None: leave it out)."""
     if not f.many:
         return typed or None
@@ -214,6 +234,8 @@ def _copy_value(f: CopyField, form: Mapping[str, Any], typed: str, kept: Any) ->
     names = list(dict.fromkeys(picked))
     if not names:
         return None
+    if f.per_table:  # each ticked table with the settings of its row
+        return table_picks.items_from_form(form, names, kept, [] if problems is None else problems)
     # Unchanged names keep their per-item settings (columns, keys, endpoints).
     return kept if _names(kept) == names else names
 
@@ -342,6 +364,8 @@ def values_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: str(form.get(k) or "") for k in keys}
     out["is_active"] = form.get("is_active") == "true"
     out["picked_tables"] = _getlist(form, "table")
+    out["table_rows"] = table_picks.rows_from_form(form)
+    out["discovered_json"] = str(form.get(table_picks.DISCOVERED) or "")
     out["schedule"] = schedule_from_form(form)
     return out
 
@@ -402,6 +426,8 @@ def field_key(loc: str) -> str:
         return "retry_backoff_seconds" if sub == "backoff_seconds" else "retry_max_attempts"
     if head in ("catch_up", "schema_changes"):
         return head
+    if head == "table":
+        return loc  # a chosen table's own setting: table.<name>.<part>
     return ""
 
 
