@@ -120,3 +120,26 @@ def test_a_plugin_may_not_replace_a_built_in_type() -> None:
     with pytest.raises(registry.PluginError, match="already registered"):
         registry.register(Impostor, origin="plugin 'impostor'")
     assert type(registry.get_type("source", "sql_database")).__name__ == "SqlDatabaseSource"
+
+
+def test_postgres_landing_names_schema_tables_and_a_query_without_the_password(
+    tmp_path: Any,
+) -> None:
+    from conveyor.pipelines.contract import TypeContext
+    from conveyor.pipelines.registry import get_type, validate_config
+    from conveyor.settings import Settings
+
+    info = get_type("destination", "postgres")
+    url = "postgresql://loader:s3cret@db.example.com:6543/warehouse"
+    config = validate_config("destination", "postgres", {"connection_string": url})
+    context = TypeContext(settings=Settings(home=tmp_path), connector_id=7)
+    lands = info.landing(config, context, ["orders"])  # type: ignore[attr-defined]
+    assert lands.where == "PostgreSQL db.example.com:6543/warehouse, schema connector_7"
+    assert lands.places == ('"connector_7"."orders"',)
+    assert lands.query == (
+        'psql "host=db.example.com port=6543 dbname=warehouse user=loader" '
+        '-c \'SELECT * FROM "connector_7"."orders" LIMIT 10\''
+    )
+    assert "s3cret" not in repr(lands)
+    for name in ("filesystem", "sftp", "rest_api", "duckdb"):
+        assert "landing" in type(get_type("destination", name)).__dict__, name

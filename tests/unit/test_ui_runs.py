@@ -274,3 +274,20 @@ def test_schema_changes_are_a_table_and_a_system_pause_says_why(
     seed.set(cid, is_active=False, paused_reason="The source has a new column 'discount'")
     reason = admin.page(f"/connectors/{cid}").by_id("paused-reason")
     assert reason is not None and "new column 'discount'" in reason.text
+
+
+def test_connector_and_run_pages_say_where_the_data_landed(
+    seed: Seed, admin: UIClient, settings: Settings
+) -> None:
+    cid = seed.connector(name="orders")
+    rid = seed.run(cid)  # loaded orders and order_lines
+    for page in (admin.page(f"/connectors/{cid}"), admin.page(f"/runs/{rid}")):
+        section = page.by_id("landing")
+        assert section is not None
+        path = settings.data_dir / "conveyor.duckdb"
+        assert f"DuckDB file {path}, schema connector_{cid}" in section.text
+        places = [li.text for li in section.find_all("li")]
+        assert places == [f"connector_{cid}.order_lines", f"connector_{cid}.orders"]
+        query = page.by_id("landing-query").attrs["value"]
+        assert query == f'duckdb {path} -c "SELECT * FROM connector_{cid}.order_lines LIMIT 10"'
+        assert f"connector_{cid}_staging" in section.text  # dlt's merge staging, explained

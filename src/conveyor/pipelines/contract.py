@@ -66,6 +66,18 @@ class CopyField:
 
 
 @dataclass(frozen=True)
+class Landing:
+    """Where a connector's data lands, for its pages: ``where`` in words, the ``places``
+    (schema-qualified tables, folders or URLs), a copyable ``query`` that reads it (never
+    a password in it) and a ``note`` (e.g. what a staging schema is)."""
+
+    where: str
+    places: tuple[str, ...] = ()
+    query: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class TypeContext:
     """What a type's ``build``, ``check`` and ``discover`` get besides the config."""
 
@@ -209,6 +221,11 @@ class DestinationType(ConveyorType):
 
     kind: ClassVar[Kind] = "destination"
     capabilities: ClassVar[Capabilities] = Capabilities(merge=True, lands_in="tables")
+
+    def landing(self, config: Any, context: TypeContext, tables: list[str]) -> Landing:
+        """Where the connector of ``context`` lands ``tables`` (names as loaded): a type
+        that knows better (schema, folders, a query to look) says so."""
+        return Landing(self.where(config, context.settings), tuple(tables))
 
     def open_sink(self, config: Any, context: TypeContext) -> Any:
         """Where files copied as they are go (``capabilities.file_transfer``): an object

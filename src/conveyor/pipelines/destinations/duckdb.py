@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from conveyor.pipelines.config import TypeConfig
-from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
+from conveyor.pipelines.contract import Capabilities, DestinationType, Landing, TypeContext
 from conveyor.pipelines.direct import DirectTable, check_required, conninfo, postgres_extension
 from conveyor.pipelines.failures import TransientFailure, TypeFailure
 from conveyor.pipelines.netguard import pin_conninfo
@@ -290,3 +290,20 @@ class DuckdbDestination(DestinationType):
 
     def where(self, config: Any, settings: Settings) -> str:
         return f"DuckDB file {database_path(config, settings)}"
+
+    def landing(self, config: Any, context: TypeContext, tables: list[str]) -> Landing:
+        path = database_path(config, context.settings)
+        schema = context.dataset(config.dataset_name)
+        places = tuple(f"{schema}.{t}" for t in tables)
+        query = f'duckdb {path} -c "SELECT * FROM {places[0]} LIMIT 10"' if places else ""
+        return Landing(
+            f"DuckDB file {path}, schema {schema}", places, query, _STAGING.format(schema)
+        )
+
+
+# dlt stages merge loads in a schema of their own beside the connector's: explained on the
+# connector page rather than dropped (the next merge would create it again).
+_STAGING = (
+    "A schema {0}_staging may sit beside it: dlt stages rows there before merging them "
+    "into {0}. It holds no data of its own and is emptied by each merge."
+)

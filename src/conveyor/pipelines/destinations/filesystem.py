@@ -9,7 +9,7 @@ from pydantic import model_validator
 
 from conveyor.pipelines import failures
 from conveyor.pipelines.config import FileFormat, S3Options, TypeConfig
-from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
+from conveyor.pipelines.contract import Capabilities, DestinationType, Landing, TypeContext
 from conveyor.pipelines.storage import Location, files_location
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
@@ -144,3 +144,8 @@ class FilesystemDestination(DestinationType):
 
     def where(self, config: Any, settings: Settings) -> str:
         return location(config).display()
+
+    def landing(self, config: Any, context: TypeContext, tables: list[str]) -> Landing:
+        base = location(config).display().rstrip("/")
+        folder = f"{base}/{context.dataset(config.dataset_name)}"
+        return Landing(f"Files under {folder}/", tuple(f"{folder}/{t}/" for t in tables))

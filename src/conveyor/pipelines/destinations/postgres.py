@@ -8,7 +8,7 @@ from pydantic import Field
 
 from conveyor.pipelines import failures
 from conveyor.pipelines.config import DatabaseConnection, TypeConfig
-from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
+from conveyor.pipelines.contract import Capabilities, DestinationType, Landing, TypeContext
 from conveyor.pipelines.direct import DirectTable, check_required, conninfo
 from conveyor.pipelines.netguard import pin_conninfo
 from conveyor.pipelines.target import DltTarget, default_dataset
@@ -311,3 +311,24 @@ class PostgresDestination(DestinationType):
 
     def drop_tables(self, config: Any, context: TypeContext, tables: list[str]) -> list[str]:
         return drop(config, connector_id=context.connector_id or 0, tables=tables)
+
+    def landing(self, config: Any, context: TypeContext, tables: list[str]) -> Landing:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(connection_url(config))
+        schema = context.dataset(config.target_schema)
+        places = tuple(f'"{schema}"."{t}"' for t in tables)
+        parts = [f"host={url.host}", f"port={url.port or 5432}", f"dbname={url.database}"]
+        if url.username:
+            parts.append(f"user={url.username}")  # never the password: psql asks for it
+        query = (
+            f"psql \"{' '.join(parts)}\" -c 'SELECT * FROM {places[0]} LIMIT 10'" if places else ""
+        )
+        where = f"PostgreSQL {url.host}:{url.port or 5432}/{url.database}, schema {schema}"
+        return Landing(where, places, query, _STAGING.format(schema))
+
+
+_STAGING = (
+    "A schema {0}_staging may sit beside it: dlt stages rows there before merging them "
+    "into {0}. It holds no data of its own and is emptied by each merge."
+)

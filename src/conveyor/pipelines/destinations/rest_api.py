@@ -14,7 +14,7 @@ from pydantic import Field, HttpUrl
 
 from conveyor.pipelines import failures, sinks
 from conveyor.pipelines.config import HttpAuth, TypeConfig
-from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
+from conveyor.pipelines.contract import Capabilities, DestinationType, Landing, TypeContext
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
 
@@ -244,3 +244,7 @@ class RestApiDestination(DestinationType):
 
     def where(self, config: Any, settings: Settings) -> str:
         return str(config.url)
+
+    def landing(self, config: Any, context: TypeContext, tables: list[str]) -> Landing:
+        url = str(config.url)
+        return Landing(f"Sent to {url}", (url,), note="Conveyor keeps no copy of what it sends.")

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from conveyor.pipelines import failures
 from conveyor.pipelines.config import FileFormat, SecretStrField, TypeConfig
-from conveyor.pipelines.contract import Capabilities, DestinationType, TypeContext
+from conveyor.pipelines.contract import Capabilities, DestinationType, Landing, TypeContext
 from conveyor.pipelines.storage import Location, sftp_location
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
@@ -108,3 +108,8 @@ class SftpDestination(DestinationType):
 
     def where(self, config: Any, settings: Settings) -> str:
         return f"sftp://{config.host}:{config.port}{config.path}"
+
+    def landing(self, config: Any, context: TypeContext, tables: list[str]) -> Landing:
+        base = self.where(config, context.settings).rstrip("/")
+        folder = f"{base}/{context.dataset(config.dataset_name)}"
+        return Landing(f"Files under {folder}/", tuple(f"{folder}/{t}/" for t in tables))

@@ -16,7 +16,7 @@ from conveyor.services import runs as runs_svc
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
 from conveyor.web.deps import unit_of_work
-from conveyor.web.ui import chart
+from conveyor.web.ui import chart, landing
 from conveyor.web.ui import connector_form as cf
 from conveyor.web.ui.base import (
     UIActor,
@@ -158,6 +158,9 @@ def _detail(request: Request, connector_id: int) -> dict[str, Any]:
         runs = runs_svc.list_for_connector(connector_id, session=session, limit=HISTORY_SIZE)
         out = svc.to_out(c, settings, runs[0] if runs else None)
         owner_id, paused_reason = c.owner_id, c.paused_reason
+        loaded = next((r for r in runs if r.status == "succeeded" and r.table_stats), None)
+        tables = landing.loaded_tables(loaded.table_stats if loaded else None)
+        lands = landing.landing(c, settings, tables)
         history = daily_stats.daily(connector_id, session=session, days=chart.HISTORY_DAYS)
     actor = request.state.actor
     return {
@@ -167,6 +170,7 @@ def _detail(request: Request, connector_id: int) -> dict[str, Any]:
         "chart": chart.render(history),
         "recovery": cf.recovery_words(out),
         "paused_reason": paused_reason,  # set when the system paused it (schema changes)
+        "landing": lands,
         "can_change": can_change_connector(actor, owner_id),
         "deployment_url": deployment_url(settings, out.prefect_deployment_id),
         "busy": out.sync_status == "pending" or any(r.status in IN_FLIGHT for r in runs),

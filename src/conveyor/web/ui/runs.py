@@ -19,7 +19,7 @@ from conveyor.services import connectors as svc
 from conveyor.services import run_logs
 from conveyor.services import runs as runs_svc
 from conveyor.web.deps import unit_of_work
-from conveyor.web.ui import run_advice
+from conveyor.web.ui import landing, run_advice
 from conveyor.web.ui.base import (
     UIActor,
     UIRoute,
@@ -63,6 +63,7 @@ def _run_context(request: Request, run_id: int) -> dict[str, Any]:
             c.source_id, c.source.name, c.destination_id, c.destination.name
         )
         name, owner_id = c.name, c.owner_id
+        lands = landing.landing(c, settings, landing.loaded_tables(out.table_stats))
         log_tail = run_logs.read(run_id, session=session, tail=LOG_TAIL_LINES)
     busy = out.status in run_advice.CANCELLABLE_STATUSES
     may = can_change_connector(request.state.actor, owner_id)
@@ -72,6 +73,7 @@ def _run_context(request: Request, run_id: int) -> dict[str, Any]:
         "connector_name": name,
         "tables": table_rows(out.table_stats),
         "schema_changes": schema_change_rows(out.schema_changes),
+        "landing": lands if out.status == "succeeded" else None,
         "flow_run_url": flow_run_url(settings, out.prefect_flow_run_id),
         "busy": busy,
         "advice": run_advice.advice(out, ends, next_at),
