@@ -255,3 +255,42 @@ def test_screenshots_of_the_main_pages(web_only: Platform, new_page: Any) -> Non
     ):
         page.goto(web_only.base_url + path)
         screenshot(page, name)
+
+
+def test_per_table_choices(web_only: Platform, new_page: Any) -> None:
+    """Discover shows each table's columns and key; a ticked table shows its own settings
+    (CSS only) and they are saved with it."""
+    import sqlite3
+
+    path = web_only.settings.data_dir / "shop-picks.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL, note TEXT)")
+        db.execute("CREATE TABLE customers (code TEXT PRIMARY KEY, name TEXT)")
+    seed = Seed(web_only.settings)
+    seed.endpoint("source", name="Shop", config={"connection_string": f"sqlite:///{path}"})
+    seed.endpoint("destination", name="Warehouse")
+    page = new_page()
+    login(page, web_only.base_url, "alice")
+    page.goto(web_only.base_url + "/connectors/new")
+    page.get_by_label("Connector name").fill("picked-tables")
+    page.get_by_role("button", name="Discover tables").click()
+    orders = page.locator("tbody.table-pick", has=page.get_by_role("rowheader", name="orders"))
+    expect(orders).to_contain_text("total (real)")
+    settings = orders.locator("tr.table-settings")
+    expect(settings).to_be_hidden()
+    orders.get_by_role("checkbox", name="orders").check()
+    expect(settings).to_be_visible()
+    expect(settings.get_by_label("Primary key")).to_have_value("id")
+    settings.get_by_role("checkbox", name="note").uncheck()
+    settings.get_by_label("Write mode").select_option("append")
+    page.get_by_role("button", name="Create connector").click()
+    page.wait_for_url(re.compile(r"/connectors/\d+$"))
+    assert _connectors(web_only)[-1].source_config_override["tables"] == [
+        {
+            "name": "orders",
+            "columns": ["id", "total"],
+            "primary_key": "id",
+            "write_disposition": "append",
+        }
+    ]
