@@ -170,8 +170,10 @@ def _lifecycle(
     page.goto(f"{base}/connectors/{c.id}")
     newest.get_by_role("link").click()
     page.wait_for_url(re.compile(r"/runs/\d+$"))
-    expect(page.locator("table.compact")).to_contain_text("orders")
-    expect(page.locator("table.compact td.num")).to_have_text("3")
+    expect(page.locator("#run-tables")).to_contain_text("orders")
+    expect(page.locator("#run-tables td.num")).to_have_text("3")
+    # The first load created the table: its columns, as a table people can read.
+    expect(page.locator("#run-schema-changes")).to_contain_text("orders")
     # Its full log is Conveyor's own (test_ui_runs photographs a failed run's page).
     expect(page.locator("#run-log")).to_contain_text("Loaded 3 rows into 1 table(s)")
     expect(page.get_by_role("link", name="Download full log")).to_be_visible()

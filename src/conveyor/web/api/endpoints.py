@@ -109,24 +109,28 @@ def _router(kind: Kind) -> APIRouter:
             return {"ok": result.ok, "message": result.message}
 
     if kind == "source":
-
-        @router.get("/{endpoint_id}/discover", summary="List tables and columns, or files")
-        def discover(
-            endpoint_id: int,
-            settings: SettingsDep,
-            actor: CurrentActor,
-            box: BoxDep,
-        ) -> dict[str, Any]:
-            with unit_of_work(settings) as session:
-                from conveyor.pipelines.check import discover as run_discover
-
-                require_role(actor, "editor", "discover sources")
-                obj = catalog.get(kind, endpoint_id, session=session)
-                return run_discover(
-                    obj.type, catalog.decrypted_config(kind, obj, box), settings=settings
-                )
-
+        _add_discover(router)
     return router
+
+
+def _add_discover(router: APIRouter) -> None:
+    """Sources only: list what a source holds (tables and columns, or files)."""
+
+    @router.get("/{endpoint_id}/discover", summary="List tables and columns, or files")
+    def discover(
+        endpoint_id: int,
+        settings: SettingsDep,
+        actor: CurrentActor,
+        box: BoxDep,
+    ) -> dict[str, Any]:
+        with unit_of_work(settings) as session:
+            from conveyor.pipelines.check import discover as run_discover
+
+            require_role(actor, "editor", "discover sources")
+            obj = catalog.get("source", endpoint_id, session=session)
+            return run_discover(
+                obj.type, catalog.decrypted_config("source", obj, box), settings=settings
+            )
 
 
 def _types_router(kind: Kind) -> APIRouter:
