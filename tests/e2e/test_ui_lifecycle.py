@@ -168,6 +168,11 @@ def _lifecycle(
     page.goto(base + "/connectors")
     expect(page.locator(f"#connector-{c.id}")).to_contain_text("3 rows")
     page.goto(f"{base}/connectors/{c.id}")
+    # Where the data landed: the DuckDB file, its schema and a query to look at it.
+    expect(page.locator("#landing")).to_contain_text(f"connector_{c.id}")
+    expect(page.locator("#landing-query")).to_have_value(
+        re.compile(rf"SELECT \* FROM connector_{c.id}\.orders")
+    )
     newest.get_by_role("link").click()
     page.wait_for_url(re.compile(r"/runs/\d+$"))
     expect(page.locator("#run-tables")).to_contain_text("orders")
@@ -210,6 +215,9 @@ def _lifecycle(
     page.get_by_role("button", name="Pause").click()
     expect(page.locator(".flash")).to_contain_text("Paused")
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    # Run now stays in place, disabled, and says why.
+    expect(page.get_by_role("button", name="Run now")).to_be_disabled()
+    expect(page.locator("#run-now-why")).to_have_text("Resume the connector to run it")
     _wait_synced(page)
 
     def paused() -> bool:

@@ -41,6 +41,7 @@ from tests.fixtures.ui import PASSWORD, UIClient, cheap_password_hashing
 RULES: dict[str, str] = {
     # --- JSON API -----------------------------------------------------------------------
     "GET /api/v1/openapi.json": "public",
+    "GET /openapi.json": "public",
     "GET /api/v1/health": "public",
     "GET /api/v1/health/live": "public",
     "GET /api/v1/me": "login",

@@ -241,6 +241,7 @@ def test_the_api_reference_pages_load_nothing_from_elsewhere(world: World) -> No
         resp = http.get(url)
         assert resp.status_code == 200 and "javascript" in resp.headers["content-type"], url
     spec = http.get("/api/v1/openapi.json").json()
+    assert http.get("/openapi.json").json() == spec  # at the root too, where tools look
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",

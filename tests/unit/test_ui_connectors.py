@@ -300,3 +300,10 @@ def test_editor_cannot_change_someone_elses_connector(seed: Seed, settings: Sett
 def test_missing_connector_is_a_404_page(admin: UIClient) -> None:
     doc = admin.page("/connectors/424242", status=404)
     assert "does not exist" in doc.text
+
+
+def test_every_page_links_the_api_reference(admin: UIClient) -> None:
+    doc = admin.page("/connectors")
+    link = doc.find("a", href="/docs")
+    assert link is not None and link.text == "API docs"
+    assert admin.get("/docs").status_code == 200

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from html import escape
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -67,5 +67,10 @@ def make_router(app_title: str, openapi_url: str) -> APIRouter:
     @router.get("/redoc", response_class=HTMLResponse)
     async def redoc_page() -> HTMLResponse:
         return HTMLResponse(redoc)
+
+    @router.get("/openapi.json")
+    async def openapi_at_root(request: Request) -> JSONResponse:
+        # Where tools look first; the same document as under the API prefix.
+        return JSONResponse(request.app.openapi())
 
     return router
