@@ -83,6 +83,8 @@ def test_pause_fails_the_run_and_pauses_the_connector(factory: Any, pg_database:
         c = s.get(Connector, cid)
         assert c is not None and c.is_active is False
         assert "schema change policy is 'pause'" in (c.paused_reason or "")
+        shown = connectors.to_out(c, factory.settings).paused_reason  # the API says it too
+        assert shown == c.paused_reason
         entry = s.scalars(
             select(AuditEntry)
             .where(AuditEntry.entity_id == str(cid), AuditEntry.action == "connector.pause")

@@ -180,6 +180,8 @@ class _ConnectorOutBase(BaseModel):
     synced_at: datetime | None
     managed_by: str
     owner: str | None
+    # Why Conveyor itself paused the connector (its schema change policy); null otherwise.
+    paused_reason: str | None = None
     version: int
     created_at: datetime
     updated_at: datetime

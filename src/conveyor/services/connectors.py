@@ -75,6 +75,7 @@ def to_out(c: Connector, settings: Settings, last_run: ConnectorRun | None = Non
         synced_at=c.synced_at,
         managed_by=c.managed_by,
         owner=c.owner.username if c.owner else None,
+        paused_reason=c.paused_reason,
         version=c.version,
         created_at=c.created_at,
         updated_at=c.updated_at,
