@@ -38,8 +38,8 @@ from conveyor.domain.vocabulary import (
     FailureClass,
     run_record_tag,
 )
-from conveyor.errors import ConfigurationError, Conflict, ConveyorError
-from conveyor.services import audit, run_commit, runs
+from conveyor.errors import Conflict, ConveyorError
+from conveyor.services import run_commit, runs
 from conveyor.services.authz import Actor
 from conveyor.settings import Settings
 
@@ -249,54 +249,25 @@ def retry_now(
     """Start a new run of a failed, crashed or cancelled run's connector now: a new record
     (trigger ``retry``, ``retry_of`` the run), committed before Prefect is called. 409 when
     the run is not closed that way, or the connector is paused or not synced."""
-    url = settings.effective_database_url
-    with session_scope(url) as session:
+    with session_scope(settings.effective_database_url) as session:
         old = runs.get(run_id, session=session)
         connector_id = old.connector_id
-        deployment_id = runs._runnable_deployment(connector_id, session=session, actor=actor)
+        runs._runnable_deployment(connector_id, session=session, actor=actor)
         if old.status not in RETRYABLE_STATUSES:
             raise Conflict(
                 f"run {run_id} is {old.status}; only a failed, crashed or cancelled run can be "
                 "retried",
                 hint="wait for it to end, or use Run now on the connector",
             )
-        if not settings.prefect_api_url:
-            raise ConfigurationError(
-                "PREFECT_API_URL is not set", hint="point it at the Prefect API"
-            )
-        new = ConnectorRun(
-            connector_id=connector_id, status="scheduled", trigger=TRIGGER_RETRY, retry_of=run_id
-        )
-        session.add(new)
-        session.flush()
-        new_id = int(new.id)
-    try:
-        flow_run_id = start(
-            settings.prefect_api_url, deployment_id, tags=[RETRY_TAG, run_record_tag(new_id)]
-        )
-    except ConveyorError as exc:
-        runs.close(
-            new_id,
-            settings=settings,
-            status="failed",
-            error=f"Prefect did not start the run: {exc}",
-            only_if_open=True,
-        )
-        raise
-    with session_scope(url) as session:
-        new = runs.get(new_id, session=session)
-        if new.prefect_flow_run_id is None:
-            new.prefect_flow_run_id = flow_run_id
-        audit.record(
-            session=session,
-            actor=actor,
-            action="run.retry",
-            entity_type="connector",
-            entity_id=connector_id,
-            after={"run_id": new_id, "retry_of": run_id, "prefect_flow_run_id": flow_run_id},
-        )
-        session.flush()
-        return new
+    return runs.trigger(
+        connector_id,
+        settings=settings,
+        actor=actor,
+        start=start,
+        kind=TRIGGER_RETRY,
+        tag=RETRY_TAG,
+        retry_of=run_id,
+    )
 
 
 # --- waiting reasons -----------------------------------------------------------------

@@ -127,9 +127,17 @@ def to_out(r: ConnectorRun) -> RunOut:
 
 
 def trigger(
-    connector_id: int, *, settings: Settings, actor: Actor, start: StartFlowRun
+    connector_id: int,
+    *,
+    settings: Settings,
+    actor: Actor,
+    start: StartFlowRun,
+    kind: str = TRIGGER_MANUAL,
+    tag: str = MANUAL_RUN_TAG,
+    retry_of: int | None = None,
 ) -> ConnectorRun:
-    """Start a flow run of the connector's deployment now, recorded as a manual run.
+    """Start a flow run of the connector's deployment now, recorded as a ``kind`` run
+    (manual: Run now; retry: Retry now of run ``retry_of``), its flow run tagged ``tag``.
 
     The record is committed first, then Prefect is called with no transaction open (on
     SQLite a transaction holds the database's write lock), then the flow run is linked to
@@ -143,14 +151,16 @@ def trigger(
             raise ConfigurationError(
                 "PREFECT_API_URL is not set", hint="point it at the Prefect API"
             )
-        run = ConnectorRun(connector_id=connector_id, status="scheduled", trigger=TRIGGER_MANUAL)
+        run = ConnectorRun(
+            connector_id=connector_id, status="scheduled", trigger=kind, retry_of=retry_of
+        )
         session.add(run)
         session.flush()
         run_id = int(run.id)
     try:
         # The record's tag lets the flow find its record even before it is linked below.
         flow_run_id = start(
-            settings.prefect_api_url, deployment_id, tags=[MANUAL_RUN_TAG, run_record_tag(run_id)]
+            settings.prefect_api_url, deployment_id, tags=[tag, run_record_tag(run_id)]
         )
     except ConveyorError as exc:
         close(
@@ -168,10 +178,14 @@ def trigger(
         audit.record(
             session=session,
             actor=actor,
-            action="connector.run",
+            action="connector.run" if retry_of is None else "run.retry",
             entity_type="connector",
             entity_id=connector_id,
-            after={"run_id": run_id, "prefect_flow_run_id": flow_run_id},
+            after={
+                "run_id": run_id,
+                **({"retry_of": retry_of} if retry_of is not None else {}),
+                "prefect_flow_run_id": flow_run_id,
+            },
         )
         session.flush()
         return run
