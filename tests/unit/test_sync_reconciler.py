@@ -451,7 +451,9 @@ async def play(world: World, ops: list[tuple[Any, ...]], seed: int) -> None:
                 else:
                     await rec.full_pass()
             except Killed:
-                pass
+                # A killed process does nothing later: what it had in flight ends now.
+                others = asyncio.all_tasks() - {asyncio.current_task()}
+                await asyncio.gather(*others, return_exceptions=True)
             gw.kill_after_calls = None
     await settle(world, gw, clock)
     assert_converged(world, gw, foreign)

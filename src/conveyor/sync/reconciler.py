@@ -129,6 +129,8 @@ class Reconciler:
                 task.cancel()
             if isinstance(exc, Exception):  # record what Prefect already has, then stop
                 await writer.flush()
+            else:
+                writer.abandon()
             raise
         await writer.flush()
         report.connectors = len(taken)

@@ -73,8 +73,11 @@ class Writer:
         self.url = url
         self._pending: list[Write] = []
         self._task: asyncio.Task[None] | None = None
+        self._abandoned = False
 
     def add(self, write: Write) -> None:
+        if self._abandoned:
+            return
         self._pending.append(write)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
@@ -97,6 +100,13 @@ class Writer:
                 write(session)
             if run:
                 record_synced(session, run)
+
+    def abandon(self) -> None:
+        """The pass is dying (cancelled, interrupted): write nothing more. A batch already
+        in its thread commits; nothing queued after it ever does, so no stale result can
+        land over what a later pass records."""
+        self._abandoned = True
+        self._pending.clear()
 
     async def flush(self) -> None:
         while self._task is not None and not self._task.done():
