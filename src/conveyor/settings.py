@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     run_log_max_bytes: int = Field(default=1_000_000, ge=1_000)
     # A scheduled run that starts later than this after its time was missed (catch_up).
     catch_up_grace: float = Field(default=60.0, gt=0)
+    # Notifications (services/notify): the delivery loop looks for due deliveries every
+    # notify_interval seconds; a failed delivery is retried with backoff until it is
+    # notify_max_age seconds old (then expired); sync.error fires for a connector not
+    # synced to Prefect for notify_sync_error_after seconds; the freshness loop checks
+    # SLAs every freshness_interval seconds.
+    notify_interval: float = Field(default=5.0, gt=0)
+    notify_max_age: float = Field(default=86_400.0, gt=0)
+    notify_timeout: float = Field(default=10.0, gt=0)
+    notify_sync_error_after: float = Field(default=900.0, gt=0)
+    freshness_interval: float = Field(default=60.0, gt=0)
     session_secure_cookie: bool = False
     # Login throttling: after this many failures an account name (or a client address) waits
     # login_backoff seconds, doubling with each further failure up to login_backoff_max;

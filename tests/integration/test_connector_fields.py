@@ -21,6 +21,8 @@ _SAMPLES: dict[str, Any] = {
     "retry_policy": {"max_attempts": 5, "backoff_seconds": [5, 30]},
     "catch_up": "all",
     "schema_changes": "ignore_new_columns",
+    "auto_pause_after_failures": 3,
+    "freshness_sla_minutes": 90,
 }
 _BY_TYPE: dict[Any, Any] = {str | None: "sample-value", bool: False, list[str]: ["t1", "t2"]}
 

@@ -161,6 +161,19 @@ class Connector(Base):
     # new on create and on reset, so no other connector and no earlier life of this one
     # shares it. None: a connector from before it existed (state named by the id alone).
     state_key: Mapped[str | None] = mapped_column(String(40), default=new_state_key)
+    # Pause the connector after this many failed runs in a row; None = never.
+    auto_pause_after_failures: Mapped[int | None] = mapped_column(Integer)
+    # Failed runs since the last success (a run's retries count once); reset by a success
+    # and by resuming the connector.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # A success is expected at least this often; None = no freshness SLA.
+    freshness_sla_minutes: Mapped[int | None] = mapped_column(Integer)
+    # Set when the freshness loop found the SLA breached (connector.stale fired once);
+    # cleared by the next successful run.
+    stale_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when the sync.error event fired for the current spell of not being synced;
+    # cleared when the connector is synced again.
+    sync_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     prefect_deployment_id: Mapped[str | None] = mapped_column(String(64))
     sync_status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|synced|error
@@ -324,3 +337,102 @@ class Lease(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     info: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class EntityVersion(Base):
+    """One numbered version of a connector, source or destination: what it looked like
+    after a change (masked: secret fields are "********"), who made it and when. A
+    connector's version numbers are its ``version`` column; sources and destinations
+    count their own. Kept after the entity is deleted (its history stays readable)."""
+
+    __tablename__ = "entity_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entity_type: Mapped[str] = mapped_column(String(30))  # connector | source | destination
+    entity_id: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer)
+    # create | update | restore | pause | resume | auto_pause | ...
+    change: Mapped[str] = mapped_column(String(30))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    actor: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # restore: the version it went back to
+    restored_from: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        UniqueConstraint("entity_type", "entity_id", "version"),
+        NEVER_REUSE_IDS,
+    )
+
+
+class NotificationChannel(Base):
+    """Where events go: a webhook, a Slack incoming webhook or an email address list.
+
+    ``config`` holds the channel's settings; its secret fields (a webhook's signing
+    secret, a Slack URL, an SMTP password) are ciphertext, write-only like every secret.
+    ``events``: the event names it wants; ``connector_ids`` / ``tags``: which connectors
+    (both None: every connector)."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    type: Mapped[str] = mapped_column(String(20))  # webhook | slack | email
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    connector_ids: Mapped[list[int] | None] = mapped_column(JSONType)
+    tags: Mapped[list[str] | None] = mapped_column(JSONType)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_delivery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    updated_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class NotificationEvent(Base):
+    """Something to tell people, written in the transaction of what caused it. ``key`` is
+    the idempotency key every delivery carries (the body's ``id``)."""
+
+    __tablename__ = "notification_events"
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    event: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    connector_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # outlives deletes
+    # The event body (as sent to webhooks) without ``id`` / ``event`` / ``occurred_at``.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class NotificationDelivery(Base):
+    """One event to one channel: the delivery outbox. Rows are made with the event (for
+    the channels subscribed at that moment) and worked off with backoff."""
+
+    __tablename__ = "notification_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_events.id", ondelete="CASCADE"), index=True
+    )
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_channels.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|delivered|expired
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A sender holds the row until then (a process killed mid-send frees it when it passes).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel_id"),
+        Index("ix_notification_deliveries_status_next", "status", "next_attempt_at"),
+        NEVER_REUSE_IDS,
+    )

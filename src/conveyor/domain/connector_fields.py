@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import Field
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from conveyor.settings import Settings
 
 Yaml = Literal["top", "own"]
+# Bounded as the database stores them (a 32-bit INTEGER column).
+PositiveCount = Annotated[int, Field(ge=1, le=1000)]
+PositiveMinutes = Annotated[int, Field(ge=1, le=527_040)]  # up to a year
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,10 @@ FIELDS: tuple[ConnectorField, ...] = (
     ConnectorField("retry_policy", RetryPolicyField | None, implied=default_policy),
     # New source columns: added, left out, or the connector paused (pipelines/runner.py).
     ConnectorField("schema_changes", SchemaChangePolicy, default="propagate", nullable=False),
+    # Pause the connector after this many failed runs in a row (services/notify); null = off.
+    ConnectorField("auto_pause_after_failures", PositiveCount | None),
+    # Fire connector.stale when no run succeeded for this long; null = no SLA.
+    ConnectorField("freshness_sla_minutes", PositiveMinutes | None),
 )
 
 

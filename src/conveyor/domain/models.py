@@ -182,6 +182,12 @@ class _ConnectorOutBase(BaseModel):
     owner: str | None
     # Why Conveyor itself paused the connector (its schema change policy); null otherwise.
     paused_reason: str | None = None
+    # Failed runs since the last success (auto_pause_after_failures counts these).
+    consecutive_failures: int = 0
+    # The freshness SLA is breached: no success for freshness_sla_minutes (since when the
+    # freshness loop noticed); cleared by the next success.
+    stale: bool = False
+    stale_since: datetime | None = None
     version: int
     created_at: datetime
     updated_at: datetime

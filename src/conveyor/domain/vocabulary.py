@@ -128,6 +128,37 @@ SCHEMA_CHANGE_POLICIES: Final[tuple[SchemaChangePolicy, ...]] = (
 )
 CATCH_UP_MAX: Final = 24  # catch_up=all runs at most this many missed times
 
+# --- notifications -----------------------------------------------------------------
+
+# What a notification channel can listen to (docs/operations.md shows each body).
+NotificationEvent = Literal[
+    "run.failed",  # a run ended failed (terminal, or its retries exhausted)
+    "run.recovered",  # the first success after one or more failed runs
+    "run.succeeded",  # every success (off unless a channel asks for it)
+    "connector.auto_paused",  # paused by the system after N failed runs in a row
+    "connector.stale",  # no success within freshness_sla_minutes (once per breach)
+    "sync.error",  # not synced to Prefect for longer than notify_sync_error_after
+]
+NOTIFICATION_EVENTS: Final[tuple[NotificationEvent, ...]] = (
+    "run.failed",
+    "run.recovered",
+    "run.succeeded",
+    "connector.auto_paused",
+    "connector.stale",
+    "sync.error",
+)
+# A channel created without "events" listens to these (run.succeeded is opt-in).
+DEFAULT_CHANNEL_EVENTS: Final[tuple[NotificationEvent, ...]] = tuple(
+    e for e in NOTIFICATION_EVENTS if e != "run.succeeded"
+)
+ChannelType = Literal["webhook", "slack", "email"]
+CHANNEL_TYPES: Final[tuple[ChannelType, ...]] = ("webhook", "slack", "email")
+# The header a webhook body is signed in: "sha256=<hex HMAC-SHA256 of the body>".
+SIGNATURE_HEADER: Final = "X-Conveyor-Signature"
+# Who the audit log names for what the system did by itself.
+ACTOR_SYSTEM: Final = "system"
+ACTOR_RECONCILER: Final = "reconciler"
+
 # A destination's Prefect global concurrency limit (its max_concurrent_runs).
 DESTINATION_LIMIT_PREFIX: Final = "conveyor-destination-"
 
