@@ -17,6 +17,8 @@ from tests.fixtures.sync import (
     deployments_tagged,
     prefect,
 )
+from tests.fixtures.ui import UIClient, cheap_password_hashing, make_user
+from tests.fixtures.web import ApiUser
 
 pytestmark = pytest.mark.prefect
 
@@ -153,7 +155,9 @@ def test_a_no_op_pass_makes_no_write_call(sync_env: SyncEnv) -> None:
     assert calls["list_deployments"] == 1
 
 
-def test_drift_in_prefect_is_repaired_by_a_full_pass(sync_env: SyncEnv) -> None:
+def test_drift_in_prefect_is_repaired_by_a_full_pass(
+    sync_env: SyncEnv, admin: ApiUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
     from prefect.client.schemas.schedules import CronSchedule
 
@@ -217,9 +221,35 @@ def test_drift_in_prefect_is_repaired_by_a_full_pass(sync_env: SyncEnv) -> None:
     assert kept.parameters == {"a": 1} and kept.tags == ["team-x"]
     prefect(lambda c: c.delete_deployment(theirs))
 
-    # Repaired means converged: the next pass changes nothing.
+    # Each repair is in the audit log, by the reconciler: what Prefect had, what came back.
+    resp = admin.get("/api/v1/audit", params={"action": "connector.drift_repaired"})
+    assert resp.status_code == 200, resp.text
+    audited = {e["entity_id"]: e for e in resp.json()}
+    assert set(audited) == {str(c) for c in (deleted, rescheduled, reparam, paused, 424242)}
+    assert {e["actor"] for e in audited.values()} == {"reconciler"}
+    assert audited[str(deleted)]["before"] == {"deployment": "missing"}
+    assert audited[str(rescheduled)]["before"] == {"schedule": ["* * * * * UTC"]}
+    assert audited[str(rescheduled)]["after"] == {"schedule": ["0 */6 * * * UTC"]}
+    assert audited[str(reparam)]["before"] == {"parameters": {"connector_id": 999}}
+    assert audited[str(reparam)]["after"] == {"parameters": {"connector_id": reparam}}
+    assert (audited[str(paused)]["before"], audited[str(paused)]["after"]) == (
+        {"paused": True},
+        {"paused": False},
+    )
+    assert audited["424242"]["after"] == {"deployment": "removed"}
+    # ... and on the connector's page.
+    cheap_password_hashing(monkeypatch)
+    make_user(env.settings, "ursula", "viewer")
+    page = UIClient(env.settings).login("ursula").page(f"/connectors/{paused}")
+    repairs = page.find("ul", id="drift-repairs")
+    assert repairs is not None
+    assert "Prefect had paused: yes → restored paused: no" in repairs.text
+
+    # Repaired means converged: the next pass changes nothing, and audits nothing.
     report, calls = env.full_pass()
     assert report.changed == 0 and set(calls) <= {"list_deployments", "read_work_pool", "read_flow"}
+    resp = admin.get("/api/v1/audit", params={"action": "connector.drift_repaired"})
+    assert len(resp.json()) == len(audited)
 
 
 def test_a_change_made_in_the_database_reaches_prefect_within_one_full_pass(

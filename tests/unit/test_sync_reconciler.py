@@ -26,7 +26,7 @@ from sqlalchemy import delete, select, text, update
 
 from conveyor.db.base import utcnow
 from conveyor.db.migrations import upgrade
-from conveyor.db.models import Connector, Lease, OutboxEntry
+from conveyor.db.models import AuditEntry, Connector, Lease, OutboxEntry
 from conveyor.db.session import dispose_all, session_scope
 from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate
 from conveyor.domain.vocabulary import OWNER_TAG
@@ -39,7 +39,7 @@ from conveyor.sync import store
 from conveyor.sync.payloads import FlowRunState, ObservedDeployment
 from conveyor.sync.prefect_errors import PrefectUnavailable
 from conveyor.sync.reconciler import Backoff, Reconciler
-from conveyor.sync.spec import DeploymentSpec, build
+from conveyor.sync.spec import CronSpec, DeploymentSpec, build
 
 REJECTED_CRON = "1 2 3 4 5"  # valid cron that the fake Prefect refuses (like a 422)
 
@@ -685,3 +685,60 @@ def test_without_the_synced_spec_on_record_a_change_is_an_upsert(world: World) -
     run(rec.outbox_pass())
     assert gw.calls == ["upsert"]
     assert_converged(world, gw, {})
+
+
+def drift_entries(world: World) -> list[AuditEntry]:
+    with session_scope(world.url) as s:
+        q = select(AuditEntry).where(AuditEntry.action == "connector.drift_repaired")
+        return list(s.scalars(q.order_by(AuditEntry.id)))
+
+
+def test_each_drift_repair_is_one_audit_entry_by_the_reconciler(world: World) -> None:
+    world.reset()
+    cid = world.create("0 * * * *")
+    gw, clock = FakeGateway(), Clock()
+    rec = reconciler(world, gw, clock)
+    run(rec.outbox_pass())
+    seen = len(drift_entries(world))
+    (dep,) = gw.deployments.values()
+    name = dep.spec.name
+
+    # Paused and rescheduled in Prefect's UI: one entry, what Prefect had → what came back.
+    dep.spec = replace(dep.spec, paused=True, schedules=(CronSpec("5 5 * * *", "UTC", True),))
+    report = run(rec.full_pass())
+    assert [r["reason"] for r in report.repairs] == ["edited in Prefect (schedules, paused)"]
+    (entry,) = drift_entries(world)[seen:]
+    assert (entry.actor, entry.entity_type) == ("reconciler", "connector")
+    assert entry.entity_id == str(cid)
+    assert entry.before == {"schedule": ["5 5 * * * UTC"], "paused": True}
+    assert entry.after == {"schedule": ["0 * * * * UTC"], "paused": False}
+
+    # Nothing to repair, a change made in Conveyor (outbox) or straight in the database:
+    # Prefect had what Conveyor last synced, so no entry.
+    run(rec.full_pass())
+    world.patch(cid, schedule="10 * * * *")
+    run(rec.outbox_pass())
+    world.sql_set_schedule(cid, "20 * * * *")
+    report = run(rec.full_pass())
+    assert [r["reason"] for r in report.repairs] == ["changed in the database"]
+    assert len(drift_entries(world)) == seen + 1
+
+    # Deleted in Prefect; a Conveyor-tagged deployment with no connector made there.
+    gw.ui_delete(0)
+    hand_made = gw.ui_add(owned=True)
+    run(rec.full_pass())
+    assert_converged(world, gw, {})
+    by_id = {e.entity_id: e for e in drift_entries(world)[seen + 1 :]}
+    assert set(by_id) == {str(cid), "999"}
+    assert by_id[str(cid)].before == {"deployment": "missing"}
+    assert by_id[str(cid)].after == {
+        "deployment": name,
+        "schedule": ["20 * * * * UTC"],
+        "paused": False,
+        "tags": sorted(desired(world)[cid].tags),
+        "parameters": {"connector_id": cid},
+        "work_pool": "pool",
+        "work_queue": "default",
+    }
+    assert by_id["999"].before == {"deployment": f"hand-made-{hand_made}"}
+    assert by_id["999"].after == {"deployment": "removed"}

@@ -30,7 +30,7 @@ from conveyor.db.base import utcnow
 from conveyor.db.session import session_scope
 from conveyor.errors import ExternalError
 from conveyor.settings import Settings
-from conveyor.sync import store
+from conveyor.sync import drift, store
 from conveyor.sync.backoff import Backoff
 from conveyor.sync.gateway import Gateway
 from conveyor.sync.payloads import ObservedDeployment
@@ -245,6 +245,8 @@ class Reconciler:
             else:
                 g = groups.get(cid)
                 item.outbox_max_id = g.max_id if g else None
+                if item.spec is not None and item.action != "record":
+                    item.drift = drift.of_connector(state, found, item.spec)
                 items.append(item)
         wanted = {self._spec(s).name for s in states.values()}
         for maybe_cid, found in by_connector.items():
@@ -261,6 +263,7 @@ class Reconciler:
                         "Conveyor-tagged deployment with no connector",
                         stale_ids={obs.id},
                         outbox_max_id=g.max_id if g else None,
+                        drift=drift.orphan(obs),
                     )
                 )
         return items
@@ -414,6 +417,7 @@ class Reconciler:
             spec=item.spec,
             outbox_max_id=item.outbox_max_id,
             now=self.clock(),
+            drift=item.drift,
         )
 
     def _failure(self, item: Item, err: ExternalError) -> Write:

@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from conveyor.db.session import session_scope
-from conveyor.sync import store
+from conveyor.sync import drift, store
+from conveyor.sync.drift import Drift
 from conveyor.sync.spec import DeploymentSpec
 from conveyor.sync.store import ConnectorState
 
@@ -30,6 +31,7 @@ class Item:
     stale_ids: set[str] = field(default_factory=set)  # to delete once the spec is applied
     outbox_max_id: int | None = None
     attempts: int = 0  # outbox attempts so far (deleted connectors have no row)
+    drift: Drift | None = None  # full pass: what Prefect had, audited once repaired
 
 
 Write = Callable[[Session], None]
@@ -45,6 +47,7 @@ class Synced:
     spec: DeploymentSpec | None
     outbox_max_id: int | None
     now: datetime
+    drift: Drift | None = None
 
     def __call__(self, session: Session) -> None:
         record_synced(session, [self])
@@ -52,7 +55,7 @@ class Synced:
 
 def record_synced(session: Session, done: list[Synced]) -> None:
     """Many successes in two executemany statements (per-row statements cost more CPU
-    than the Prefect calls they record)."""
+    than the Prefect calls they record), and the audit entries of drift repaired."""
     store.record_synced_many(
         session,
         [
@@ -64,6 +67,7 @@ def record_synced(session: Session, done: list[Synced]) -> None:
     store.settle_outbox_many(
         session, [(d.connector_id, d.outbox_max_id) for d in done if d.outbox_max_id is not None]
     )
+    drift.record(session, [d.drift for d in done if d.drift is not None])
 
 
 class Writer:
