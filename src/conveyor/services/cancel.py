@@ -24,7 +24,7 @@ from conveyor.db.models import Connector, ConnectorRun
 from conveyor.db.session import session_scope
 from conveyor.domain.vocabulary import OPEN_RUN_STATUSES
 from conveyor.errors import ConfigurationError, Conflict, ConveyorError, ExternalError
-from conveyor.services import audit, run_logs, runs
+from conveyor.services import audit, run_events, run_logs, runs
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
 
@@ -152,4 +152,5 @@ def close_cancelled(flow_run_id: str, *, settings: Settings, state: Any = None) 
         run.log_summary = f"Prefect state {kind or 'CANCELLING'}: {message}"[:1000]
         ended = "the flow process was stopped"
         run_logs.append_line(int(run.id), f"{run.error.rstrip('.')}; {ended}.", session=session)
+        run_events.closed(session, run, settings=settings)  # cancelled: no event, no count
         return True

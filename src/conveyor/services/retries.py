@@ -39,7 +39,7 @@ from conveyor.domain.vocabulary import (
     run_record_tag,
 )
 from conveyor.errors import Conflict, ConveyorError
-from conveyor.services import run_commit, runs
+from conveyor.services import run_commit, run_events, runs
 from conveyor.services.authz import Actor
 from conveyor.settings import Settings
 
@@ -104,6 +104,7 @@ def after_failure(
         if run is None or run.status not in OPEN_RUN_STATUSES:
             return run.status if run is not None else "failed"
         if run_commit.settle(run):  # its data committed before the failure (invariant 8)
+            run_events.closed(session, run, settings=settings)
             return "succeeded"
         connector = session.get(Connector, run.connector_id)
         policy = effective(connector.retry_policy if connector else None)
@@ -128,6 +129,7 @@ def after_failure(
             run.finished_at = now
             run.waiting_reason = None
             run.next_attempt_at = None
+            run_events.closed(session, run, settings=settings)  # terminal: run.failed
             return "failed"
         assert start is not None and connector is not None and connector.prefect_deployment_id
         wait = policy.backoff_after(attempt)
@@ -221,6 +223,7 @@ def due_without_flow_run(*, settings: Settings, now: datetime | None = None) -> 
                     f"{run.error or 'The run failed'} (not retried: the connector is paused "
                     "or not synced to Prefect)"
                 )
+                run_events.closed(session, run, settings=settings)
                 continue
             assert run.next_attempt_at is not None
             out.append(

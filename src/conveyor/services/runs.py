@@ -33,7 +33,7 @@ from conveyor.domain.vocabulary import (
     run_record_tag,
 )
 from conveyor.errors import ConfigurationError, Conflict, ConveyorError, NotFound
-from conveyor.services import audit, run_commit
+from conveyor.services import audit, run_commit, run_events
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.services.connectors import duration
 from conveyor.settings import Settings
@@ -280,15 +280,15 @@ def _close_silent(session: Session, connector_id: int, settings: Settings, now: 
         )
     )
     for run in stale:
-        if run_commit.settle(run):  # its data committed: succeeded (invariant 8)
-            continue
-        run.status = "crashed"
-        run.finished_at = now
-        run.error = (
-            "The worker running this connector stopped (no heartbeat since "
-            f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)."
-        )
-        run.log_summary = run.log_summary or "Closed by the next run: heartbeat stopped."
+        if not run_commit.settle(run):  # its data committed: succeeded (invariant 8)
+            run.status = "crashed"
+            run.finished_at = now
+            run.error = (
+                "The worker running this connector stopped (no heartbeat since "
+                f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)."
+            )
+            run.log_summary = run.log_summary or "Closed by the next run: heartbeat stopped."
+        run_events.closed(session, run, settings=settings)
 
 
 def close(
@@ -310,6 +310,7 @@ def close(
         if run is None or (only_if_open and run.status not in OPEN_RUN_STATUSES):
             return
         if status != "succeeded" and run_commit.settle(run):  # committed: invariant 8
+            run_events.closed(session, run, settings=settings)
             return
         run.status = status
         run.finished_at = utcnow()
@@ -323,6 +324,7 @@ def close(
         run.failure_class = failure_class
         run.failure_side = failure_side
         run.waiting_reason = run.next_attempt_at = None
+        run_events.closed(session, run, settings=settings)  # same transaction
 
 
 def close_flow_run(
@@ -335,12 +337,12 @@ def close_flow_run(
         ).first()
         if run is None or run.status not in OPEN_RUN_STATUSES:
             return False
-        if run_commit.settle(run):  # its data committed: succeeded (invariant 8)
-            return True
-        run.status = status
-        run.finished_at = utcnow()
-        run.error = error
-        run.log_summary = summary[:1000]
+        if not run_commit.settle(run):  # its data committed: succeeded (invariant 8)
+            run.status = status
+            run.finished_at = utcnow()
+            run.error = error
+            run.log_summary = summary[:1000]
+        run_events.closed(session, run, settings=settings)
         return True
 
 
@@ -405,6 +407,7 @@ def close_if_open(
     finishing at the same moment keeps its own result; 1 if closed, else 0."""
     with session_scope(settings.effective_database_url) as session:
         if run_commit.settle_if_open(session, run_id):  # committed: invariant 8
+            run_events.closed_by_id(session, run_id, settings=settings)
             log.info("run %s closed as succeeded: its data had committed", run_id)
             return 1
         stmt = update(ConnectorRun).where(
@@ -421,6 +424,8 @@ def close_if_open(
             )
         )
         changed = int(getattr(result, "rowcount", 0) or 0)
+        if changed:
+            run_events.closed_by_id(session, run_id, settings=settings)
     if changed:
         log.info("run %s closed as %s: %s", run_id, status, reason)
     return changed

@@ -1,7 +1,7 @@
 """The reconciler's loop: take the lock, then outbox passes every ``poll_interval`` and a
 full pass every ``CONVEYOR_RECONCILE_INTERVAL`` seconds, until stopped or the lock is lost;
-the run watchdog (``sync/watchdog.py``) and run retention (``services/retention.py``) loop
-beside it.
+the run watchdog (``sync/watchdog.py``), run retention (``services/retention.py``) and the
+freshness loop (``services/freshness.py``: connector.stale, sync.error) loop beside it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from time import monotonic
 
 from conveyor.errors import ConfigurationError, Conflict, ExternalError
-from conveyor.services import retention
+from conveyor.services import freshness, retention
 from conveyor.settings import Settings
 from conveyor.sync import watchdog
 from conveyor.sync.gateway import Gateway, PrefectGateway
@@ -101,6 +101,8 @@ async def _full_pass_then_watchdog(settings: Settings, gateway: Gateway) -> Pass
         # One batch of retention too: `reconcile --once` from cron keeps old runs in check.
         old = await retention.one_pass(settings=settings, delete_flow_run=gateway.delete_flow_run)
         report.old_runs_deleted = old.deleted
+        # And the freshness SLAs and unsynced connectors (services/freshness.py).
+        await asyncio.to_thread(freshness.one_pass, settings)
     return report
 
 
@@ -141,6 +143,8 @@ async def _both(
         tg.create_task(
             retention.run_forever(settings, stop=stop, delete_flow_run=gateway.delete_flow_run)
         )
+        # Freshness SLAs and connectors left unsynced: connector.stale, sync.error.
+        tg.create_task(freshness.run_forever(settings, stop=stop))
         tg.create_task(_lead_while_held(settings, gateway, lock, stop, poll_interval, backoff))
 
 

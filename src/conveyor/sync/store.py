@@ -218,6 +218,7 @@ _SYNCED_MANY = (
         sync_attempts=0,
         sync_next_retry_at=None,
         sync_failed_spec_hash=None,
+        sync_alerted_at=None,  # a new spell of not being synced may fire sync.error again
     )
 )
 
