@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from conveyor.db.models import Connector
+from conveyor.db.models import Connector, NotificationEvent
 from conveyor.db.session import session_scope
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
@@ -71,6 +72,22 @@ def run_now(s: Settings, cid: int) -> int:
     return int(runs.trigger(cid, settings=s, actor=SYSTEM, start=create_flow_run).id)
 
 
+def events_of(s: Settings, cid: int) -> list[tuple[str, str]]:
+    """The connector's notification events (event, key), oldest first."""
+    with session_scope(s.effective_database_url) as session:
+        rows = session.execute(
+            select(NotificationEvent.event, NotificationEvent.key)
+            .where(NotificationEvent.connector_id == cid)
+            .order_by(NotificationEvent.id)
+        )
+        return [(e, k) for e, k in rows]
+
+
+def failures_in_a_row(s: Settings, cid: int) -> int:
+    with session_scope(s.effective_database_url) as session:
+        return int(session.get(Connector, cid).consecutive_failures)  # type: ignore[union-attr]
+
+
 def flow_runs_of(s: Settings, cid: int) -> dict[str, str]:
     """Every flow run of the connector's deployment in Prefect: id → state type."""
     from prefect.client.orchestration import get_client
@@ -108,6 +125,7 @@ def test_a_source_down_for_30_s_is_retried_in_one_record_and_loads_each_row_once
         assert retrying.waiting_reason.startswith("retrying in 8 s: attempt 2 of 5 — ")
         assert retrying.failure_class == "transient" and retrying.failure_side == "source"
         assert retrying.next_attempt_at is not None
+        assert events_of(s, cid) == []  # a run that will be retried has not failed
         time.sleep(max(0.0, DOWN_FOR - (time.monotonic() - stopped)))
     finally:
         items.start()
@@ -132,6 +150,8 @@ def test_a_source_down_for_30_s_is_retried_in_one_record_and_loads_each_row_once
     # Every row once: the failed attempts committed nothing.
     table = f"connector_{cid}.query_result"
     assert duckdb_rows(s, f"SELECT count(*), count(DISTINCT id) FROM {table}") == [(ROWS, ROWS)]
+    # Its failed attempts were no failed run: one success, nothing to recover from.
+    assert events_of(s, cid) == [("run.succeeded", f"run.succeeded:run-{run_id}")]
 
 
 def test_a_wrong_password_is_not_retried_and_retry_now_starts_a_new_run(
@@ -161,6 +181,9 @@ def test_a_wrong_password_is_not_retried_and_retry_now_starts_a_new_run(
         "the flow run to end in Prefect",
     )
     assert list(ended.values()) == ["FAILED"]
+    # One run.failed, written with the record (the flow's own close, not retried).
+    assert events_of(s, cid) == [("run.failed", f"run.failed:run-{first}")]
+    assert failures_in_a_row(s, cid) == 1
 
     ConnectorFactory(s).update_source(cid, {"connection_string": items.url()})
     again = retry_now(first, settings=s, actor=SYSTEM, start=create_flow_run)
@@ -172,4 +195,10 @@ def test_a_wrong_password_is_not_retried_and_retry_now_starts_a_new_run(
     )
     assert done.status == "succeeded", (done.status, done.error)
     assert record(s, first).status == "failed"  # the old run keeps its outcome
+    assert events_of(s, cid) == [
+        ("run.failed", f"run.failed:run-{first}"),
+        ("run.succeeded", f"run.succeeded:run-{again.id}"),
+        ("run.recovered", f"run.recovered:run-{again.id}"),
+    ]
+    assert failures_in_a_row(s, cid) == 0
     assert duckdb_rows(s, f"SELECT count(*) FROM connector_{cid}.query_result") == [(ROWS,)]
