@@ -200,7 +200,7 @@ def test_n_failed_runs_in_a_row_pause_the_connector_and_a_resume_starts_over(
         attempt(s, cid, "transient", last)
     c = connector(s, cid)
     assert not c.is_active and c.consecutive_failures == 3
-    reason = "paused after 3 failed runs in a row (last: transient)"
+    reason = "after 3 failed runs in a row (last: transient)"
     assert c.paused_reason == reason
     event, key, payload = events(s, cid)[-1]
     assert (event, key) == ("connector.auto_paused", f"connector.auto_paused:run-{last}")

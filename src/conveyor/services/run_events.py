@@ -108,7 +108,7 @@ def _failed(session: Session, run: ConnectorRun, settings: Settings) -> None:
     if not limit or count < limit or not c.is_active:
         return
     reason = (
-        f"paused after {count} failed run{'s' if count != 1 else ''} in a row "
+        f"after {count} failed run{'s' if count != 1 else ''} in a row "
         f"(last: {run.failure_class or run.status})"
     )
     try:

@@ -276,11 +276,36 @@ def recovery_words(c: Any) -> dict[str, str]:
     label = next((label for value, label, _ in CATCH_UP_CHOICES if value == chosen), chosen)
     policy = str(getattr(c, "schema_changes", None) or "propagate")
     said = next((label for value, label, _ in SCHEMA_CHANGE_CHOICES if value == policy), policy)
+    pause_after = getattr(c, "auto_pause_after_failures", None)
+    sla = getattr(c, "freshness_sla_minutes", None)
     return {
         "retry": retry,
         "catch_up": f"{label} ({chosen})",
         "schema_changes": f"{said} ({policy})",
+        "auto_pause": f"After {pause_after} failed runs in a row" if pause_after else "Off",
+        "freshness": f"A run succeeds at least every {sla} minutes" if sla else "None",
     }
+
+
+# Whole-number inputs for the alerting fields: empty means off (null).
+ALERT_INPUTS = ("auto_pause_after_failures", "freshness_sla_minutes")
+
+
+def alert_fields(values: Mapping[str, Any], problems: list[FieldProblem]) -> dict[str, Any]:
+    """auto_pause_after_failures and freshness_sla_minutes from their inputs (None when
+    empty); ranges are the model's to check, this only reads whole numbers."""
+    out: dict[str, Any] = {}
+    for name in ALERT_INPUTS:
+        raw = str(values.get(name) or "").strip()
+        if raw and not raw.isdigit():
+            problems.append(FieldProblem(name, f"'{raw}' is not a whole number"))
+        out[name] = int(raw) if raw.isdigit() else None
+    return out
+
+
+def alert_values(c: Any) -> dict[str, str]:
+    """The alerting inputs, filled from a connector (empty: off)."""
+    return {n: str(getattr(c, n, None) or "") for n in ALERT_INPUTS}
 
 
 def retry_policy_from(
@@ -333,6 +358,7 @@ def values_from_connector(c: ConnectorOut) -> dict[str, Any]:
         "catch_up": str(getattr(c, "catch_up", None) or "latest"),
         "schema_changes": str(getattr(c, "schema_changes", None) or "propagate"),
         **retry_values(getattr(c, "retry_policy", None)),
+        **alert_values(c),
         **copy_values(c.source_config_override),
     }
 
@@ -360,6 +386,7 @@ def values_from_form(form: Mapping[str, Any]) -> dict[str, Any]:
         "schema_changes",
         "retry_max_attempts",
         "retry_backoff_seconds",
+        *ALERT_INPUTS,
     )
     out: dict[str, Any] = {k: str(form.get(k) or "") for k in keys}
     out["is_active"] = form.get("is_active") == "true"
@@ -385,6 +412,7 @@ def empty_values(sources: list[Any], destinations: list[Any]) -> dict[str, Any]:
         "catch_up": "latest",
         "schema_changes": "propagate",
         **retry_values(default_policy()),
+        **alert_values(None),
         **copy_values({}),
     }
 
@@ -424,7 +452,7 @@ def field_key(loc: str) -> str:
     if head == "retry_policy":
         sub = rest.split(".", 1)[0]
         return "retry_backoff_seconds" if sub == "backoff_seconds" else "retry_max_attempts"
-    if head in ("catch_up", "schema_changes"):
+    if head in ("catch_up", "schema_changes", *ALERT_INPUTS):
         return head
     if head == "table":
         return loc  # a chosen table's own setting: table.<name>.<part>
