@@ -62,6 +62,7 @@ pytest_plugins = [
     "tests.fixtures.recorders",
     "tests.fixtures.sync",
     "tests.fixtures.ui",
+    "tests.fixtures.notify",
 ]
 
 
