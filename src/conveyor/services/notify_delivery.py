@@ -243,3 +243,46 @@ async def run_forever(settings: Settings, *, stop: asyncio.Event) -> None:
             log.exception("notification pass failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)
+
+
+# --- figures for /metrics -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelFigures:
+    name: str
+    type: str
+    pending: int
+    delivered: int
+    expired: int
+    failed_attempts: int  # every attempt that did not arrive, delivered rows included
+    last_delivery_at: datetime | None
+
+
+def figures(settings: Settings) -> list[ChannelFigures]:
+    """Per channel: the outbox by status, failed attempts, the last delivery."""
+    from sqlalchemy import func
+
+    with session_scope(settings.effective_database_url) as session:
+        counts: dict[int, dict[str, int]] = {}
+        attempts: dict[int, int] = {}
+        rows = session.execute(
+            select(
+                Delivery.channel_id, Delivery.status, func.count(), func.sum(Delivery.attempts)
+            ).group_by(Delivery.channel_id, Delivery.status)
+        )
+        for channel_id, status, n, tried in rows:
+            counts.setdefault(channel_id, {})[status] = int(n)
+            attempts[channel_id] = attempts.get(channel_id, 0) + int(tried or 0)
+        return [
+            ChannelFigures(
+                name=c.name,
+                type=c.type,
+                pending=counts.get(c.id, {}).get("pending", 0),
+                delivered=counts.get(c.id, {}).get("delivered", 0),
+                expired=counts.get(c.id, {}).get("expired", 0),
+                failed_attempts=attempts.get(c.id, 0),
+                last_delivery_at=c.last_delivery_at,
+            )
+            for c in session.scalars(select(NotificationChannel).order_by(NotificationChannel.id))
+        ]

@@ -1,7 +1,8 @@
 """The reconciler's loop: take the lock, then outbox passes every ``poll_interval`` and a
 full pass every ``CONVEYOR_RECONCILE_INTERVAL`` seconds, until stopped or the lock is lost;
 the run watchdog (``sync/watchdog.py``), run retention (``services/retention.py``) and the
-freshness loop (``services/freshness.py``: connector.stale, sync.error) loop beside it.
+freshness loop (``services/freshness.py``: connector.stale, sync.error) and notification
+delivery (``services/notify_delivery.py``) loop beside it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 from time import monotonic
 
 from conveyor.errors import ConfigurationError, Conflict, ExternalError
-from conveyor.services import freshness, retention
+from conveyor.services import freshness, notify_delivery, retention
 from conveyor.settings import Settings
 from conveyor.sync import watchdog
 from conveyor.sync.gateway import Gateway, PrefectGateway
@@ -145,6 +146,8 @@ async def _both(
         )
         # Freshness SLAs and connectors left unsynced: connector.stale, sync.error.
         tg.create_task(freshness.run_forever(settings, stop=stop))
+        # Notifications delivered from their outbox (claims per row: no lock needed).
+        tg.create_task(notify_delivery.run_forever(settings, stop=stop))
         tg.create_task(_lead_while_held(settings, gateway, lock, stop, poll_interval, backoff))
 
 

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from conveyor import __version__
 from conveyor.domain.vocabulary import RUN_STATUSES
 from conveyor.services import metrics as metrics_service
+from conveyor.services import notify_delivery
 from conveyor.settings import Settings
 
 router = APIRouter(tags=["meta"])
@@ -42,6 +43,7 @@ class DatabaseCollector(Collector):
         yield from self._connectors(figures)
         yield from self._runs(figures)
         yield from self._reconcile(figures)
+        yield from _notifications(self.settings)
 
     def _connectors(self, f: metrics_service.Figures) -> Iterator[Metric]:
         rows = f.connectors_by_sync_status
@@ -95,6 +97,44 @@ class DatabaseCollector(Collector):
                 "Seconds since the reconciler last reported alive",
                 value=max(0.0, (now - f.reconciler_heartbeat_at).total_seconds()),
             )
+
+
+def _notifications(settings: Settings) -> Iterator[Metric]:
+    """Per notification channel (label ``channel``: its name): the delivery outbox."""
+    from prometheus_client.core import CounterMetricFamily
+
+    rows = notify_delivery.figures(settings)
+    labels = ["channel", "type"]
+    pending = GaugeMetricFamily(
+        "conveyor_notification_pending", "Notifications waiting to be delivered", labels=labels
+    )
+    delivered = CounterMetricFamily(
+        "conveyor_notification_delivered", "Notifications delivered", labels=labels
+    )
+    failed = CounterMetricFamily(
+        "conveyor_notification_failed_attempts",
+        "Delivery attempts that did not arrive (each is retried with backoff)",
+        labels=labels,
+    )
+    expired = CounterMetricFamily(
+        "conveyor_notification_expired",
+        "Notifications given up undelivered after CONVEYOR_NOTIFY_MAX_AGE",
+        labels=labels,
+    )
+    last = GaugeMetricFamily(
+        "conveyor_notification_last_delivery_timestamp_seconds",
+        "When the channel last delivered a notification (Unix time)",
+        labels=labels,
+    )
+    for r in rows:
+        key = [r.name, r.type]
+        pending.add_metric(key, r.pending)
+        delivered.add_metric(key, r.delivered)
+        failed.add_metric(key, r.failed_attempts)
+        expired.add_metric(key, r.expired)
+        if r.last_delivery_at is not None:
+            last.add_metric(key, r.last_delivery_at.timestamp())
+    yield from (pending, delivered, failed, expired, last)
 
 
 def build_registry(settings: Settings) -> CollectorRegistry:
