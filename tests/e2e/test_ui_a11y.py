@@ -44,6 +44,7 @@ def test_no_serious_or_critical_violation_on_any_page(web_only: Platform, new_pa
     cid = seed.connector(name="orders-daily", source_id=src, destination_id=dst)
     failed = seed.run(cid, status="failed", error="connection reset by peer", rows_loaded=None)
     ok = seed.run(cid, status="succeeded", rows_loaded=1234)
+    _change_schedule(seed, cid)  # so the history shows a changed field (issue 18)
     page = new_page()
     page.context.add_init_script(path=str(AXE))
     base = web_only.base_url
@@ -60,6 +61,9 @@ def test_no_serious_or_critical_violation_on_any_page(web_only: Platform, new_pa
         "/destinations",
         "/destinations/new",
         f"/destinations/{dst}",
+        f"/connectors/{cid}/history",
+        f"/connectors/{cid}/history/1",
+        f"/sources/{src}/history/1",
         f"/runs/{failed}",
         f"/runs/{ok}",
         "/admin/users",
@@ -71,3 +75,13 @@ def test_no_serious_or_critical_violation_on_any_page(web_only: Platform, new_pa
     ):
         found += _violations(page, base, path)
     assert found == [], "\n".join(found)
+
+
+def _change_schedule(seed: Seed, connector_id: int) -> None:
+    from conveyor.db.session import session_scope
+    from conveyor.domain.models import ConnectorPatch
+    from conveyor.services import connectors
+
+    with session_scope(seed.settings.effective_database_url) as s:
+        patch = ConnectorPatch(schedule="15 3 * * *")
+        connectors.update(connector_id, patch, session=s, actor=seed.actor("alice"), box=seed.box)

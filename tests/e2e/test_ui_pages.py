@@ -133,6 +133,32 @@ def test_invalid_cron_is_explained_inline_and_nothing_saved(
     assert [(c.schedule, c.timezone) for c in _connectors(web_only)] == [
         ("*/20 7-19 * * 1-5", "Asia/Tokyo")
     ]
+    _history_round_trip(page, web_only)
+
+
+def _history_round_trip(page: Any, platform: Platform) -> None:
+    """Issue 18 (on this test's server, to save starting another): change the schedule,
+    see both versions side by side in History, restore the old one, see it back."""
+    cid = _connectors(platform)[-1].id
+    base = f"{platform.base_url}/connectors/{cid}"
+    page.goto(base + "/edit")
+    page.get_by_label("Cron expression", exact=True).fill("0 6 * * *")
+    page.get_by_role("button", name="Save changes").click()
+    page.wait_for_url(base)
+    page.get_by_role("link", name="History and restore").click()
+    page.get_by_role("link", name="Version 1", exact=True).click()
+    changed = page.locator("#diff tr[data-changed]")
+    expect(changed).to_have_count(1)
+    cells = changed.locator("td")
+    expect(changed.locator("th")).to_contain_text("schedule")
+    expect(cells.nth(0)).to_have_text("*/20 7-19 * * 1-5")  # version 1
+    expect(cells.nth(1)).to_have_text("0 6 * * *")  # now
+    page.get_by_label("Yes, make version 1 the current version").check()
+    page.get_by_role("button", name="Restore version 1").click()
+    page.wait_for_url(base)
+    expect(page.locator(".flash")).to_contain_text("Restored version 1")
+    expect(page.get_by_text("cron */20 7-19 * * 1-5")).to_be_visible()
+    assert [(c.schedule, c.version) for c in _connectors(platform)] == [("*/20 7-19 * * 1-5", 3)]
 
 
 def test_viewer_cannot_change_anything(web_only: Platform, new_page: Any) -> None:

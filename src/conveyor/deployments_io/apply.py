@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from conveyor.db.models import Connector, Destination, Source
@@ -21,7 +21,7 @@ from conveyor.domain.connector_fields import NAMES
 from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate, EndpointPatch
 from conveyor.pipelines.registry import Kind, get_type
 from conveyor.secrets import MASK, SecretBox
-from conveyor.services import audit, catalog
+from conveyor.services import audit, catalog, versions
 from conveyor.services import connectors as svc
 from conveyor.services.authz import Actor
 from conveyor.settings import Settings
@@ -173,11 +173,9 @@ def _apply_existing(
                 result.adopted.append(change.name)
             else:
                 result.unchanged.append(change.name)
-            if c.managed_by != "file":
-                c.managed_by = "file"
-            applied = connector_hash(c, box, key)
-            if c.applied_file_hash != applied:
-                c.applied_file_hash = applied
+            _bookkeeping(
+                session, c, managed_by="file", applied_file_hash=connector_hash(c, box, key)
+            )
             result.ids[c.name] = c.id
             step(change.name)
 
@@ -275,7 +273,7 @@ def _create(
         connector_id=connector_id,
         deployment_name=desired["deployment_name"],
     )
-    c.applied_file_hash = connector_hash(c, box, key)
+    _bookkeeping(session, c, applied_file_hash=connector_hash(c, box, key))
     result.created.append(c.name)
     result.ids[c.name] = c.id
 
@@ -301,10 +299,26 @@ def _update(
         key = f"{kind}_config_override"
         if key in changed or f"{kind}_id" in patch:
             patch[key] = _override_patch(desired[key], change, key)
+    prior = versions.prior_connector(c)
     if "deployment_name" in changed:
         _set_deployment_name(c, desired["deployment_name"], session, actor)
     if patch:
         svc.update(c.id, ConnectorPatch(**patch), session=session, actor=actor, box=box)
+    session.flush()
+    if c.version != prior.number and not versions.has_version(
+        session, "connector", c.id, c.version
+    ):
+        # Only the deployment name changed (the service records every other change).
+        versions.connector_changed(session, c, change="update", actor=actor, prior=prior)
+
+
+def _bookkeeping(session: Session, c: Connector, **values: Any) -> None:
+    """Who manages the connector and the hash of the file applied are bookkeeping, not a
+    change of the connector: a bulk UPDATE leaves ``version`` as it is (one change, one
+    version; the in-memory row is updated too)."""
+    values = {k: v for k, v in values.items() if getattr(c, k) != v}
+    if values:
+        session.execute(update(Connector).where(Connector.id == c.id).values(**values))
 
 
 def _override_patch(desired: State, change: ConnectorChange, key: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
 from conveyor.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from conveyor.pipelines.registry import Kind, TypeInfo, get_type, validate_config
 from conveyor.secrets import MASK, SecretBox, keep_unchanged_secrets, mask_config, moved_fields
-from conveyor.services import audit
+from conveyor.services import audit, versions
 from conveyor.services.authz import Actor, require_role
 
 Endpoint = Source | Destination
@@ -119,6 +119,7 @@ def create(
         entity_id=obj.id,
         after=_snapshot(kind, obj),
     )
+    versions.endpoint_changed(session, kind, obj, change="create", actor=actor)
     return obj
 
 
@@ -130,13 +131,15 @@ def update(
     session: Session,
     actor: Actor,
     box: SecretBox,
+    change: str = "update",
+    restored_from: int | None = None,
 ) -> Endpoint:
-    """Rename and/or merge config changes; secrets not sent are kept."""
+    """Rename and/or merge config changes; secrets not sent are kept. A change is one new
+    version (``change`` names it: update or restore)."""
     require_role(actor, "editor", f"change {kind}s")
     obj = get(kind, endpoint_id, session=session)
-    if not actor.is_admin and obj.created_by != actor.username:
-        require_role(actor, "admin", f"change a {kind} another user created")
-    before = _snapshot(kind, obj)
+    require_may_change(kind, obj, actor)
+    before, prior = _snapshot(kind, obj), versions.prior_endpoint(kind, obj)
     info = get_type(kind, obj.type)
     if data.config is not None:
         # JSON merge patch: keys sent replace, keys sent as null are removed, the rest stay.
@@ -159,13 +162,23 @@ def update(
         audit.record(
             session=session,
             actor=actor,
-            action=f"{kind}.update",
+            action=f"{kind}.{change}",
             entity_type=kind,
             entity_id=obj.id,
             before=before,
-            after=after,
+            after=after if change != "restore" else {**after, "restored_from": restored_from},
+        )
+        versions.endpoint_changed(
+            session, kind, obj, change=change, actor=actor, prior=prior, restored_from=restored_from
         )
     return obj
+
+
+def require_may_change(kind: Kind, obj: Endpoint, actor: Actor) -> None:
+    """Editors change what they created; admins change everything."""
+    require_role(actor, "editor", f"change {kind}s")
+    if not actor.is_admin and obj.created_by != actor.username:
+        require_role(actor, "admin", f"change a {kind} another user created")
 
 
 def require_secrets_again(

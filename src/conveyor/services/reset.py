@@ -28,7 +28,7 @@ from conveyor.errors import Conflict, ConveyorError, ExternalError, ValidationFa
 from conveyor.pipelines.contract import TypeContext
 from conveyor.pipelines.resolved import ResolvedConnector
 from conveyor.secrets import SecretBox
-from conveyor.services import audit, connectors
+from conveyor.services import audit, connectors, versions
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
 
@@ -67,6 +67,7 @@ def reset(connector_id: int, *, settings: Settings, actor: Actor, drop_tables: b
     with session_scope(url) as session:
         c = connectors.get(connector_id, session=session)
         _refuse_while_running(session, connector_id)
+        prior = versions.prior_connector(c)
         c.state_key = new_state_key()
         audit.record(
             session=session,
@@ -76,6 +77,8 @@ def reset(connector_id: int, *, settings: Settings, actor: Actor, drop_tables: b
             entity_id=connector_id,
             after={"drop_tables": drop_tables, "dropped_tables": dropped},
         )
+        session.flush()  # the new key bumps ``version``: the reset is a version, settings equal
+        versions.connector_changed(session, c, change="reset", actor=actor, prior=prior)
     _forget_local_state(settings, connector_id, old_key)
     return ResetResult(connector_id, dropped, _message(drop_tables, dropped))
 

@@ -16,6 +16,7 @@ from conveyor.web.ui import (
     connectors,
     csrf,
     endpoints,
+    history,
     not_found,
     runs,
 )
@@ -31,6 +32,7 @@ for _module_router in (
     runs.router,
     endpoints.sources,
     endpoints.destinations,
+    history.router,
     admin.router,
 ):
     router.include_router(_module_router)
