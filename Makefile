@@ -33,6 +33,12 @@ lint: $(STAMP) ## Ruff lint + format check, mypy on src/
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy src
 
+load: $(STAMP) ## API load: 50 clients for 2 minutes on PostgreSQL; fails on any error
+	$(PY) bench/load.py --clients 50 --seconds 120 --floor-seconds 30
+
+load-ci: $(STAMP) ## The load test's short profile (CI): 50 clients for 20 seconds
+	$(PY) bench/load.py --clients 50 --seconds 20 --floor-seconds 6
+
 bench: $(STAMP) ## Run the benchmarks (not tests); results go to docs/benchmarks.md by hand
 	$(PY) bench/run_all.py
 
@@ -41,4 +47,4 @@ lock: ## Re-pin requirements*.lock from pyproject.toml (needs the network)
 	/tmp/conveyor-lock/bin/pip install -q . && /tmp/conveyor-lock/bin/pip freeze --exclude-editable | grep -v '^conveyor' > requirements.lock
 	/tmp/conveyor-lock/bin/pip install -q '.[dev]' && /tmp/conveyor-lock/bin/pip freeze --exclude-editable | grep -v '^conveyor' > requirements-dev.lock
 
-.PHONY: help venv up test lint bench lock
+.PHONY: help venv up test lint bench lock load load-ci
