@@ -23,6 +23,7 @@ from conveyor.db.session import session_scope
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
 from tests.fixtures.net import wait_for
+from tests.fixtures.notify import WebhookReceiver
 from tests.fixtures.pipelines import ConnectorFactory, duckdb_rows, pg_exec
 from tests.fixtures.scratch_pg import ScratchPostgres, scratch_pg  # noqa: F401
 from tests.integration.unattended_support import (
@@ -154,12 +155,37 @@ def test_a_source_down_for_30_s_is_retried_in_one_record_and_loads_each_row_once
     assert events_of(s, cid) == [("run.succeeded", f"run.succeeded:run-{run_id}")]
 
 
+def webhook_channel(s: Settings, receiver: WebhookReceiver) -> None:
+    """A webhook channel with the default events (all but run.succeeded), every connector."""
+    from conveyor.domain.notifications import ChannelCreate
+    from conveyor.secrets import SecretBox
+    from conveyor.services import channels
+
+    data = ChannelCreate(
+        name="ops", type="webhook", config={"url": receiver.url, "secret": receiver.secret}
+    )
+    with session_scope(s.effective_database_url) as session:
+        channels.create(
+            data, session=session, actor=SYSTEM, box=SecretBox(s.secret_keys()), settings=s
+        )
+
+
+def delivered(s: Settings, receiver: WebhookReceiver) -> list[dict[str, Any]]:
+    """One pass of the delivery loop; every body the receiver accepted (signature checked)."""
+    from conveyor.services import notify_delivery
+
+    notify_delivery.one_pass(s)
+    assert receiver.bad_signatures == []
+    return [r.body for r in receiver.received]
+
+
 def test_a_wrong_password_is_not_retried_and_retry_now_starts_a_new_run(
-    s: Settings, process_worker: Any, items: ScratchPostgres
+    s: Settings, process_worker: Any, items: ScratchPostgres, webhook_receiver: WebhookReceiver
 ) -> None:
     from conveyor.services.retries import retry_now
     from conveyor.sync.gateway import create_flow_run
 
+    webhook_channel(s, webhook_receiver)
     cid = connector(s, items.url("wrong-password"), "SELECT id FROM items", {})
     process_worker(s.default_work_pool, worker_env(s))
     first = run_now(s, cid)
@@ -184,6 +210,11 @@ def test_a_wrong_password_is_not_retried_and_retry_now_starts_a_new_run(
     # One run.failed, written with the record (the flow's own close, not retried).
     assert events_of(s, cid) == [("run.failed", f"run.failed:run-{first}")]
     assert failures_in_a_row(s, cid) == 1
+    [body] = delivered(s, webhook_receiver)  # to the webhook, signed
+    assert (body["id"], body["event"]) == (f"run.failed:run-{first}", "run.failed")
+    assert body["connector"]["id"] == cid
+    assert body["run"]["id"] == first and body["run"]["failure_class"] == "config"
+    assert "wrong-password" not in str(body)
 
     ConnectorFactory(s).update_source(cid, {"connection_string": items.url()})
     again = retry_now(first, settings=s, actor=SYSTEM, start=create_flow_run)
@@ -201,4 +232,11 @@ def test_a_wrong_password_is_not_retried_and_retry_now_starts_a_new_run(
         ("run.recovered", f"run.recovered:run-{again.id}"),
     ]
     assert failures_in_a_row(s, cid) == 0
+    # The webhook gets the recovery (run.succeeded is not among a channel's default events).
+    bodies = delivered(s, webhook_receiver)
+    assert [b["id"] for b in bodies] == [
+        f"run.failed:run-{first}",
+        f"run.recovered:run-{again.id}",
+    ]
+    assert bodies[1]["run"]["status"] == "succeeded" and bodies[1]["failed_runs_before"] == 1
     assert duckdb_rows(s, f"SELECT count(*) FROM connector_{cid}.query_result") == [(ROWS,)]
