@@ -30,7 +30,8 @@ from fastapi.testclient import TestClient
 from conveyor.db.models import ConnectorRun
 from conveyor.db.session import session_scope
 from conveyor.domain.models import ConnectorCreate, EndpointCreate, UserCreate
-from conveyor.services import catalog, connectors
+from conveyor.domain.notifications import ChannelCreate
+from conveyor.services import catalog, channels, connectors
 from conveyor.services import users as users_svc
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
@@ -98,6 +99,13 @@ RULES: dict[str, str] = {
     "POST /api/v1/deployments/validate": "admin",
     "POST /api/v1/deployments/plan": "admin",
     "POST /api/v1/deployments/apply": "admin",
+    # Notification channels hold secrets and reach out: admins only, reading too.
+    "GET /api/v1/notification-channels": "admin",
+    "POST /api/v1/notification-channels": "admin",
+    "GET /api/v1/notification-channels/{channel_id}": "admin",
+    "PATCH /api/v1/notification-channels/{channel_id}": "admin",
+    "DELETE /api/v1/notification-channels/{channel_id}": "admin",
+    "POST /api/v1/notification-channels/{channel_id}/test": "admin",
     "GET /metrics": "public",
     "GET /docs": "public",
     "GET /redoc": "public",
@@ -171,6 +179,13 @@ RULES: dict[str, str] = {
     "POST /admin/tokens": "login",
     "POST /admin/tokens/{token_id:int}/revoke": "owner",
     "GET /admin/audit": "admin",
+    "GET /admin/notifications": "admin",
+    "GET /admin/notifications/new": "admin",
+    "POST /admin/notifications/new": "admin",
+    "GET /admin/notifications/{channel_id:int}": "admin",
+    "POST /admin/notifications/{channel_id:int}": "admin",
+    "POST /admin/notifications/{channel_id:int}/delete": "admin",
+    "POST /admin/notifications/{channel_id:int}/test": "admin",
 }
 
 CALLERS = (
@@ -200,6 +215,8 @@ CHANGES_THE_CALLER = {
     "POST /logout",
 }
 _n = itertools.count(1)
+# A webhook channel nobody listens to (port 9 on loopback: refused at once when tested).
+HOOK = {"url": "http://127.0.0.1:9/hook", "secret": "authz-matrix-secret-0123"}
 
 
 def app_routes(app: Any) -> Iterator[tuple[str, str]]:
@@ -282,6 +299,7 @@ class Objects:
     run_id: int
     user_id: int
     token_id: int
+    channel_id: int = 0
 
 
 def make_objects(world: World, owner: str) -> Objects:
@@ -325,7 +343,14 @@ def make_objects(world: World, owner: str) -> Objects:
             actor=SYSTEM,
         )
         token, _ = users_svc.create_token(owner, "spare", session=s, actor=SYSTEM)
-        return Objects(*ids, user_id=spare.id, token_id=token.id)
+        channel = channels.create(
+            ChannelCreate(name=f"ch-{next(_n)}", type="webhook", config=HOOK),
+            session=s,
+            actor=SYSTEM,
+            box=box,
+            settings=world.settings,
+        )
+        return Objects(*ids, user_id=spare.id, token_id=token.id, channel_id=channel.id)
 
 
 def _fill(path: str, o: Objects) -> str:
@@ -336,6 +361,7 @@ def _fill(path: str, o: Objects) -> str:
         "run_id": o.run_id,
         "user_id": o.user_id,
         "token_id": o.token_id,
+        "channel_id": o.channel_id,
         "number": 1,  # every object has its version 1 (restoring it changes nothing: 409)
     }
     for name, value in values.items():
@@ -370,6 +396,8 @@ def _request(method: str, path: str, o: Objects) -> dict[str, Any]:
         "POST /api/v1/deployments/validate": {"files": {}},
         "POST /api/v1/deployments/plan": {"files": {}},
         "POST /api/v1/deployments/apply": {"files": {}},
+        "POST /api/v1/notification-channels": {"name": f"ch{n}", "type": "webhook", "config": HOOK},
+        "PATCH /api/v1/notification-channels/{channel_id}": {"name": f"ch{n}"},
     }
     forms: dict[str, dict[str, Any]] = {
         "POST /login": {"username": LOGIN_PROBE, "password": PASSWORD},
@@ -412,6 +440,8 @@ def _request(method: str, path: str, o: Objects) -> dict[str, Any]:
         "POST /admin/users/{user_id:int}/role": {"role": "editor"},
         "POST /admin/users/{user_id:int}/password": {"password": "another-long-password"},
         "POST /admin/tokens": {"name": "mine"},
+        "POST /admin/notifications/new": {"type": "webhook", "name": f"ch{n}", **HOOK},
+        "POST /admin/notifications/{channel_id:int}": {"name": f"ch{n}", "url": HOOK["url"]},
     }
     params: dict[str, dict[str, str]] = {
         "GET /connectors/form/endpoint": {"kind": "source"},

@@ -18,6 +18,7 @@ from conveyor.web.ui import (
     endpoints,
     history,
     not_found,
+    notifications,
     runs,
 )
 from conveyor.web.ui.base import WEB_DIR
@@ -34,6 +35,7 @@ for _module_router in (
     endpoints.destinations,
     history.router,
     admin.router,
+    notifications.router,
 ):
     router.include_router(_module_router)
 
