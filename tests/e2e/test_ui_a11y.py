@@ -69,6 +69,8 @@ def test_no_serious_or_critical_violation_on_any_page(web_only: Platform, new_pa
         "/admin/users",
         "/admin/tokens",
         "/admin/audit",
+        "/admin/notifications",
+        "/admin/notifications/new?type=email",
         "/account/password",
         "/no/such/page",
         "/docs",
