@@ -199,7 +199,7 @@ def test_a_webhook_to_a_denied_address_is_refused(admin: ApiUser) -> None:
     assert admin.get(API).json() == []
 
 
-def test_a_name_resolving_to_a_denied_address_is_refused_at_send(
+def test_production_refuses_a_loopback_webhook_at_send(
     admin: ApiUser, app_settings: Settings, webhook_receiver: WebhookReceiver
 ) -> None:
     # Loopback is allowed in local mode; production turns it off: the same channel refused.
