@@ -148,6 +148,9 @@ class Connector(Base):
     work_pool_name: Mapped[str | None] = mapped_column(String(200))  # None = settings default
     work_queue_name: Mapped[str | None] = mapped_column(String(200))
     deployment_name: Mapped[str | None] = mapped_column(String(200))  # None = connector-<id>
+    # Per-connector Prefect job variables (resources, placement, env, image) merged into
+    # its deployment; None = the work pool's defaults.
+    job_variables: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # {"max_attempts": n, "backoff_seconds": [...]} for transient failures; None = defaults.
     retry_policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Scheduled times missed while the worker or the platform was down: skip | latest | all.
