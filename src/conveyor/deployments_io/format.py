@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from conveyor.domain.connector_fields import TOP_LEVEL
-from conveyor.domain.models import NAME_PATTERN, TAG_PATTERN
+from conveyor.domain.models import DB_BIGINT_MAX, NAME_PATTERN, TAG_PATTERN
 from conveyor.domain.schedule import validate_cron, validate_timezone
 from conveyor.domain.vocabulary import (
     CONNECTOR_TAG_PREFIX,
@@ -60,7 +60,9 @@ class _Strict(BaseModel):
 class Parameters(_Strict):
     """Flow-run parameters: the connector id and nothing else (secrets never go here)."""
 
-    connector_id: int = Field(ge=1, description="The connector this deployment runs")
+    connector_id: int = Field(
+        ge=1, le=DB_BIGINT_MAX, description="The connector this deployment runs"
+    )
 
 
 class Schedule(_Strict):

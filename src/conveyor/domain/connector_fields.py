@@ -29,6 +29,13 @@ PositiveCount = Annotated[int, Field(ge=1, le=1000)]
 PositiveMinutes = Annotated[int, Field(ge=1, le=527_040)]  # up to a year
 
 
+def left_out_unchanged(schema: dict[str, Any]) -> None:
+    """A PATCH field that may be left out (unchanged) but never sent as null: its
+    internal default (None: not sent) is not a value a client may send, so the OpenAPI
+    document shows none."""
+    schema.pop("default", None)
+
+
 @dataclass(frozen=True)
 class ConnectorField:
     """One plain connector field.
@@ -66,8 +73,13 @@ class ConnectorField:
         return self.type, Field(default=self.default, max_length=self.max_length)
 
     def patch_field(self) -> tuple[Any, Any]:
-        """(type | None, Field) for the patch model: left out means unchanged."""
-        return self.type | None, Field(default=None, max_length=self.max_length)
+        """(type, Field) for the patch model: left out means unchanged; null only where
+        the field is ``nullable`` (the schema says so, and refuses a null elsewhere)."""
+        if self.nullable:
+            return self.type | None, Field(default=None, max_length=self.max_length)
+        return self.type, Field(
+            default=None, max_length=self.max_length, json_schema_extra=left_out_unchanged
+        )
 
     def out_type(self) -> Any:
         """The output type: a field that follows a setting is never null there."""

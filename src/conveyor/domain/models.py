@@ -7,9 +7,10 @@ Field names are snake_case; the camelCase names older clients send (``isActive``
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator
 from pydantic.alias_generators import to_camel
 
 from conveyor.domain import connector_fields
@@ -18,6 +19,16 @@ from conveyor.domain.vocabulary import FailureClass, is_reserved_tag
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
+
+# Integers as the database stores them (invariant 5): an id past what its column holds is
+# refused (422) like any bad input, never sent to the database (an OverflowError on SQLite,
+# "bigint out of range" on PostgreSQL). Ids are BIGINT (SQLite's INTEGER is the same 64
+# bits); counters and versions are INTEGER. Every id in a path, a query or a body is an `Id`
+# (tests/unit/test_bounded_ids.py walks the routes and fails on an unbounded one).
+DB_BIGINT_MAX = 2**63 - 1
+DB_INT_MAX = 2**31 - 1
+Id = Annotated[int, annotated_types.Ge(1), annotated_types.Le(DB_BIGINT_MAX)]
+Int32 = Annotated[int, annotated_types.Ge(0), annotated_types.Le(DB_INT_MAX)]
 
 Role = Literal["admin", "editor", "viewer"]
 SyncStatus = Literal["pending", "synced", "error"]
@@ -104,21 +115,26 @@ class _ConnectorChecks(InputModel):
 
 class _CreateBase(_ConnectorChecks):
     name: str = Name
-    source_id: int
-    destination_id: int
+    source_id: Id
+    destination_id: Id
     source_config_override: dict[str, Any] = Field(default_factory=dict)
     destination_config_override: dict[str, Any] = Field(default_factory=dict)
+
+
+def _left_out(**constraints: Any) -> Any:
+    """A PATCH field that may be left out (unchanged) but not sent as null."""
+    return Field(default=None, json_schema_extra=connector_fields.left_out_unchanged, **constraints)
 
 
 class _PatchBase(_ConnectorChecks):
     """Partial update; ``version`` (optimistic lock), when given, must match."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
-    source_id: int | None = None
-    destination_id: int | None = None
+    name: str = _left_out(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    source_id: Id = _left_out()
+    destination_id: Id = _left_out()
     source_config_override: dict[str, Any] | None = None
     destination_config_override: dict[str, Any] | None = None
-    version: int | None = None
+    version: Int32 | None = None
 
 
 if TYPE_CHECKING:
@@ -214,7 +230,7 @@ class ResetIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    drop_tables: bool = False
+    drop_tables: StrictBool = False
 
 
 class ResetOut(BaseModel):
@@ -274,8 +290,10 @@ class UserCreate(InputModel):
 class UserUpdate(InputModel):
     """A user's role, or whether they may log in (disabling ends their logins and tokens)."""
 
-    role: Role | None = None
-    disabled: bool | None = None
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    role: Role = _left_out()
+    disabled: StrictBool = _left_out()
 
 
 class PasswordChange(InputModel):

@@ -42,6 +42,10 @@ class RetryPolicy(BaseModel):
         min_length=1,
         max_length=MAX_ATTEMPTS_LIMIT,
         description="Seconds to wait after attempt 1, 2, ...; the last value repeats",
+        # What _non_negative enforces, said in the schema (its message names the item).
+        json_schema_extra={
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_BACKOFF_SECONDS}
+        },
     )
 
     @field_validator("backoff_seconds")

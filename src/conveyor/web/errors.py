@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from conveyor.errors import (
     ConfigurationError,
@@ -30,6 +33,9 @@ STATUS: list[tuple[type[ConveyorError], int]] = [
     (ExternalError, 502),
     (ConfigurationError, 500),
 ]
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def status_for(exc: ConveyorError) -> int:
@@ -86,6 +92,21 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(reason, errors=errors), status_code=422)
 
 
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A 405 whose ``Allow`` lists every method of the path: Starlette names only those of
+    the first route matching it, and here each method of a path is a route of its own."""
+    assert isinstance(exc, StarletteHTTPException)
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+    exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+    return await http_exception_handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ConveyorError, _conveyor_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(405, _method_not_allowed)  # before any handler by class

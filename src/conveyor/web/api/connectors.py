@@ -15,6 +15,7 @@ from conveyor.domain.models import (
     ConnectorCreate,
     ConnectorOut,
     ConnectorPatch,
+    Id,
     Page,
     ResetIn,
     ResetOut,
@@ -32,6 +33,7 @@ from conveyor.web.deps import (
     SettingsDep,
     unit_of_work,
 )
+from conveyor.web.openapi import also_answers
 
 router = APIRouter(prefix="/connectors", tags=["connectors"])
 
@@ -48,8 +50,8 @@ def list_connectors(
     sync_status: Literal["pending", "synced", "error"] | None = None,
     tag: str | None = None,
     is_active: bool | None = None,
-    source_id: int | None = None,
-    destination_id: int | None = None,
+    source_id: Id | None = None,
+    destination_id: Id | None = None,
     last_run_status: str | None = None,
     cursor: str | None = None,
     limit: int = Query(50, ge=1, le=500),
@@ -80,7 +82,7 @@ async def _after_write(out: ConnectorOut, settings: Settings, wait: float) -> Co
     return out
 
 
-def _read(connector_id: int, settings: Settings) -> ConnectorOut:
+def _read(connector_id: Id, settings: Settings) -> ConnectorOut:
     with unit_of_work(settings) as session:
         return _out(svc.get(connector_id, session=session), settings, session)
 
@@ -107,13 +109,13 @@ async def create_connector(
 
 
 @router.get("/{connector_id}", response_model=ConnectorOut, summary="Read a connector")
-def read_connector(connector_id: int, settings: SettingsDep, actor: CurrentActor) -> ConnectorOut:
+def read_connector(connector_id: Id, settings: SettingsDep, actor: CurrentActor) -> ConnectorOut:
     return _read(connector_id, settings)
 
 
 @router.patch("/{connector_id}", response_model=ConnectorOut, summary="Change a connector")
 async def patch_connector(
-    connector_id: int,
+    connector_id: Id,
     data: ConnectorPatch,
     settings: SettingsDep,
     who: CredentialsDep,
@@ -130,7 +132,7 @@ async def patch_connector(
 
 @router.post("/{connector_id}/pause", response_model=ConnectorOut, summary="Pause its schedule")
 async def pause_connector(
-    connector_id: int,
+    connector_id: Id,
     settings: SettingsDep,
     who: CredentialsDep,
     box: BoxDep,
@@ -141,7 +143,7 @@ async def pause_connector(
 
 @router.post("/{connector_id}/resume", response_model=ConnectorOut, summary="Resume its schedule")
 async def resume_connector(
-    connector_id: int,
+    connector_id: Id,
     settings: SettingsDep,
     who: CredentialsDep,
     box: BoxDep,
@@ -151,7 +153,7 @@ async def resume_connector(
 
 
 async def _set_active(
-    connector_id: int,
+    connector_id: Id,
     active: bool,
     settings: Settings,
     who: Credentials,
@@ -169,14 +171,20 @@ async def _set_active(
 
 
 @router.delete("/{connector_id}", status_code=204, summary="Delete a connector and its runs")
-def delete_connector(connector_id: int, settings: SettingsDep, actor: CurrentActor) -> Response:
+def delete_connector(connector_id: Id, settings: SettingsDep, actor: CurrentActor) -> Response:
     with unit_of_work(settings) as session:
         svc.delete(connector_id, session=session, actor=actor)
         return Response(status_code=204)
 
 
-@router.post("/{connector_id}/run", response_model=RunOut, status_code=202, summary="Run it now")
-def run_connector(connector_id: int, settings: SettingsDep, actor: CurrentActor) -> RunOut:
+@router.post(
+    "/{connector_id}/run",
+    response_model=RunOut,
+    status_code=202,
+    summary="Run it now",
+    responses=also_answers(502),
+)
+def run_connector(connector_id: Id, settings: SettingsDep, actor: CurrentActor) -> RunOut:
     # No request transaction: the run record commits before Prefect is called.
     from conveyor.sync.gateway import create_flow_run
 
@@ -187,10 +195,11 @@ def run_connector(connector_id: int, settings: SettingsDep, actor: CurrentActor)
 @router.post(
     "/{connector_id}/reset",
     response_model=ResetOut,
+    responses=also_answers(502),
     summary="Clear incremental state (the next run reloads in full); drop_tables: its tables too",
 )
 def reset_connector(
-    connector_id: int, settings: SettingsDep, actor: CurrentActor, body: ResetIn | None = None
+    connector_id: Id, settings: SettingsDep, actor: CurrentActor, body: ResetIn | None = None
 ) -> ResetOut:
     # No request transaction: the service drops tables at the destination between its own.
     from conveyor.services.reset import reset
@@ -208,10 +217,10 @@ def reset_connector(
 
 @router.get("/{connector_id}/runs", response_model=list[RunOut], summary="Run history")
 def list_runs(
-    connector_id: int,
+    connector_id: Id,
     settings: SettingsDep,
     actor: CurrentActor,
-    before_id: int | None = None,
+    before_id: Id | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> list[RunOut]:
     with unit_of_work(settings) as session:

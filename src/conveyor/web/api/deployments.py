@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from conveyor.deployments_io import (
     LoadedDirectory,
@@ -38,7 +38,10 @@ class FilesIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    files: dict[str, str] = Field(description="File name -> YAML text")
+    files: dict[str, str] = Field(
+        description="File name -> YAML text",
+        json_schema_extra={"propertyNames": {"pattern": _FILE_NAME.pattern}},
+    )
     base_dir: str | None = Field(
         default=None, description="Server-side directory that relative paths refer to"
     )
@@ -53,12 +56,14 @@ class FilesIn(BaseModel):
 
 
 class ValidateIn(FilesIn):
-    check_env: bool = Field(default=True, description="Require ${ENV_VAR} references to be set")
+    check_env: StrictBool = Field(
+        default=True, description="Require ${ENV_VAR} references to be set"
+    )
 
 
 class PlanIn(FilesIn):
-    prune: bool = False
-    force: bool = False
+    prune: StrictBool = False
+    force: StrictBool = False
 
 
 class Problem(BaseModel):

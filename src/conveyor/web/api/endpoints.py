@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response
 
-from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch
+from conveyor.domain.models import EndpointCreate, EndpointOut, EndpointPatch, Id
 from conveyor.errors import Conflict
 from conveyor.pipelines.registry import Kind, list_types
 from conveyor.secrets import SecretBox
@@ -14,11 +14,12 @@ from conveyor.services import catalog
 from conveyor.services.authz import require_role
 from conveyor.settings import Settings
 from conveyor.web.deps import BoxDep, CurrentActor, SettingsDep, unit_of_work
+from conveyor.web.openapi import also_answers
 
 
 def _require_check_passes(
     kind: Kind,
-    endpoint_id: int,
+    endpoint_id: Id,
     data: EndpointPatch,
     actor: Any,
     box: SecretBox,
@@ -60,15 +61,20 @@ def _router(kind: Kind) -> APIRouter:
             return catalog.to_out(kind, obj)
 
     @router.get("/{endpoint_id}", response_model=EndpointOut, summary=f"Read a {kind}")
-    def read(endpoint_id: int, settings: SettingsDep, actor: CurrentActor) -> EndpointOut:
+    def read(endpoint_id: Id, settings: SettingsDep, actor: CurrentActor) -> EndpointOut:
         with unit_of_work(settings) as session:
             obj = catalog.get(kind, endpoint_id, session=session)
             count = catalog.connector_count(kind, endpoint_id, session=session)
             return catalog.to_out(kind, obj, count)
 
-    @router.patch("/{endpoint_id}", response_model=EndpointOut, summary=f"Change a {kind}")
+    @router.patch(
+        "/{endpoint_id}",
+        response_model=EndpointOut,
+        summary=f"Change a {kind}",
+        responses=also_answers(502),
+    )
     def patch(
-        endpoint_id: int,
+        endpoint_id: Id,
         data: EndpointPatch,
         settings: SettingsDep,
         actor: CurrentActor,
@@ -86,14 +92,18 @@ def _router(kind: Kind) -> APIRouter:
             return catalog.to_out(kind, obj, count)
 
     @router.delete("/{endpoint_id}", status_code=204, summary=f"Delete an unused {kind}")
-    def delete(endpoint_id: int, settings: SettingsDep, actor: CurrentActor) -> Response:
+    def delete(endpoint_id: Id, settings: SettingsDep, actor: CurrentActor) -> Response:
         with unit_of_work(settings) as session:
             catalog.delete(kind, endpoint_id, session=session, actor=actor)
             return Response(status_code=204)
 
-    @router.post("/{endpoint_id}/check", summary=f"Try the {kind}'s connection")
+    @router.post(
+        "/{endpoint_id}/check",
+        summary=f"Try the {kind}'s connection",
+        responses=also_answers(502),
+    )
     def check(
-        endpoint_id: int,
+        endpoint_id: Id,
         settings: SettingsDep,
         actor: CurrentActor,
         box: BoxDep,
@@ -116,9 +126,13 @@ def _router(kind: Kind) -> APIRouter:
 def _add_discover(router: APIRouter) -> None:
     """Sources only: list what a source holds (tables and columns, or files)."""
 
-    @router.get("/{endpoint_id}/discover", summary="List tables and columns, or files")
+    @router.get(
+        "/{endpoint_id}/discover",
+        summary="List tables and columns, or files",
+        responses=also_answers(502),
+    )
     def discover(
-        endpoint_id: int,
+        endpoint_id: Id,
         settings: SettingsDep,
         actor: CurrentActor,
         box: BoxDep,

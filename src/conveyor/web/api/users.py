@@ -10,6 +10,7 @@ from conveyor.db.models import ApiToken
 from conveyor.domain.models import (
     AccessEndedOut,
     AuditOut,
+    Id,
     PasswordChange,
     PasswordReset,
     Role,
@@ -26,6 +27,7 @@ from conveyor.services import users as svc
 from conveyor.services.authz import require_role
 from conveyor.services.login_throttle import Limits
 from conveyor.web.deps import CurrentActor, SettingsDep, unit_of_work
+from conveyor.web.openapi import also_answers
 
 router = APIRouter(tags=["admin"])
 
@@ -63,7 +65,7 @@ def create_user(data: UserCreate, settings: SettingsDep, actor: CurrentActor) ->
     "/users/{user_id}", response_model=UserOut, summary="Change a user's role, disable or enable"
 )
 def update_user(
-    user_id: int,
+    user_id: Id,
     settings: SettingsDep,
     actor: CurrentActor,
     data: Annotated[UserUpdate | None, Body()] = None,
@@ -85,7 +87,7 @@ def update_user(
 
 
 @router.delete("/users/{user_id}", status_code=204, summary="Delete a user")
-def delete_user(user_id: int, settings: SettingsDep, actor: CurrentActor) -> Response:
+def delete_user(user_id: Id, settings: SettingsDep, actor: CurrentActor) -> Response:
     """Their logins and tokens go with them; their connectors stay, owned by no one
     (admins manage them)."""
     with unit_of_work(settings) as session:
@@ -99,14 +101,19 @@ def delete_user(user_id: int, settings: SettingsDep, actor: CurrentActor) -> Res
     summary="Reset a user's password (admins)",
 )
 def reset_password(
-    user_id: int, data: PasswordReset, settings: SettingsDep, actor: CurrentActor
+    user_id: Id, data: PasswordReset, settings: SettingsDep, actor: CurrentActor
 ) -> AccessEndedOut:
     with unit_of_work(settings) as session:
         ended = svc.reset_password(user_id, data.password, session=session, actor=actor)
         return AccessEndedOut(sessions_ended=ended.sessions, tokens_revoked=ended.tokens)
 
 
-@router.post("/me/password", response_model=AccessEndedOut, summary="Change your own password")
+@router.post(
+    "/me/password",
+    response_model=AccessEndedOut,
+    summary="Change your own password",
+    responses=also_answers(429),
+)
 def change_own_password(
     data: PasswordChange, request: Request, settings: SettingsDep, actor: CurrentActor
 ) -> AccessEndedOut:
@@ -144,7 +151,7 @@ def create_token(data: TokenCreate, settings: SettingsDep, actor: CurrentActor) 
 
 
 @router.delete("/tokens/{token_id}", status_code=204, summary="Revoke a token")
-def revoke_token(token_id: int, settings: SettingsDep, actor: CurrentActor) -> Response:
+def revoke_token(token_id: Id, settings: SettingsDep, actor: CurrentActor) -> Response:
     with unit_of_work(settings) as session:
         svc.revoke_token(token_id, session=session, actor=actor)
         return Response(status_code=204)
@@ -158,7 +165,7 @@ def list_audit(
     entity_type: str | None = None,
     entity_id: str | None = None,
     action: str | None = None,
-    before_id: int | None = None,
+    before_id: Id | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> list[AuditOut]:
     with unit_of_work(settings) as session:

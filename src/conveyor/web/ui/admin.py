@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from pydantic import ValidationError
 
-from conveyor.domain.models import UserCreate
+from conveyor.domain.models import Id, UserCreate
 from conveyor.errors import Conflict, NotFound, ValidationFailed
 from conveyor.pipelines.registry import pydantic_problems
 from conveyor.services import audit
@@ -78,7 +78,7 @@ def create_user(
 
 @router.post("/admin/users/{user_id:int}/role", include_in_schema=False)
 def set_role(
-    request: Request, user_id: int, actor: UIActor, role: Annotated[str, Form()] = ""
+    request: Request, user_id: Id, actor: UIActor, role: Annotated[str, Form()] = ""
 ) -> Response:
     require_role(actor, "admin", "manage users")
     with unit_of_work(get_settings(request)) as session:
@@ -90,7 +90,7 @@ def set_role(
 
 @router.post("/admin/users/{user_id:int}/password", include_in_schema=False)
 def reset_password(
-    request: Request, user_id: int, actor: UIActor, password: Annotated[str, Form()] = ""
+    request: Request, user_id: Id, actor: UIActor, password: Annotated[str, Form()] = ""
 ) -> Response:
     require_role(actor, "admin", "reset passwords")
     try:
@@ -109,16 +109,16 @@ def reset_password(
 
 
 @router.post("/admin/users/{user_id:int}/disable", include_in_schema=False)
-def disable_user(request: Request, user_id: int, actor: UIActor) -> Response:
+def disable_user(request: Request, user_id: Id, actor: UIActor) -> Response:
     return _set_active(request, user_id, actor, active=False)
 
 
 @router.post("/admin/users/{user_id:int}/enable", include_in_schema=False)
-def enable_user(request: Request, user_id: int, actor: UIActor) -> Response:
+def enable_user(request: Request, user_id: Id, actor: UIActor) -> Response:
     return _set_active(request, user_id, actor, active=True)
 
 
-def _set_active(request: Request, user_id: int, actor: Actor, *, active: bool) -> Response:
+def _set_active(request: Request, user_id: Id, actor: Actor, *, active: bool) -> Response:
     require_role(actor, "admin", "disable or enable users")
     with unit_of_work(get_settings(request)) as session:
         name = users_svc.set_active(user_id, active, session=session, actor=actor).username
@@ -130,7 +130,7 @@ def _set_active(request: Request, user_id: int, actor: Actor, *, active: bool) -
 
 
 @router.post("/admin/users/{user_id:int}/delete", include_in_schema=False)
-def delete_user(request: Request, user_id: int, actor: UIActor) -> Response:
+def delete_user(request: Request, user_id: Id, actor: UIActor) -> Response:
     require_role(actor, "admin", "delete users")
     with unit_of_work(get_settings(request)) as session:
         name = users_svc.get(user_id, session=session).username
@@ -218,7 +218,7 @@ def create_token(
 
 
 @router.post("/admin/tokens/{token_id:int}/revoke", include_in_schema=False)
-def revoke_token(request: Request, token_id: int, actor: UIActor) -> Response:
+def revoke_token(request: Request, token_id: Id, actor: UIActor) -> Response:
     with unit_of_work(get_settings(request)) as session:
         users_svc.revoke_token(token_id, session=session, actor=actor)
     flash(request, "Token revoked: it no longer works.")
@@ -236,7 +236,7 @@ def audit_page(
     entity_type: str | None = None,
     entity_id: str | None = None,
     action: str | None = None,
-    before_id: int | None = None,
+    before_id: Id | None = None,
 ) -> Response:
     require_role(actor, "admin", "read the audit log")
     filters = {

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from conveyor.domain.models import EndpointCreate, EndpointPatch
+from conveyor.domain.models import EndpointCreate, EndpointPatch, Id
 from conveyor.errors import Conflict, FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, list_types, pydantic_problems
 from conveyor.services import catalog
@@ -168,7 +168,7 @@ class _Pages:
         }
         return self.page(request, ctx, 422)
 
-    def _detail_ctx(self, request: Request, endpoint_id: int) -> dict[str, Any]:
+    def _detail_ctx(self, request: Request, endpoint_id: Id) -> dict[str, Any]:
         settings = get_settings(request)
         with unit_of_work(settings) as session:
             obj = catalog.get(self.kind, endpoint_id, session=session)
@@ -185,15 +185,15 @@ class _Pages:
             "can_change": can_change_endpoint(request.state.actor, out.created_by),
         }
 
-    def detail(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
+    def detail(self, request: Request, endpoint_id: Id, actor: UIActor) -> Response:
         return self.page(request, self._detail_ctx(request, endpoint_id))
 
-    async def update(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
+    async def update(self, request: Request, endpoint_id: Id, actor: UIActor) -> Response:
         form = await request.form()
         return await run_in_threadpool(self._update, request, endpoint_id, actor, form)
 
     def _update(
-        self, request: Request, endpoint_id: int, actor: Any, form: Mapping[str, Any]
+        self, request: Request, endpoint_id: Id, actor: Any, form: Mapping[str, Any]
     ) -> Response:
         settings = get_settings(request)
         box = request.app.state.secret_box
@@ -276,7 +276,7 @@ class _Pages:
         )
         return self.page(request, ctx, 409)
 
-    def delete(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
+    def delete(self, request: Request, endpoint_id: Id, actor: UIActor) -> Response:
         settings = get_settings(request)
         try:
             with unit_of_work(settings) as session:
@@ -292,12 +292,12 @@ class _Pages:
         form = await request.form()
         return await run_in_threadpool(self._test, request, actor, None, form)
 
-    async def test_existing(self, request: Request, endpoint_id: int, actor: UIActor) -> Response:
+    async def test_existing(self, request: Request, endpoint_id: Id, actor: UIActor) -> Response:
         form = await request.form()
         return await run_in_threadpool(self._test, request, actor, endpoint_id, form)
 
     def _test(
-        self, request: Request, actor: Any, endpoint_id: int | None, form: Mapping[str, Any]
+        self, request: Request, actor: Any, endpoint_id: Id | None, form: Mapping[str, Any]
     ) -> Response:
         """Test what is on screen. Secrets left empty on an edit form use the stored ones,
         but only while the form still points where they were stored."""

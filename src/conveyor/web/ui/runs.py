@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from conveyor.db.models import ConnectorRun
+from conveyor.domain.models import Id
 from conveyor.errors import ConveyorError, NotFound, PermissionDenied
 from conveyor.services import connectors as svc
 from conveyor.services import run_logs
@@ -53,7 +54,7 @@ def table_rows(stats: dict[str, Any] | None) -> list[tuple[str, Any]]:
     return sorted(out)
 
 
-def _run_context(request: Request, run_id: int) -> dict[str, Any]:
+def _run_context(request: Request, run_id: Id) -> dict[str, Any]:
     settings = get_settings(request)
     with unit_of_work(settings) as session:
         run: ConnectorRun = runs_svc.get(run_id, session=session)
@@ -87,17 +88,17 @@ def _run_context(request: Request, run_id: int) -> dict[str, Any]:
 
 
 @router.get("/runs/{run_id:int}", include_in_schema=False)
-def run_page(request: Request, run_id: int, actor: UIActor) -> Response:
+def run_page(request: Request, run_id: Id, actor: UIActor) -> Response:
     return render(request, "runs/detail.html", _run_context(request, run_id))
 
 
 @router.get("/runs/{run_id:int}/live", include_in_schema=False)
-def run_live(request: Request, run_id: int, actor: UIActor) -> Response:
+def run_live(request: Request, run_id: Id, actor: UIActor) -> Response:
     return render(request, "partials/run_live.html", _run_context(request, run_id))
 
 
 @router.get("/runs/{run_id:int}/log", include_in_schema=False)
-def run_log(request: Request, run_id: int, actor: UIActor) -> Response:
+def run_log(request: Request, run_id: Id, actor: UIActor) -> Response:
     """The whole stored log as a text file (secrets were masked when it was written)."""
     settings = get_settings(request)
     with unit_of_work(settings) as session:
@@ -109,7 +110,7 @@ def run_log(request: Request, run_id: int, actor: UIActor) -> Response:
 
 
 @router.post("/runs/{run_id:int}/retry", include_in_schema=False)
-def retry(request: Request, run_id: int, actor: UIActor) -> Response:
+def retry(request: Request, run_id: Id, actor: UIActor) -> Response:
     """Retry now: a new run record (trigger "retry") started through Prefect."""
     from conveyor.services.retries import retry_now
     from conveyor.sync.gateway import create_flow_run
@@ -127,7 +128,7 @@ def retry(request: Request, run_id: int, actor: UIActor) -> Response:
 
 
 @router.post("/runs/{run_id:int}/cancel", include_in_schema=False)
-def cancel(request: Request, run_id: int, actor: UIActor) -> Response:
+def cancel(request: Request, run_id: Id, actor: UIActor) -> Response:
     """Cancel an open run: its Prefect flow run is cancelled and the record closed."""
     from conveyor.services.cancel import cancel as cancel_run
     from conveyor.sync.gateway import cancel_flow_run
