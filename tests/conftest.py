@@ -63,6 +63,7 @@ pytest_plugins = [
     "tests.fixtures.sync",
     "tests.fixtures.ui",
     "tests.fixtures.notify",
+    "tests.fixtures.mariadb",
 ]
 
 

@@ -176,31 +176,22 @@ def test_sqlite_sources_are_opened_read_only(factory: Any, tmp_path: Path) -> No
         assert con.execute("SELECT count(*) FROM victim").fetchone() == (2,)
 
 
-def test_mariadb_sessions_are_read_only() -> None:
-    pytest.importorskip("pymysql")
-    import pymysql
-
-    try:
-        pymysql.connect(host="127.0.0.1", user="root", password="", connect_timeout=3).close()
-    except pymysql.Error:
-        pytest.skip("no MariaDB/MySQL at 127.0.0.1:3306")
-    admin = pymysql.connect(host="127.0.0.1", user="root", password="", autocommit=True)
-    with admin.cursor() as cur:
-        cur.execute("CREATE DATABASE IF NOT EXISTS conveyor_ro_test")
-        cur.execute("CREATE TABLE IF NOT EXISTS conveyor_ro_test.victim (id int, v text)")
-        cur.execute("DELETE FROM conveyor_ro_test.victim")
-        cur.execute("INSERT INTO conveyor_ro_test.victim VALUES (1, 'a')")
-    engine = readonly.engine("mysql+pymysql://root:@127.0.0.1:3306/conveyor_ro_test")
+def test_mariadb_sessions_are_read_only(mysql_database: Any) -> None:
+    db = mysql_database()
+    db.execute("CREATE TABLE victim (id int, v text)", "INSERT INTO victim VALUES (1, 'a')")
+    admin = db.server  # a user that may write: only the session's lock stops it
+    url = f"mysql+pymysql://{admin.user}:{admin.password}@{admin.host}:{admin.port}/{db.name}"
+    engine = readonly.engine(url)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
             conn.commit()
             with pytest.raises(Exception, match=r"READ ONLY|read only|read-only"):
                 conn.exec_driver_sql("UPDATE victim SET v = 'pwned'")
+            conn.rollback()
+            conn.exec_driver_sql("COMMIT")
+            with pytest.raises(Exception, match=r"READ ONLY|read only|read-only"):
+                conn.exec_driver_sql("DELETE FROM victim")
     finally:
         engine.dispose()
-    with admin.cursor() as cur:
-        cur.execute("SELECT v FROM conveyor_ro_test.victim")
-        assert cur.fetchall() == (("a",),)
-        cur.execute("DROP DATABASE conveyor_ro_test")
-    admin.close()
+    assert db.rows("SELECT id, v FROM victim") == [(1, "a")]
