@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     )
     prefect_ui_url: str | None = None
     default_work_pool: str = "default"
+    # The default pool's type and concurrency limit (None: no pool-wide limit; each worker's
+    # --limit caps what it runs). Whoever comes first, reconciler or worker, creates a missing
+    # pool so; a default pool of another type is reported (sync status, health), never changed.
+    work_pool_type: Literal["process", "kubernetes"] = "process"
+    work_pool_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     default_work_queue: str = "default"
     reconcile_interval: float = Field(default=60.0, gt=0)
     reconcile_concurrency: int = Field(default=16, ge=1, le=64)  # the most in flight
@@ -59,6 +64,13 @@ class Settings(BaseSettings):
     notify_sync_error_after: float = Field(default=900.0, gt=0)
     freshness_interval: float = Field(default=60.0, gt=0)
     session_secure_cookie: bool = False
+    # When set, GET /metrics answers only requests with `Authorization: Bearer <token>`
+    # (a scraper's token); unset, /metrics is public (keep it off any public ingress).
+    metrics_token: SecretStr | None = None
+    # The reconciler's loop touches this file as it goes round (leader and standby alike);
+    # `conveyor reconcile --check-heartbeat` (the chart's liveness probe) reads its age.
+    # Default: CONVEYOR_HOME/run/reconciler.heartbeat.
+    reconciler_heartbeat_file: Path | None = None
     # Login throttling: after this many failures an account name (or a client address) waits
     # login_backoff seconds, doubling with each further failure up to login_backoff_max;
     # failures older than login_failure_window with none since are forgotten.
@@ -131,6 +143,11 @@ class Settings(BaseSettings):
     def data_dir(self) -> Path:
         """Where the embedded DuckDB destination writes by default."""
         return self.home / "data"
+
+    @property
+    def heartbeat_file(self) -> Path:
+        """The reconciler loop's heartbeat file (see ``reconciler_heartbeat_file``)."""
+        return self.reconciler_heartbeat_file or self.home / "run" / "reconciler.heartbeat"
 
     def secret_keys(self) -> list[bytes]:
         """Fernet keys, newest first; generated into ``home`` in local mode when unset."""

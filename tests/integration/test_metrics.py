@@ -85,3 +85,34 @@ def test_health_reports_every_component(client: TestClient) -> None:
     assert set(body["components"]) == {"database", "prefect", "work_pool", "worker", "reconciler"}
     assert body["components"]["database"]["ok"] is True
     assert body["components"]["reconciler"]["ok"] is False  # none runs in this test
+
+
+def test_metrics_token_keeps_scrapes_without_it_out(app_settings: Settings, admin: ApiUser) -> None:
+    """With CONVEYOR_METRICS_TOKEN set, only `Authorization: Bearer <token>` reads /metrics:
+    no header, another scheme, a wrong or truncated token, and a logged-in user's API token
+    are all 401 and show no figure."""
+    from pydantic import SecretStr
+
+    from conveyor.web.app import create_app
+
+    token = "scrape-Token-4e1f0b9a"
+    locked = app_settings.model_copy(update={"metrics_token": SecretStr(token)})
+    with TestClient(create_app(locked)) as c:
+        refused = [
+            {},
+            {"Authorization": f"Basic {token}"},
+            {"Authorization": f"Bearer {token[:-1]}"},
+            {"Authorization": f"Bearer {token}x"},
+            {"Authorization": "Bearer "},
+            {"Authorization": f"Bearer {admin.token}"},
+        ]
+        for headers in refused:
+            resp = c.get("/metrics", headers=headers)
+            assert resp.status_code == 401, headers
+            assert "conveyor_" not in resp.text
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        ok = c.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        assert ("conveyor_info", (("version", __import__("conveyor").__version__),)) in _samples(
+            ok.text
+        )

@@ -8,6 +8,7 @@ import signal
 import typer
 
 from conveyor.cli.common import console, settings
+from conveyor.settings import Settings
 
 
 def reconcile(
@@ -18,13 +19,28 @@ def reconcile(
     ),
     retry_base: float = typer.Option(2.0, help="First retry delay after a Prefect error (s)"),
     retry_cap: float = typer.Option(300.0, help="Longest retry delay after Prefect errors (s)"),
+    check_heartbeat: bool = typer.Option(
+        False,
+        "--check-heartbeat",
+        help="Exit 0 if this machine's reconciler loop went round within --max-age, else 1 "
+        "(a liveness probe; reads a file, touches neither the database nor Prefect)",
+    ),
+    max_age: float | None = typer.Option(
+        None,
+        help="Seconds without a heartbeat before --check-heartbeat fails "
+        "(default: the larger of 600 and three reconcile intervals)",
+    ),
 ) -> None:
     """Apply queued connector changes to Prefect and repair drift (one reconciler acts)."""
+    s = settings()
+    if check_heartbeat:
+        _check_heartbeat(s, max_age)
+        return
+
     from conveyor.logs import configure_from_environment
     from conveyor.sync import loop
     from conveyor.sync.reconciler import Backoff
 
-    s = settings()
     configure_from_environment()  # text, or JSON lines with CONVEYOR_LOG_JSON=true
     if once:
         report = asyncio.run(loop.run_once(s))
@@ -51,3 +67,20 @@ def reconcile(
         )
 
     asyncio.run(main())
+
+
+def _check_heartbeat(s: Settings, max_age: float | None) -> None:
+    from conveyor.sync import heartbeat
+
+    limit = max_age if max_age is not None else max(600.0, 3 * s.reconcile_interval)
+    path = s.heartbeat_file
+    age = heartbeat.age(path)
+    if age is None:
+        console.print(f"no reconciler heartbeat yet ({path} does not exist)", markup=False)
+        raise typer.Exit(1)
+    if age > limit:
+        console.print(
+            f"reconciler loop silent for {age:.0f} s (limit {limit:.0f} s; {path})", markup=False
+        )
+        raise typer.Exit(1)
+    console.print(f"reconciler loop alive: last heartbeat {age:.0f} s ago", markup=False)

@@ -16,7 +16,7 @@ from time import monotonic
 from conveyor.errors import ConfigurationError, Conflict, ExternalError
 from conveyor.services import freshness, notify_delivery, retention
 from conveyor.settings import Settings
-from conveyor.sync import watchdog
+from conveyor.sync import heartbeat, watchdog
 from conveyor.sync.gateway import Gateway, PrefectGateway
 from conveyor.sync.lock import Lock, make_lock
 from conveyor.sync.reconciler import Backoff, LeadershipLost, PassReport, Reconciler
@@ -31,7 +31,11 @@ async def open_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             "PREFECT_API_URL is not set", hint="point it at the Prefect server's /api URL"
         )
     async with PrefectGateway(
-        settings.prefect_api_url, max_in_flight=settings.reconcile_concurrency
+        settings.prefect_api_url,
+        max_in_flight=settings.reconcile_concurrency,
+        pool_type=settings.work_pool_type,
+        pool_concurrency=settings.work_pool_concurrency,
+        owned_pool=settings.default_work_pool,
     ) as gateway:
         yield gateway
 
@@ -161,6 +165,7 @@ async def _lead_while_held(
 ) -> None:
     waiting_logged = False
     while not stop.is_set():
+        heartbeat.beat(settings.heartbeat_file)
         try:
             got = await asyncio.to_thread(lock.try_acquire)
         except Exception:
@@ -198,6 +203,7 @@ async def _lead(
     next_full = 0.0
     failures = 0
     while not stop.is_set() and leadership.held:
+        heartbeat.beat(settings.heartbeat_file)
         try:
             if monotonic() >= next_full:
                 report = await reconciler.full_pass()

@@ -1,11 +1,14 @@
 """GET /metrics: Prometheus text format, read from the database at scrape time.
 
 The figures come from ``services.metrics`` (aggregate queries on the shared database).
-No authentication, as usual for scrape endpoints: it exposes counts and timings only.
+No session or API token, as usual for scrape endpoints: it exposes counts and timings only.
+With ``CONVEYOR_METRICS_TOKEN`` set, a scraper must send ``Authorization: Bearer <token>``
+(anything else is a 401), so a public ingress in front of the web app does not expose it.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -146,8 +149,23 @@ def build_registry(settings: Settings) -> CollectorRegistry:
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
+    token = request.app.state.settings.metrics_token
+    if token is not None and not _bearer_matches(request, token.get_secret_value()):
+        return Response(
+            "metrics need the scrape token: Authorization: Bearer <CONVEYOR_METRICS_TOKEN>\n",
+            status_code=401,
+            media_type="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     registry = getattr(request.app.state, "metrics_registry", None)
     if registry is None:
         registry = request.app.state.metrics_registry = build_registry(request.app.state.settings)
     body = await run_in_threadpool(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _bearer_matches(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
