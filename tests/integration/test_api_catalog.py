@@ -14,7 +14,8 @@ def test_type_catalogues_list_every_type_with_its_schema(admin: ApiUser) -> None
     sources = {t["name"]: t for t in admin.get("/api/v1/source-types").json()}
     dests = {t["name"]: t for t in admin.get("/api/v1/destination-types").json()}
     assert set(sources) == {"sql_database", "filesystem", "rest_api"}
-    assert set(dests) == {"duckdb", "postgres", "filesystem", "sftp", "rest_api"}
+    assert set(dests) == {"duckdb", "ducklake", "postgres", "filesystem", "sftp", "rest_api"}
+    assert set(dests["ducklake"]["secret_fields"]) == {"catalog_url", "aws_secret_access_key"}
     sql = sources["sql_database"]
     assert set(sql["secret_fields"]) == {"password", "connection_string"}
     props = sql["config_schema"]["properties"]

@@ -179,7 +179,7 @@ def merged_config(
 
 
 # Fields that hold a URL whose password is a secret, though the field holds more.
-URL_FIELDS: Final = ("connection_string",)
+URL_FIELDS: Final = ("connection_string", "catalog_url")
 
 
 def secret_values(config: Mapping[str, Any], secret_fields: Iterable[str]) -> list[str]:

@@ -46,6 +46,8 @@ _ALWAYS_DENIED: tuple[tuple[IPNetwork, str], ...] = (
 )
 _WILDCARDS = {"", "0.0.0.0", "::", "*"}
 _DEFAULT_PORTS = {"http": 80, "https": 443, "sftp": 22, "ssh": 22, "ftp": 21, "s3": 443}
+# URL schemes of database servers (``postgres://`` is libpq's spelling of postgresql).
+_DB_URL = ("postgresql", "postgres", "mysql", "mariadb", "mssql", "oracle")
 _DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
 
 
@@ -336,6 +338,16 @@ def targets(model: Any, prefix: str) -> list[Target]:
         if value is None or "://" not in str(value):
             continue
         parts = urlsplit(str(value))
+        if parts.scheme.split("+")[0] in _DB_URL:  # a database URL field (a lake's catalog)
+            url = str(value)
+            if parts.scheme == "postgres":
+                url = "postgresql" + url[len("postgres") :]
+            server = database_target(url)
+            if server is not None:
+                host, port, db = server
+                shown = f"{host or 'local socket'}:{port}/{db}"
+                out.append(Target(f"{prefix}.{name}", shown, host, port, db))
+            continue
         if parts.scheme in ("s3", "file", "gs", "az", "abfs") or not parts.hostname:
             continue  # a bucket name, not an address (its endpoint is a field of its own)
         try:

@@ -23,6 +23,7 @@ from conveyor.pipelines import network
 from conveyor.pipelines.config import TypeConfig
 from conveyor.pipelines.contract import ConveyorType, Kind
 from conveyor.pipelines.destinations.duckdb import DuckdbDestination
+from conveyor.pipelines.destinations.ducklake import DucklakeDestination
 from conveyor.pipelines.destinations.filesystem import FilesystemDestination
 from conveyor.pipelines.destinations.postgres import PostgresDestination
 from conveyor.pipelines.destinations.rest_api import RestApiDestination
@@ -45,6 +46,7 @@ BUILT_IN: tuple[type[ConveyorType], ...] = (
     FilesystemSource,
     RestApiSource,
     DuckdbDestination,
+    DucklakeDestination,
     PostgresDestination,
     FilesystemDestination,
     SftpDestination,
