@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 ROLES = ("viewer", "editor", "admin")
 # Cases per API operation and per role, and the request workers.
-PROFILES = {"ci": {"max_examples": 8, "workers": 2}, "full": {"max_examples": 100, "workers": 2}}
+PROFILES = {"ci": {"max_examples": 8, "workers": 2}, "full": {"max_examples": 300, "workers": 2}}
 
 
 @dataclass

@@ -98,7 +98,9 @@ def _statuses(path: str, method: str, op: dict[str, Any]) -> set[int]:
     if "{" in path:
         found.add(404)
     if method in _WRITES and "security" in op:
-        found |= {409, 422}  # services refuse clashes and bad values by name
+        # Services refuse clashes and bad values by name, and a body can name something
+        # that does not exist (POST /tokens for an unknown username).
+        found |= {404, 409, 422}
     return found
 
 
