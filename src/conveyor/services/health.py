@@ -8,6 +8,8 @@ down (the Prefect client retries with backoff).
 
 from __future__ import annotations
 
+import base64
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -40,6 +42,16 @@ def check_database(settings: Settings) -> Component:
     return Component("database", True, "reachable")
 
 
+def prefect_auth_headers() -> dict[str, str]:
+    """Basic auth for a Prefect server started with PREFECT_SERVER_API_AUTH_STRING: the
+    client side's PREFECT_API_AUTH_STRING ("user:password"), as Prefect's client sends it.
+    (Prefect's /health answers without it.)"""
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if not auth:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+
+
 def check_prefect(settings: Settings, timeout: float = 2.0) -> Component:
     if not settings.prefect_api_url:
         return Component("prefect", False, "PREFECT_API_URL is not set")
@@ -59,7 +71,9 @@ def check_work_pool(settings: Settings, timeout: float = 2.0) -> Component:
         return Component("work_pool", False, "PREFECT_API_URL is not set")
     try:
         resp = httpx.get(
-            f"{settings.prefect_api_url.rstrip('/')}/work_pools/{name}", timeout=timeout
+            f"{settings.prefect_api_url.rstrip('/')}/work_pools/{name}",
+            headers=prefect_auth_headers(),
+            timeout=timeout,
         )
     except httpx.HTTPError as exc:
         return Component("work_pool", False, f"Prefect not reachable: {type(exc).__name__}")
@@ -88,6 +102,7 @@ def check_worker(settings: Settings, timeout: float = 2.0) -> Component:
         resp = httpx.post(
             f"{settings.prefect_api_url.rstrip('/')}/work_pools/{name}/workers/filter",
             json={"limit": 50},
+            headers=prefect_auth_headers(),
             timeout=timeout,
         )
     except httpx.HTTPError as exc:
