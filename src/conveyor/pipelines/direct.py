@@ -13,6 +13,9 @@ becomes Python objects:
 Which ends take part is declared by the types (``capabilities.direct_copy``); each such
 destination type hands over its writer (``DestinationType.direct_writer``).
 
+Whole tables from MySQL/MariaDB go into DuckDB through DuckDB's MySQL scanner
+(``direct_mysql.py``, for writers that list ``"mysql"`` in ``reads``).
+
 Everything else — incremental cursors, merge on keys, custom queries, other databases, types
 outside PostgreSQL's built-ins, an explicitly chosen dlt backend — goes through dlt
 (``plan`` says which). A table lands where dlt would put
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     from conveyor.settings import Settings
 
 
-Disposition = Literal["replace", "append"]
+Disposition = Literal["replace", "append", "merge"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,51 @@ class DirectTable:
     dest: str
     columns: tuple[Column, ...]
     disposition: Disposition
+    # Incremental reads and merges (the fast path): the cursor column (source name), the
+    # merge key (source names), whether the source guarantees that key unique (a unique
+    # index on exactly those columns: no deduplication needed), where dlt's state keeps the
+    # cursor (its resource name) and the start value for a first run.
+    cursor: Column | None = None
+    key: tuple[Column, ...] = ()
+    key_unique: bool = False
+    resource: str = ""
+    initial_value: Any = None
+
+    @property
+    def incremental(self) -> bool:
+        """Read with a cursor or merged on a key: staged, then one set-based write."""
+        return self.cursor is not None or self.disposition == "merge"
+
+    def select_sql(self, last: Any) -> str:
+        """The source read in PostgreSQL's SQL: the columns, and the cursor predicate pushed
+        down (``cursor >= last``) so the source's index on the cursor is used."""
+        cols = ", ".join(_q(c.name) for c in self.columns)
+        text = f"SELECT {cols} FROM {_q(self.schema)}.{_q(self.name)}"
+        if self.cursor is not None and last is not None:
+            text += f" WHERE {_q(self.cursor.name)} >= {pg_literal(last, self.cursor.pg_type)}"
+        return text
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def pg_literal(value: Any, pg_type: str) -> str:
+    """A cursor value as a typed SQL literal (it is a number, date or timestamp, rendered
+    here, never text from a user)."""
+    import datetime as dt
+
+    text = value.isoformat() if isinstance(value, dt.date | dt.datetime) else str(value)
+    return "'" + text.replace("'", "''") + "'::" + pg_type
+
+
+# Cursor types the fast path compares the same way in PostgreSQL, DuckDB and Python: numbers
+# and times. Text (collations differ), floats, unbounded numeric (DuckDB reads it as a
+# double) and everything else stay with dlt.
+_CURSOR_TYPES = re.compile(
+    r"smallint|integer|bigint|numeric\(\d+,\d+\)|date"
+    r"|timestamp(\(\d\))? with(out)? time zone"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +117,7 @@ class DirectWriter(Protocol):
     """What a destination type with ``capabilities.direct_copy`` hands the direct copy."""
 
     max_identifier_length: int | None  # dlt shortens longer table and column names
+    # Source databases it copies from besides PostgreSQL (optional attribute): "mysql".
 
     def available(self) -> bool: ...
 
@@ -143,6 +192,12 @@ def plan(connector: ResolvedConnector) -> Plan | None:
     if not writer.available():
         return None
     url = connection_url(cfg)
+    from conveyor.pipelines import direct_mysql
+
+    if direct_mysql.is_mysql(url):  # MySQL/MariaDB: DuckDB's MySQL scanner (direct_mysql.py)
+        from conveyor.pipelines.readonly import read_only_url
+
+        return direct_mysql.plan(cfg, writer, read_only_url(url))
     if not _is_postgres(url):
         return None
     from conveyor.pipelines.readonly import read_only_url
@@ -170,6 +225,8 @@ def plan(connector: ResolvedConnector) -> Plan | None:
             table = None
             if not opts.cursor_column and disposition in ("replace", "append"):
                 table = _describe(conn, schema, spec, disposition, max_length)
+            elif opts.cursor_column or disposition == "merge":
+                table = _describe_incremental(conn, schema, spec, opts, max_length)
             if table is None:
                 rest.append(spec)
             else:
@@ -236,6 +293,99 @@ def _describe(
         columns=tuple(columns),
         disposition=disposition,
     )
+
+
+def _describe_incremental(
+    conn: Any, schema: str, spec: TableSpec, opts: Any, max_length: int | None
+) -> DirectTable | None:
+    """An incremental (cursor) or merge table for the fast path, or None for dlt's path:
+    a cursor of a type compared alike everywhere, key and cursor among the copied columns."""
+    from dataclasses import replace
+
+    disposition = opts.effective_write_disposition()
+    table = _describe(conn, schema, spec, disposition, max_length)
+    if table is None:
+        return None
+    by_name = {c.name: c for c in table.columns}
+    cursor = None
+    if opts.cursor_column:
+        cursor = by_name.get(opts.cursor_column)
+        if cursor is None or not _CURSOR_TYPES.fullmatch(cursor.pg_type):
+            return None
+    key: tuple[Column, ...] = ()
+    if disposition == "merge":
+        names = [opts.primary_key] if isinstance(opts.primary_key, str) else opts.primary_key
+        if not names or any(n not in by_name for n in names):
+            return None
+        key = tuple(by_name[n] for n in names)
+    elif opts.primary_key or spec.columns is not None:
+        return None  # append deduplicates boundary rows by whole row; dlt's rules otherwise
+    return replace(
+        table,
+        cursor=cursor,
+        key=key,
+        key_unique=bool(key) and _unique(conn, schema, spec.name, [c.name for c in key]),
+        resource=spec.name,
+        initial_value=opts.initial_value,
+    )
+
+
+def _unique(conn: Any, schema: str, table: str, columns: list[str]) -> bool:
+    """True when a unique index (or primary key) of the source covers exactly ``columns``."""
+    from psycopg import sql
+
+    qualified = sql.Identifier(schema, table).as_string(conn)
+    rows = conn.execute(
+        "SELECT array_agg(a.attname::text) FROM pg_index i"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+        " WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL"
+        " AND i.indexprs IS NULL GROUP BY i.indexrelid",
+        (qualified,),
+    ).fetchall()
+    return any(sorted(r[0]) == sorted(columns) for r in rows)
+
+
+def typed_initial_value(table: DirectTable) -> Any:
+    """The connector's ``initial_value`` (JSON: text or a number) as the cursor's type."""
+    import datetime as dt
+    from decimal import Decimal
+
+    value, cursor = table.initial_value, table.cursor
+    if value is None or cursor is None:
+        return None
+    t = cursor.pg_type
+    try:
+        if t.startswith("timestamp"):
+            parsed = dt.datetime.fromisoformat(str(value))
+            if "without" in t:
+                return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        if t == "date":
+            return dt.date.fromisoformat(str(value))
+        if t.startswith("numeric"):
+            return Decimal(str(value))
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"initial_value {value!r} does not fit cursor column {cursor.name} ({t}): {exc}"
+        ) from None
+
+
+def cursor_python(value: Any, pg_type: str) -> Any:
+    """A cursor value read back from a destination as the type dlt's state keeps: UTC
+    datetimes for time zone columns, Decimal for numeric, int for integers."""
+    import datetime as dt
+    from decimal import Decimal
+
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if "without" in pg_type:
+            return value.replace(tzinfo=None)
+        return value.astimezone(dt.UTC)
+    if pg_type.startswith("numeric"):
+        return Decimal(value)
+    return value
 
 
 # --- copying -----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -124,12 +124,13 @@ _ALIAS = "conveyor_source"
 
 
 class DuckdbWriter:
-    """Whole tables from PostgreSQL into the DuckDB file (``conveyor.pipelines.direct``):
+    """Whole tables from PostgreSQL (and MySQL: ``direct_mysql``) into the DuckDB file:
     DuckDB's own PostgreSQL scanner (the extension shipped on PyPI as
     ``duckdb-extension-postgres-scanner``) reads each table with parallel binary ``COPY`` and
     inserts it in the same statement."""
 
     max_identifier_length: int | None = None
+    reads = frozenset({"postgresql", "mysql"})  # MySQL through its own scanner (direct_mysql)
 
     def available(self) -> bool:
         """Only with the PostgreSQL scanner extension installed."""
@@ -161,9 +162,19 @@ def _to_duckdb(
     # Read-only in PostgreSQL too, not only in DuckDB's ATTACH: the session option survives
     # anything the scanner sends.
     src_url = read_only_url(connection_url(connector.source))  # type: ignore[arg-type]
+    from conveyor.pipelines import direct_mysql
+
+    if direct_mysql.is_mysql(src_url):  # whole tables only (direct_mysql.plan)
+        with direct_mysql.scanner_connection(str(path), src_url) as con:
+            for table in tables:
+                _duck_table(con, dataset, table, stats, size=direct_mysql.table_size)
+        return
     with scanner_connection(str(path), src_url) as con:
         for table in tables:
-            _duck_table(con, dataset, table, stats)
+            if table.incremental:
+                _duck_incremental(con, dataset, table, stats, connector.pipeline_name)
+            else:
+                _duck_table(con, dataset, table, stats)
 
 
 @contextlib.contextmanager
@@ -198,7 +209,22 @@ def _ident(*parts: str) -> str:
     return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
 
 
-def _duck_table(con: Any, dataset: str, table: DirectTable, stats: RunStats) -> None:
+def _pg_size(con: Any, table: DirectTable) -> int:
+    """The PostgreSQL source table's size (DuckDB does not say how many bytes it read)."""
+    size_query = f"SELECT pg_relation_size({_literal(_ident(table.schema, table.name))}::regclass)"
+    row = con.execute(
+        f"SELECT * FROM postgres_query({_literal(_ALIAS)}, {_literal(size_query)})"
+    ).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def _duck_table(
+    con: Any,
+    dataset: str,
+    table: DirectTable,
+    stats: RunStats,
+    size: Callable[[Any, DirectTable], int] = _pg_size,
+) -> None:
     target = _ident(dataset, table.dest)
     source = _ident(_ALIAS, table.schema, table.name)
     select = ", ".join(f"{_ident(c.name)} AS {_ident(c.dest)}" for c in table.columns)
@@ -235,13 +261,155 @@ def _duck_table(con: Any, dataset: str, table: DirectTable, stats: RunStats) -> 
             f"INSERT INTO {target} ({columns}) SELECT {select} FROM {source}"
         ).fetchone()[0]
     # DuckDB does not say how many bytes the scan read: the source table's size stands in.
-    size_query = f"SELECT pg_relation_size({_literal(_ident(table.schema, table.name))}::regclass)"
-    size = con.execute(
-        f"SELECT * FROM postgres_query({_literal(_ALIAS)}, {_literal(size_query)})"
-    ).fetchone()[0]
+    source_bytes = size(con, table)
     con.execute("COMMIT")
     stats.rows[table.dest] = stats.rows.get(table.dest, 0) + int(rows)
-    stats.bytes += int(size or 0)
+    stats.bytes += source_bytes
+
+
+# DuckDB's names for the cursor types the fast path takes (``direct._CURSOR_TYPES``).
+def _duck_type(pg_type: str) -> str:
+    if pg_type.startswith("timestamp"):
+        return "TIMESTAMP" if "without" in pg_type else "TIMESTAMPTZ"
+    if pg_type.startswith("numeric"):
+        return "DECIMAL" + pg_type[len("numeric") :]
+    return {"smallint": "SMALLINT", "integer": "INTEGER", "bigint": "BIGINT"}.get(pg_type, "DATE")
+
+
+def _duck_incremental(
+    con: Any, dataset: str, table: DirectTable, stats: RunStats, pipeline: str
+) -> None:
+    """A cursor read or a merge (the fast path, ``conveyor.pipelines.direct``): the rows
+    past the cursor, read by PostgreSQL itself (``postgres_query``: the cursor's index is
+    used), land in a temporary table; one ``MERGE INTO`` (or ``INSERT``) writes them, and the
+    new cursor is written to dlt's state in the same transaction."""
+    from conveyor.pipelines import cursor_state
+    from conveyor.pipelines.direct import cursor_python, typed_initial_value
+
+    target = _ident(dataset, table.dest)
+
+    def execute(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        return con.execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
+    def qualify(name: str) -> str:
+        return _ident(dataset, name)
+
+    con.execute("BEGIN")
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(dataset)}")
+    present = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables()"
+            " WHERE database_name = current_database() AND schema_name = ?",
+            [dataset],
+        ).fetchall()
+    }
+    has_state = {cursor_state.STATE_TABLE, cursor_state.LOADS_TABLE} <= present
+    state = cursor_state.read(execute, qualify, pipeline, "?") if has_state else None
+    cursor = table.cursor
+    last = None
+    if cursor is not None:
+        last = cursor_state.last_value(state, pipeline, table.resource, cursor.name)
+        if last is None:
+            last = typed_initial_value(table)
+    select = ", ".join(f"{_ident(c.name)} AS {_ident(c.dest)}" for c in table.columns)
+    if last is None:
+        # Everything: the scanner's parallel binary COPY by ctid ranges.
+        source = f"(SELECT {select} FROM {_ident(_ALIAS, table.schema, table.name)})"
+    else:
+        # Past the cursor: one query PostgreSQL plans itself, so its index serves it.
+        query = table.select_sql(last)
+        source = (
+            f"(SELECT {', '.join(_ident(c.name) + ' AS ' + _ident(c.dest) for c in table.columns)}"
+            f" FROM postgres_query({_literal(_ALIAS)}, {_literal(query)}))"
+        )
+    dedup = ""
+    if table.key and not table.key_unique:
+        # A key the source does not hold unique: one row per key, the latest cursor wins.
+        order = f" ORDER BY {_ident(cursor.dest)} DESC NULLS LAST" if cursor else ""
+        keys = ", ".join(_ident(k.dest) for k in table.key)
+        dedup = f" QUALIFY row_number() OVER (PARTITION BY {keys}{order}) = 1"
+    columns = ", ".join(_ident(c.dest) for c in table.columns)
+    if table.dest not in present:
+        con.execute(f"CREATE TABLE {target} AS SELECT * FROM {source} AS s{dedup}")
+        stats.schema_changes.append(
+            {"table": table.dest, "columns": [c.dest for c in table.columns]}
+        )
+        staged = target
+    else:
+        existing = {
+            r[0]: (r[1], not r[2])
+            for r in con.execute(
+                "SELECT column_name, data_type, is_nullable FROM duckdb_columns()"
+                " WHERE database_name = current_database() AND schema_name = ?"
+                " AND table_name = ?",
+                [dataset, table.dest],
+            ).fetchall()
+        }
+        check_required(existing, table)
+        staged = "conveyor_stage"
+        con.execute(f"DROP TABLE IF EXISTS temp.{staged}")
+        con.execute(f"CREATE TEMP TABLE {staged} AS SELECT * FROM {source} AS s{dedup}")
+        added = [c for c in table.columns if c.dest not in existing]
+        if added:
+            types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {staged}").fetchall()}
+            for c in added:
+                con.execute(f"ALTER TABLE {target} ADD COLUMN {_ident(c.dest)} {types[c.dest]}")
+            stats.schema_changes.append({"table": table.dest, "columns": [c.dest for c in added]})
+        if table.disposition == "merge":
+            on = " AND ".join(f"t.{_ident(k.dest)} = s.{_ident(k.dest)}" for k in table.key)
+            sets = ", ".join(f"{_ident(c.dest)} = s.{_ident(c.dest)}" for c in table.columns)
+            values = ", ".join(f"s.{_ident(c.dest)}" for c in table.columns)
+            con.execute(
+                f"MERGE INTO {target} AS t USING {staged} AS s ON {on}"
+                f" WHEN MATCHED THEN UPDATE SET {sets}"
+                f" WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
+            )
+        else:
+            if table.disposition == "replace":
+                con.execute(f"DELETE FROM {target}")
+            elif cursor is not None and last is not None:
+                # Rows carrying the last value were read again: only those not loaded yet.
+                at = f"CAST({_literal(_text(last))} AS {_duck_type(cursor.pg_type)})"
+                same = " AND ".join(
+                    f"t.{_ident(c.dest)} IS NOT DISTINCT FROM s.{_ident(c.dest)}"
+                    for c in table.columns
+                )
+                con.execute(
+                    f"DELETE FROM {staged} AS s WHERE s.{_ident(cursor.dest)} = {at}"
+                    f" AND EXISTS (SELECT 1 FROM {target} AS t"
+                    f" WHERE t.{_ident(cursor.dest)} = {at} AND {same})"
+                )
+            con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged}")
+    rows, newest = con.execute(
+        f"SELECT count(*), {('max(' + _ident(cursor.dest) + ')') if cursor else 'NULL'}"
+        f" FROM {staged}"
+    ).fetchone()
+    if staged != target:
+        con.execute(f"DROP TABLE temp.{staged}")
+    if cursor is not None and newest is not None:
+        value = cursor_python(newest, cursor.pg_type)
+        if last is None or value > last:
+            cursor_state.create_tables(execute, qualify, "VARCHAR", "TIMESTAMP WITH TIME ZONE")
+            new_state = cursor_state.advanced(
+                state,
+                pipeline=pipeline,
+                dataset=dataset,
+                destination="duckdb",
+                resource=table.resource,
+                cursor=cursor.name,
+                value=value,
+                initial_value=typed_initial_value(table),
+            )
+            cursor_state.write(execute, qualify, new_state, "?")
+    con.execute("COMMIT")
+    stats.rows[table.dest] = stats.rows.get(table.dest, 0) + int(rows)
+
+
+def _text(value: Any) -> str:
+    import datetime as dt
+
+    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else str(value)
 
 
 # --- the type ---------------------------------------------------------------------
