@@ -76,7 +76,9 @@ SOAK_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_UI_ENABLED": "false",
 }
-STUCK_BOUND = 90  # heartbeat timeout 30 s + three watchdog passes + 45 s of slack
+# The watchdog crashes a flow run held Pending/Running by nobody after max(heartbeat
+# timeout, 60 s) (sync/watchdog.HELD_AFTER); then two of its passes and 30 s of slack.
+STUCK_BOUND = 60 + 2 * 5 + 30
 SOURCE_TABLES = {"items_small": 25, "items_medium": 60, "items_large": 150, "items_wide": 90}
 
 
