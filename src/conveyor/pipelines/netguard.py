@@ -9,7 +9,8 @@ Two ways in, because connectors connect two ways:
   postgres destination and ADBC, DuckDB's postgres scanner; connectorx): the host is
   resolved here, every address checked, and the connection pinned to the checked address
   (libpq ``hostaddr``), at each connection: a SQLAlchemy ``do_connect`` listener for every
-  engine, and ``pin_url`` / ``pin_conninfo`` where URLs are handed to C code.
+  engine, and ``pin_url`` / ``pin_conninfo`` where URLs are handed to C code. DuckDB's
+  MySQL scanner (libmysqlclient) is handed the checked address as its host (``pin_mysql``).
 
 Whose connection it is decides whether it is checked: the innermost frame on the stack that
 belongs to connector code (dlt, fsspec, the type modules, ...) or to the platform (Prefect's
@@ -237,6 +238,22 @@ def pin_conninfo(conninfo: str, policy: NetworkPolicy | None = None) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     return make_conninfo("", **pin_conninfo_params(conninfo_to_dict(conninfo), policy))
+
+
+def pin_mysql(
+    host: str | None, port: int, database: str | None, policy: NetworkPolicy | None = None
+) -> str:
+    """The checked address a C MySQL client (DuckDB's MySQL scanner, libmysqlclient) is
+    given in place of ``host``: resolved here, every address checked, the first one used.
+
+    No host or ``localhost`` would be libmysqlclient's Unix socket; it is checked as this
+    machine and pinned to its loopback address over TCP, as PyMySQL connects."""
+    name = host or "localhost"
+    shown = f"connection to {_hostport(name, port)}" + (f"/{database}" if database else "")
+    if name.startswith("/"):
+        raise NetworkDenied(f"{shown}: Unix socket paths are not supported here")
+    addresses = (policy or current_policy()).check(name, port, database=database, shown=shown)
+    return str(addresses[0])
 
 
 def _do_connect(dialect: Any, conn_rec: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
