@@ -153,6 +153,7 @@ class FakeConnector:
     work_pool_name: str | None = None
     work_queue_name: str | None = None
     deployment_name: str | None = None
+    job_variables: dict[str, Any] | None = None
 
 
 def _create_kwargs(flow_id: Any, i: int, cron: str) -> dict[str, Any]:

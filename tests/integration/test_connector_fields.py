@@ -23,6 +23,9 @@ _SAMPLES: dict[str, Any] = {
     "schema_changes": "ignore_new_columns",
     "auto_pause_after_failures": 3,
     "freshness_sla_minutes": 90,
+    # A process pool (the default) takes only env; tests/integration/test_job_variables.py
+    # has the rest against a kubernetes pool.
+    "job_variables": {"env": {"REGION": "eu-west"}},
 }
 _BY_TYPE: dict[Any, Any] = {str | None: "sample-value", bool: False, list[str]: ["t1", "t2"]}
 

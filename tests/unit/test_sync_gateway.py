@@ -26,6 +26,7 @@ class _C:
     work_pool_name: str | None = None
     work_queue_name: str | None = None
     deployment_name: str | None = None
+    job_variables: dict[str, Any] | None = None
 
 
 class _Capture:

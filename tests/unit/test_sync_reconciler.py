@@ -205,6 +205,7 @@ class _C:
     work_pool_name: str | None = None
     work_queue_name: str | None = None
     deployment_name: str | None = None
+    job_variables: dict[str, Any] | None = None
 
 
 _SOME_SPEC = build(_C(), default_work_pool="pool", default_work_queue="default")  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ class Conn:
     work_pool_name: str | None = None
     work_queue_name: str | None = None
     deployment_name: str | None = None
+    job_variables: dict[str, Any] | None = None
 
 
 def build(c: Conn) -> S.DeploymentSpec:
@@ -92,10 +93,16 @@ def test_every_field_that_reaches_prefect_changes_the_hash(change: dict[str, Any
 
 @pytest.mark.parametrize(
     "conn",
-    [Conn(), Conn(schedule=None, is_active=False, tags=[]), Conn(work_queue_name="bulk")],
+    [
+        Conn(),
+        Conn(schedule=None, is_active=False, tags=[]),
+        Conn(work_queue_name="bulk"),
+        Conn(job_variables={"cpu_request": "500m", "env": {"A": "b"}}),
+    ],
 )
 def test_content_is_every_field_as_asdict_gives_it(conn: Conn) -> None:
-    """content() is written out for speed; the hash of every deployment stays the same."""
+    """content() is written out for speed; the hash of every deployment stays the same
+    (job variables are left out when there are none: such hashes are as they were)."""
     import dataclasses
 
     spec = build(conn)
@@ -104,9 +111,22 @@ def test_content_is_every_field_as_asdict_gives_it(conn: Conn) -> None:
         if spec.schedules
         else spec
     )
-    assert spec.content() == dataclasses.asdict(spec)
-    assert list(spec.content()) == [f.name for f in dataclasses.fields(spec)]
+    full = dataclasses.asdict(spec)
+    if not spec.job_variables:
+        del full["job_variables"]
+    assert spec.content() == full
+    assert list(spec.content()) == list(full)
     assert spec.hash == S.spec_hash(spec)
+    assert S.DeploymentSpec.from_content(spec.content()) == spec
+
+
+def test_job_variables_change_the_hash_and_an_edit_of_them_is_a_difference() -> None:
+    plain = build(Conn())
+    sized = build(Conn(job_variables={"memory_limit": "4Gi"}))
+    assert plain.hash != sized.hash
+    assert "job_variables" not in plain.content()
+    assert sized.differences(plain) == ["job_variables"]
+    assert plain.differences(sized) == ["job_variables"]
 
 
 def test_a_spec_on_record_reads_back_as_the_same_spec() -> None:

@@ -1,13 +1,15 @@
 """Init container of the kubernetes worker: make the work pool a kubernetes pool with this chart's
 base job template.
 
-- pool missing: create it (type kubernetes, the template);
-- pool of type kubernetes: replace its base job template with this chart's;
-- pool of another type (e.g. the `process` pool Conveyor's reconciler creates when it syncs a
-  connector before this ran, or an install that used the process worker): stop with an error
-  that says what to do. Changing a pool's type is not possible in Prefect, and deleting a pool
-  under running deployments is not something to do silently.
-Usage: python sync-work-pool.py POOL TEMPLATE.json   (PREFECT_API_URL set)
+- pool missing: create it (type kubernetes, the template, the configured concurrency limit:
+  worker.poolConcurrency, none when null);
+- pool of type kubernetes (also when Conveyor's reconciler created it first, with the configured
+  type and limit and Prefect's default kubernetes template): replace its base job template with
+  this chart's; its limit is left as it is;
+- pool of another type (an install that used the process worker): stop with an error that says
+  what to do. Changing a pool's type is not possible in Prefect, and deleting a pool under
+  running deployments is not something to do silently.
+Usage: python sync-work-pool.py POOL TEMPLATE.json [LIMIT|none]   (PREFECT_API_URL set)
 """
 
 import asyncio
@@ -16,7 +18,7 @@ import sys
 import time
 
 
-async def main(pool_name: str, template_path: str) -> int:
+async def main(pool_name: str, template_path: str, limit: int | None = None) -> int:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -36,9 +38,14 @@ async def main(pool_name: str, template_path: str) -> int:
         except ObjectNotFound:
             try:
                 await client.create_work_pool(
-                    WorkPoolCreate(name=pool_name, type="kubernetes", base_job_template=template)
+                    WorkPoolCreate(
+                        name=pool_name,
+                        type="kubernetes",
+                        base_job_template=template,
+                        concurrency_limit=limit,
+                    )
                 )
-                print(f"created kubernetes work pool {pool_name!r}")
+                print(f"created kubernetes work pool {pool_name!r} (limit {limit})")
                 return 0
             except ObjectAlreadyExists:
                 pool = await client.read_work_pool(pool_name)
@@ -58,4 +65,5 @@ async def main(pool_name: str, template_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2])))
+    raw = sys.argv[3] if len(sys.argv) > 3 else "none"
+    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2], None if raw == "none" else int(raw))))

@@ -50,14 +50,23 @@ job_configuration:
               env:
                 {{- include "conveyor.env" . | nindent 16 }}
               {{- include "conveyor.envFrom" . | nindent 14 }}
+              # Prefect job variables (a connector's job_variables; defaults below): a variable
+              # with no value leaves its key out.
               resources:
-                {{- toYaml $k.jobResources | nindent 16 }}
+                requests:
+                  cpu: "{{`{{ cpu_request }}`}}"
+                  memory: "{{`{{ memory_request }}`}}"
+                limits:
+                  cpu: "{{`{{ cpu_limit }}`}}"
+                  memory: "{{`{{ memory_limit }}`}}"
               securityContext:
                 {{- toYaml .Values.containerSecurityContext | nindent 16 }}
               volumeMounts:
                 {{- include "conveyor.scratchVolumeMounts" . | nindent 16 }}
           volumes:
             {{- include "conveyor.scratchVolumes" . | nindent 12 }}
+          nodeSelector: "{{`{{ node_selector }}`}}"
+          tolerations: "{{`{{ tolerations }}`}}"
 variables:
   type: object
   description: Variables of Conveyor's kubernetes work pool (set by the Helm chart).
@@ -114,6 +123,29 @@ variables:
       type: boolean
       default: true
       description: Stream the flow-run pod's logs to the worker's log.
+    {{- $req := $k.jobResources.requests | default dict }}
+    {{- $lim := $k.jobResources.limits | default dict }}
+    {{- range $var, $v := dict "cpu_request" $req.cpu "memory_request" $req.memory "cpu_limit" $lim.cpu "memory_limit" $lim.memory }}
+    {{ $var }}:
+      title: {{ $var | replace "_" " " | title | quote }}
+      type: string
+      {{- with $v }}
+      default: {{ . | toString | quote }}
+      {{- end }}
+      description: Kubernetes quantity for the flow-run container (e.g. 500m, 2, 512Mi, 4Gi).
+    {{- end }}
+    node_selector:
+      title: Node selector
+      type: object
+      additionalProperties: {type: string}
+      default: {{ $k.jobNodeSelector | default dict | toJson }}
+      description: Node labels the flow-run pod must run on.
+    tolerations:
+      title: Tolerations
+      type: array
+      items: {type: object}
+      default: {{ $k.jobTolerations | default list | toJson }}
+      description: Taints the flow-run pod tolerates (Kubernetes toleration objects).
 {{- end -}}
 
 

@@ -1,8 +1,11 @@
 """``conveyor worker``: a Prefect process worker for Conveyor's work pool, for production.
 
-Creates the work pool when it is missing (type ``process``, with a concurrency limit:
-a process worker without one starts every queued run at once, see docs/design.md), then
-runs Prefect's own worker in this process, with its health check server on.
+Creates the work pool when it is missing, as the reconciler would (type ``process``, the
+configured CONVEYOR_WORK_POOL_CONCURRENCY, none by default) and refuses a pool of another
+type; then runs Prefect's own worker in this process, with its health check server on. The
+worker's own ``--limit`` caps the flow runs it starts: a process worker without one starts
+every queued run at once (50 queued runs made ~25 flow processes, ~2 GB and 26 crashed runs
+of 150; a limit of 4 ran them steadily).
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ def default_limit() -> int:
     return max(1, min(by_cpu, int(by_memory), MAX_DEFAULT_LIMIT))
 
 
-async def _ensure_pool(api_url: str, pool: str, limit: int) -> None:
+async def _ensure_pool(api_url: str, pool: str, concurrency: int | None) -> None:
     # The gateway is Conveyor's one module that writes to Prefect; it creates the pool
     # the same way the reconciler does when a deployment needs it.
     from conveyor.sync.gateway import PrefectGateway
 
-    async with PrefectGateway(api_url, pool_concurrency=limit) as gateway:
+    async with PrefectGateway(
+        api_url, pool_type="process", pool_concurrency=concurrency, owned_pool=pool
+    ) as gateway:
         await gateway.ensure_work_pool(pool)
 
 
@@ -49,7 +54,7 @@ def worker(
         None,
         min=1,
         envvar="CONVEYOR_WORKER_LIMIT",
-        help="Flow runs at once (also the new pool's limit) [default: sized to this machine]",
+        help="Flow runs this worker starts at once [default: sized to this machine]",
         show_default=False,
     ),
     name: str | None = typer.Option(None, help="Worker name [default: Prefect's]"),
@@ -70,6 +75,12 @@ def worker(
             "PREFECT_API_URL is not set",
             hint="point it at the Prefect server's API, e.g. http://prefect:4200/api",
         )
+    if s.work_pool_type != "process":
+        raise ConfigurationError(
+            f"CONVEYOR_WORK_POOL_TYPE is {s.work_pool_type!r}: `conveyor worker` runs a "
+            "process worker",
+            hint="run Prefect's kubernetes worker (the Helm chart's worker.type: kubernetes)",
+        )
     pool = pool or s.default_work_pool
     limit = limit or default_limit()
     json_logs, _level = settings_for_logging()
@@ -79,7 +90,7 @@ def worker(
     if healthcheck_port is not None:
         # Prefect reads its health server's port from its own settings; set before import.
         os.environ["PREFECT_WORKER_WEBSERVER_PORT"] = str(healthcheck_port)
-    asyncio.run(_ensure_pool(s.prefect_api_url, pool, limit))
+    asyncio.run(_ensure_pool(s.prefect_api_url, pool, s.work_pool_concurrency))
     console.print(f"worker for pool '{pool}', up to {limit} flow runs at once", markup=False)
 
     argv = ["prefect", "worker", "start", "--pool", pool, "--type", "process"]

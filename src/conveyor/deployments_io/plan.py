@@ -34,6 +34,7 @@ from conveyor.domain.vocabulary import default_deployment_name, deployment_name
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind
 from conveyor.secrets import SecretBox
+from conveyor.services import job_pool
 from conveyor.settings import Settings
 
 Action = Literal["create", "update", "delete", "unchanged", "adopt", "drift"]
@@ -307,6 +308,18 @@ class _Planner:
             change.action = "unchanged"
         return change
 
+    def _check_job_variables(
+        self, spec: FileSpec, deployment: State, current: State | None
+    ) -> None:
+        """Job variables the connector's work pool does not take, at their line."""
+        pool = deployment.get("work_pool_name") or (current or {}).get("work_pool_name")
+        try:
+            job_pool.check(self.settings, deployment.get("job_variables"), pool)
+        except ValidationFailed as exc:
+            self.problems.extend(
+                spec.doc.problem(tuple(p.loc.split(".")), p.reason) for p in exc.problems
+            )
+
     def _current(self, raw: State) -> State:
         return with_defaults(raw, self.settings)
 
@@ -321,6 +334,7 @@ class _Planner:
             "tags": spec.tags,
             **{f.name: f.stored(spec.top[f.name], self.settings) for f in TOP_LEVEL},
         }
+        self._check_job_variables(spec, deployment, current)
         block = spec.connector
         if block is None:
             assert current is not None

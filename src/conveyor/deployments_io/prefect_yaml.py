@@ -60,6 +60,7 @@ class _FileConnector:
     work_pool_name: str | None
     work_queue_name: str | None
     deployment_name: str | None
+    job_variables: dict[str, Any] | None
 
 
 def _deployment(spec: FileSpec, settings: Settings) -> dict[str, Any]:
@@ -74,6 +75,7 @@ def _deployment(spec: FileSpec, settings: Settings) -> dict[str, Any]:
         work_pool_name=spec.top["work_pool_name"],
         work_queue_name=spec.top["work_queue_name"],
         deployment_name=model.name,
+        job_variables=spec.top.get("job_variables"),
     )
     d = build(
         connector,
@@ -88,7 +90,7 @@ def _deployment(spec: FileSpec, settings: Settings) -> dict[str, Any]:
         "work_pool": {
             "name": d.work_pool_name,
             "work_queue_name": d.work_queue_name,
-            "job_variables": {},
+            "job_variables": dict(d.job_variables),
         },
         "schedules": [
             {"cron": c.cron, "timezone": c.timezone, "active": c.active} for c in d.schedules

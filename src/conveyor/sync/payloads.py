@@ -75,6 +75,7 @@ def observe(data: dict[str, Any], flow_id: str | None) -> ObservedDeployment:
         paused=bool(data.get("paused")),
         concurrency_limit=limit.get("limit") if limit else data.get("concurrency_limit"),
         collision_strategy=options.get("collision_strategy"),
+        job_variables=dict(data.get("job_variables") or {}),
     )
     return ObservedDeployment(id=str(data["id"]), name=data["name"], spec=spec)
 
@@ -135,7 +136,7 @@ def create_payload(flow_id: str, spec: DeploymentSpec) -> dict[str, Any]:
         "description": spec.description,
         "path": None,
         "entrypoint": spec.entrypoint,
-        "job_variables": {},
+        "job_variables": dict(spec.job_variables),
         "version": spec.version,
     }
     if spec.work_pool_name is not None:
@@ -174,4 +175,6 @@ def update_payload(old: DeploymentSpec, new: DeploymentSpec) -> dict[str, Any] |
     ):
         body["concurrency_limit"] = new.concurrency_limit
         body["concurrency_options"] = _concurrency_options(new)
+    if old.job_variables != new.job_variables:
+        body["job_variables"] = dict(new.job_variables)
     return body

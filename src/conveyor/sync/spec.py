@@ -57,6 +57,8 @@ class ConnectorLike(Protocol):
     def work_queue_name(self) -> str | None: ...
     @property
     def deployment_name(self) -> str | None: ...
+    @property
+    def job_variables(self) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class DeploymentSpec:
     paused: bool
     concurrency_limit: int | None
     collision_strategy: str | None
+    # The connector's job variables (domain/job_variables.py): Prefect applies them over the
+    # work pool's base job template; a Prefect-UI edit of them is drift, repaired.
+    job_variables: dict[str, Any] = field(default_factory=dict)
 
     @property
     def connector_id(self) -> int | None:
@@ -95,8 +100,9 @@ class DeploymentSpec:
     def content(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (what the hash covers): ``asdict(self)``,
         written out because a full pass hashes thousands of specs and ``asdict``'s deep
-        copies were most of its own time."""
-        return {
+        copies were most of its own time. Job variables only when there are any: a
+        deployment without them hashes as it did before they existed (no re-apply)."""
+        content = {
             "name": self.name,
             "flow_name": self.flow_name,
             "entrypoint": self.entrypoint,
@@ -120,6 +126,9 @@ class DeploymentSpec:
             "concurrency_limit": self.concurrency_limit,
             "collision_strategy": self.collision_strategy,
         }
+        if self.job_variables:
+            content["job_variables"] = copy.deepcopy(self.job_variables)
+        return content
 
     @classmethod
     def from_content(cls, content: Mapping[str, Any]) -> DeploymentSpec | None:
@@ -139,7 +148,8 @@ class DeploymentSpec:
     def differences(self, other: DeploymentSpec) -> list[str]:
         """Names of the fields that differ from ``other`` (for reports)."""
         mine, theirs = self.content(), other.content()
-        return [k for k in mine if mine[k] != theirs[k]]
+        keys = [*mine, *(k for k in theirs if k not in mine)]
+        return [k for k in keys if mine.get(k) != theirs.get(k)]
 
     def with_paused(self, paused: bool) -> DeploymentSpec:
         return replace(self, paused=paused)
@@ -180,4 +190,5 @@ def build(
         paused=not connector.is_active,
         concurrency_limit=1,
         collision_strategy=COLLISION_STRATEGY,
+        job_variables=dict(connector.job_variables or {}),
     )

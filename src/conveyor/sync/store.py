@@ -35,6 +35,7 @@ class ConnectorState:
     work_pool_name: str | None
     work_queue_name: str | None
     deployment_name: str | None
+    job_variables: dict[str, Any] | None
     prefect_deployment_id: str | None
     sync_status: str
     synced_spec_hash: str | None
