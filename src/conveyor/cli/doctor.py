@@ -261,6 +261,57 @@ def _reconciler_check(s: Settings) -> Finding:
     return Finding("reconciler", "ok", c.detail)
 
 
+def _placement_check(s: Settings) -> Finding:
+    """Connectors whose destination is bound to one machine (a DuckDB file) on a work pool
+    whose runs are not local processes: each run's data would stay in its pod."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from conveyor.db.models import Connector
+    from conveyor.db.session import session_scope
+    from conveyor.domain.vocabulary import merged_config
+    from conveyor.pipelines.registry import get_type
+    from conveyor.secrets import SecretBox
+    from conveyor.services import placement
+
+    if s.work_pool_type == "process":
+        return Finding(
+            "destinations", "ok", f"work pool '{s.default_work_pool}' runs local processes"
+        )
+    box = SecretBox(s.secret_keys())
+    bad: list[str] = []
+    with session_scope(s.effective_database_url) as session:
+        rows = session.scalars(select(Connector).options(selectinload(Connector.destination)))
+        for c in rows:
+            dst = c.destination
+            try:
+                secrets = get_type("destination", dst.type).secret_fields
+                config = box.decrypt_config(
+                    merged_config(dst.config or {}, c.destination_config_override or {}), secrets
+                )
+                found = placement.problem(s, dst.type, config, c.work_pool_name)
+            except Exception:
+                continue  # an unknown type or an unreadable secret: other checks say so
+            if found is not None:
+                bad.append(f"{c.name} → {dst.name} ({dst.type})")
+    if not bad:
+        return Finding(
+            "destinations",
+            "ok",
+            f"no connector keeps its data on one machine's disk (pool type {s.work_pool_type})",
+        )
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return Finding(
+        "destinations",
+        "fail",
+        f"{len(bad)} connector(s) write a local DuckDB file but run on the "
+        f"{s.work_pool_type} pool '{s.default_work_pool}', whose flow runs are pods of their "
+        f"own (the data is lost when each ends): {shown}",
+        "move them to a DuckLake destination (catalog in PostgreSQL, data on S3 or a shared "
+        "volume) or PostgreSQL",
+    )
+
+
 def run_checks() -> Iterator[Finding]:
     """Every finding, in the order a deployment depends on them."""
     s, first = _settings_check()
@@ -284,6 +335,7 @@ def run_checks() -> Iterator[Finding]:
         yield Finding("worker", "fail", "not checked: the Prefect API is not reachable")
     if database.status == "ok":
         yield _reconciler_check(s)
+        yield _placement_check(s)
     else:
         yield Finding("reconciler", "fail", "not checked: the database is not ready")
 

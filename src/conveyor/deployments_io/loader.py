@@ -29,6 +29,7 @@ from conveyor.deployments_io.yamlsrc import (
     pydantic_problems,
     too_large,
 )
+from conveyor.domain import vocabulary
 from conveyor.domain.connector_fields import TOP_LEVEL
 from conveyor.domain.vocabulary import CONNECTOR_TAG_PREFIX
 from conveyor.errors import FieldProblem, ValidationFailed
@@ -226,6 +227,8 @@ def _check_file(
     if block is not None:
         _check_tags(doc, ("connector", "tags"), block.get("tags"), cid, problems)
         connector = _resolve_connector(doc, block, env, check_env, problems)
+        if connector is not None and check_env:  # secrets resolved: the config is whole
+            _check_placement(doc, data, connector, problems)
     ident = _Identity(
         doc,
         name,
@@ -249,6 +252,24 @@ def _check_file(
         connector=connector,
     )
     return spec, ident
+
+
+def _check_placement(
+    doc: Doc, data: dict[str, Any], connector: ConnectorSpec, problems: list[FieldProblem]
+) -> None:
+    """An inline destination bound to one machine (a DuckDB file) on a work pool whose runs
+    are not local processes (``services/placement.py``), at the destination's type."""
+    from conveyor.services import placement
+    from conveyor.settings import get_settings
+
+    dst = connector.destination
+    if dst.type is None or dst.config is None:
+        return  # a destination by name: plan and apply check it against the database
+    config = vocabulary.merged_config(dst.config, connector.destination_config_override)
+    pool = _text(data, "work_pool_name")
+    found = placement.problem(get_settings(), dst.type, config, pool, destination_name=dst.name)
+    if found is not None:
+        problems.append(doc.problem(("connector", "destination", "type"), found.reason))
 
 
 def _get(data: dict[str, Any], key: str, kind: type) -> Any:

@@ -244,6 +244,19 @@ class DestinationType(ConveyorType):
         ever the connector's own tables. By default a type cannot: resets refuse."""
         raise NotImplementedError
 
+    def single_machine(self, config: Any, settings: Settings) -> str | None:
+        """Why this config works only while every run of it is on one machine (it writes a
+        local database file that flow runs in other pods never see), or None. Connectors on
+        a work pool whose runs are not local processes may not use it
+        (``services/placement.py``). Default: tables landing in a local path."""
+        if self.capabilities.lands_in != "tables":
+            return None
+        found = self.local_paths(config, settings)
+        if not found:
+            return None
+        name, path = found[0]
+        return f"writes the local file {path} ({name})"
+
     @property
     def drops_tables(self) -> bool:
         """Whether ``drop_tables`` is implemented (a reset may drop this type's tables)."""

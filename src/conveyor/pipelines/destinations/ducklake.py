@@ -276,12 +276,47 @@ def prepare_folders(cfg: DucklakeConfig, settings: Settings) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
+def ensure_catalog(cfg: DucklakeConfig, settings: Settings) -> None:
+    """Create a PostgreSQL catalog that does not exist yet, one process at a time.
+
+    The first ATTACH of a lake creates its catalog schema and tables; two writers doing
+    that at once collide in PostgreSQL (measured: "duplicate key ... pg_namespace"). A
+    session advisory lock keyed by the schema lets one create it while the others wait;
+    once it exists, attaching needs no lock (DuckLake's own transactions take over)."""
+    if not is_postgres(cfg):
+        return
+    import psycopg
+
+    from conveyor.pipelines.direct import conninfo
+
+    table = f"{_ident(cfg.metadata_schema)}.ducklake_snapshot"
+    key = f"conveyor-ducklake:{cfg.metadata_schema}"
+    with psycopg.connect(conninfo(pinned_catalog(cfg)), autocommit=True, connect_timeout=30) as pg:
+        exists = "SELECT to_regclass(%s) IS NOT NULL"
+        if pg.execute(exists, (table,)).fetchone() == (True,):
+            return
+        pg.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            if pg.execute(exists, (table,)).fetchone() != (True,):
+                with _attached(cfg, settings):
+                    pass  # attaching creates the catalog
+        finally:
+            pg.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
 @contextlib.contextmanager
 def lake_connection(cfg: DucklakeConfig, settings: Settings) -> Iterator[Any]:
     """An in-memory DuckDB with the lake attached as ``lake`` and in use."""
+    prepare_folders(cfg, settings)
+    ensure_catalog(cfg, settings)
+    with _attached(cfg, settings) as con:
+        yield con
+
+
+@contextlib.contextmanager
+def _attached(cfg: DucklakeConfig, settings: Settings) -> Iterator[Any]:
     import duckdb
 
-    prepare_folders(cfg, settings)
     con = duckdb.connect(config={**NO_DOWNLOADS, "preserve_insertion_order": False})
     try:
         for file in extension_files(cfg):
@@ -306,6 +341,7 @@ def build(cfg: DucklakeConfig, *, settings: Settings, connector_id: int) -> DltT
     from dlt.destinations.impl.ducklake.configuration import DuckLakeCredentials
 
     prepare_folders(cfg, settings)
+    ensure_catalog(cfg, settings)
     if is_postgres(cfg):
         catalog = ConnectionStringCredentials(pinned_catalog(cfg))
     else:
@@ -394,7 +430,7 @@ class DucklakeWriter:
         settings: Settings,
         stats: RunStats,
     ) -> None:
-        from conveyor.pipelines.destinations.duckdb import _duck_table
+        from conveyor.pipelines.destinations import duckdb as duck
         from conveyor.pipelines.readonly import read_only_url
         from conveyor.pipelines.sources.sql_database import connection_url
 
@@ -404,7 +440,16 @@ class DucklakeWriter:
         with lake_connection(cfg, settings) as con:
             _attach_source(con, src_url)
             for table in tables:
-                _duck_table(con, dataset, table, stats)
+                # The same SQL as into a DuckDB file, on the attached lake (``USE lake``).
+                if getattr(table, "incremental", False):
+                    # Cursor reads and merges (MERGE INTO works on a lake), where the
+                    # fast path offers them; never a whole copy in their place.
+                    incremental = getattr(duck, "_duck_incremental", None)
+                    if incremental is None:
+                        raise RuntimeError(f"{table.name}: no incremental copy into DuckLake")
+                    incremental(con, dataset, table, stats, connector.pipeline_name)
+                else:
+                    duck._duck_table(con, dataset, table, stats)
 
 
 def _attach_source(con: Any, source_url: str) -> None:
@@ -416,6 +461,7 @@ def _attach_source(con: Any, source_url: str) -> None:
     from conveyor.pipelines.direct import conninfo
     from conveyor.pipelines.netguard import pin_conninfo
 
+    con.execute(f"LOAD {_literal(extension_file('postgres_scanner') or '')}")
     params = conninfo_to_dict(pin_conninfo(conninfo(source_url)))
     password = params.pop("password", None)
     secret = f", PASSWORD {_literal(str(password))}" if password else ""
@@ -478,6 +524,12 @@ class DucklakeDestination(DestinationType):
 
     def direct_writer(self) -> Any:
         return WRITER
+
+    def single_machine(self, config: Any, settings: Settings) -> str | None:
+        # Data in a local folder is fine on a shared (ReadWriteMany) volume; a catalog
+        # file is not: one process at a time, on one machine.
+        file = catalog_file(config, settings)
+        return None if file is None else f"keeps its catalog in the local file {file}"
 
     def drop_tables(self, config: Any, context: TypeContext, tables: list[str]) -> list[str]:
         return drop(
