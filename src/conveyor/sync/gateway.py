@@ -12,6 +12,7 @@ import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -37,14 +38,49 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.sync.gateway")
 
 PAGE_SIZE = 200  # the Prefect server's maximum page size
-# A process worker without a limit starts every queued run at once: 50 queued runs made
-# ~25 flow processes, ~2 GB and 26 crashed runs of 150; a limit of 4 ran them steadily.
-DEFAULT_POOL_CONCURRENCY = 4
 READ_CALLS = frozenset({"list_deployments", "flow_run_states", "read_work_pool", "read_flow"})
 # A PATCH answered with one of these cannot be applied as sent (the deployment is gone,
 # or its schedules were replaced in Prefect by ones a PATCH may not touch): upsert instead.
 PATCH_FALLBACK = frozenset({404, 409, 422})
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """What Conveyor needs to know of a work pool: its type and the job variables its base
+    job template takes."""
+
+    type: str
+    variables: frozenset[str]
+
+    @classmethod
+    def of(cls, pool_type: str, base_job_template: dict[str, Any] | None) -> PoolInfo:
+        props = ((base_job_template or {}).get("variables") or {}).get("properties") or {}
+        return cls(pool_type, frozenset(props))
+
+
+def api_auth_string() -> str | None:
+    """Prefect's ``PREFECT_API_AUTH_STRING`` ("user:password" for a server started with
+    ``PREFECT_SERVER_API_AUTH_STRING``): clients built with ``api=`` do not read it."""
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    value = PREFECT_API_AUTH_STRING.value()
+    if value is None:
+        return None
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+
+
+def default_base_job_template(pool_type: str) -> dict[str, Any]:
+    """Prefect's default base job template of a pool type (the worker's own)."""
+    if pool_type == "process":
+        from prefect.workers.process import ProcessWorker
+
+        return ProcessWorker.get_default_base_job_template()
+    if pool_type == "kubernetes":
+        from prefect_kubernetes.worker import KubernetesWorker
+
+        return dict(KubernetesWorker.get_default_base_job_template())
+    raise ExternalError(f"unknown work pool type {pool_type!r}")
 
 
 class Gateway(Protocol):
@@ -59,6 +95,7 @@ class Gateway(Protocol):
     async def delete(self, deployment_id: str) -> bool: ...
     async def flow_run_states(self, flow_run_ids: list[str]) -> dict[str, FlowRunState]: ...
     async def crash_flow_run(self, flow_run_id: str, message: str) -> bool: ...
+    async def stale_flow_runs(self, states: tuple[str, ...], before: datetime) -> list[str]: ...
     async def delete_flow_run(self, flow_run_id: str) -> bool: ...
 
 
@@ -78,18 +115,25 @@ class PrefectGateway:
         timeout: float = 60.0,
         retries: int = 5,
         retry_delay: float = 0.25,
-        pool_concurrency: int = DEFAULT_POOL_CONCURRENCY,
+        pool_type: str = "process",
+        pool_concurrency: int | None = None,
+        owned_pool: str | None = None,
         max_in_flight: int = 16,
     ) -> None:
         self.api_url = api_url
         self.timeout = timeout
         self.retries = retries
         self.retry_delay = retry_delay
+        # The configured pool (settings work_pool_type / work_pool_concurrency): a missing
+        # pool is created so, never otherwise; ``owned_pool`` (the default pool, which
+        # Conveyor's workers poll) must have that type.
+        self.pool_type = pool_type
         self.pool_concurrency = pool_concurrency
+        self.owned_pool = owned_pool
         self._client: PrefectClient | None = None
         self._settings_ctx: Any = None
         self._flow_id: str | None = None
-        self._pools: set[str] = set()
+        self._pools: dict[str, PoolInfo] = {}
         self._setup_lock = asyncio.Lock()
         self.in_flight = AdaptiveLimit(max_in_flight)
         self.calls: dict[str, int] = {}  # calls per kind, retries not counted (benchmarks, tests)
@@ -101,7 +145,11 @@ class PrefectGateway:
 
         self._settings_ctx = temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0})
         self._settings_ctx.__enter__()
-        self._client = PrefectClient(api=self.api_url, httpx_settings={"timeout": self.timeout})
+        self._client = PrefectClient(
+            api=self.api_url,
+            auth_string=api_auth_string(),
+            httpx_settings={"timeout": self.timeout},
+        )
         await self._client.__aenter__()
         return self
 
@@ -153,43 +201,86 @@ class PrefectGateway:
             await asyncio.sleep(self.retry_delay * 2**attempt * random.uniform(0.5, 1.0))
 
     async def ensure_work_pool(self, name: str) -> None:
-        """Create the work pool (type ``process``, with a concurrency limit) if missing."""
-        if name in self._pools:
-            return
-        async with self._setup_lock:
-            if name not in self._pools:
-                await self._ensure_work_pool(name)
-                self._pools.add(name)
+        """Create the work pool if missing, with the configured type and limit (none unless
+        one was configured); a pool that exists keeps its type and limit. The owned pool of
+        another type is an error (non-transient) that says what to do, never changed."""
+        await self.work_pool(name)
 
-    async def _ensure_work_pool(self, name: str) -> None:
+    async def work_pool(self, name: str, *, fresh: bool = False) -> PoolInfo:
+        """The pool's type and job variables (read once, then cached; ``fresh`` reads again)."""
+        if fresh:
+            self._pools.pop(name, None)
+        if name not in self._pools:
+            async with self._setup_lock:
+                if name not in self._pools:
+                    self._pools[name] = await self._ensure_work_pool(name)
+        info = self._pools[name]
+        if name == self.owned_pool and info.type != self.pool_type:
+            self._pools.pop(name, None)  # read again next time: it may be fixed by then
+            raise ExternalError(
+                f"work pool '{name}' is a {info.type!r} pool, but Conveyor is configured for "
+                f"{self.pool_type!r} (CONVEYOR_WORK_POOL_TYPE; the chart's worker.type)",
+                hint=f"delete the pool (`prefect work-pool delete {name}`) so that it is "
+                "created again with the configured type, or configure that type",
+            )
+        return info
+
+    async def check_job_variables(self, spec: DeploymentSpec) -> None:
+        """Refuse (non-transient) job variables the deployment's pool does not take, naming
+        them; read the pool again first when its cached template lacks one (a worker may
+        have put its template on it since)."""
+        if not spec.job_variables or not spec.work_pool_name:
+            return
+        from conveyor.domain.job_variables import accepted_problems
+
+        info = await self.work_pool(spec.work_pool_name)
+        if not set(spec.job_variables) <= info.variables:
+            info = await self.work_pool(spec.work_pool_name, fresh=True)
+        problems = accepted_problems(
+            spec.job_variables, info.variables, pool=spec.work_pool_name, pool_type=info.type
+        )
+        if problems:
+            raise ExternalError("; ".join(str(p) for p in problems))
+
+    async def _ensure_work_pool(self, name: str) -> PoolInfo:
         from prefect.client.schemas.actions import WorkPoolCreate
         from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-        from prefect.workers.process import ProcessWorker
 
-        async def read() -> bool:
+        async def read() -> PoolInfo | None:
             try:
-                await self.client.read_work_pool(name)
+                pool = await self.client.read_work_pool(name)
             except ObjectNotFound:
-                return False
-            return True
+                return None
+            return PoolInfo.of(pool.type, pool.base_job_template)
 
-        if await self._call("read_work_pool", f"read work pool '{name}'", read):
-            return
+        found = await self._call("read_work_pool", f"read work pool '{name}'", read)
+        if found is not None:
+            return found
+        template = default_base_job_template(self.pool_type)
         pool = WorkPoolCreate(
             name=name,
-            type="process",
-            base_job_template=ProcessWorker.get_default_base_job_template(),
+            type=self.pool_type,
+            base_job_template=template,
             concurrency_limit=self.pool_concurrency,
         )
 
-        async def create() -> None:
+        async def create() -> PoolInfo | None:
             try:
                 await self.client.create_work_pool(pool)
-                log.info("created work pool %s (limit %s)", name, pool.concurrency_limit)
+                log.info(
+                    "created %s work pool %s (limit %s)", pool.type, name, pool.concurrency_limit
+                )
             except ObjectAlreadyExists:
-                pass  # created meanwhile by someone else: fine
+                return None  # created meanwhile by someone else (a worker): read it
+            return PoolInfo.of(pool.type, template)
 
-        await self._call("create_work_pool", f"create work pool '{name}'", create)
+        created = await self._call("create_work_pool", f"create work pool '{name}'", create)
+        if created is not None:
+            return created
+        found = await self._call("read_work_pool", f"read work pool '{name}'", read)
+        if found is None:
+            raise ExternalError(f"work pool '{name}' vanished while it was created", transient=True)
+        return found
 
     async def _flow(self) -> str:
         if self._flow_id is None:
@@ -279,6 +370,7 @@ class PrefectGateway:
     async def _upsert(self, spec: DeploymentSpec) -> str:
         if spec.work_pool_name:
             await self.ensure_work_pool(spec.work_pool_name)
+            await self.check_job_variables(spec)
         flow_id = await self._flow()
         doing = f"apply deployment '{spec.name}'"
         with prefect_errors(doing):
@@ -309,6 +401,8 @@ class PrefectGateway:
             return deployment_id
         if new.work_pool_name and "work_pool_name" in body:
             await self.ensure_work_pool(new.work_pool_name)
+        if "work_pool_name" in body or "job_variables" in body:
+            await self.check_job_variables(new)
 
         async def call() -> None:
             await self.client.request(
@@ -377,6 +471,39 @@ class PrefectGateway:
                     )
         return states
 
+    async def stale_flow_runs(self, states: tuple[str, ...], before: datetime) -> list[str]:
+        """Ids of Conveyor's flow runs (its flow's) in one of ``states`` (Prefect state
+        types) since before ``before``; at most one page, the oldest first."""
+        from prefect.client.schemas.filters import (
+            FlowFilter,
+            FlowFilterName,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        flow_runs = await self._call(
+            "stale_flow_runs",
+            "read flow runs",
+            lambda: self.client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType(s) for s in states])
+                    )
+                ),
+                sort=FlowRunSort.START_TIME_ASC,
+                limit=PAGE_SIZE,
+            ),
+        )
+        return [
+            str(r.id)
+            for r in flow_runs
+            if r.state is not None and r.state.timestamp is not None and r.state.timestamp < before
+        ]
+
     async def crash_flow_run(self, flow_run_id: str, message: str) -> bool:
         """Force the flow run to Crashed (frees its deployment's concurrency slot)."""
         from prefect.exceptions import ObjectNotFound
@@ -437,7 +564,9 @@ def create_flow_run(
     with (
         temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
         prefect_errors(f"start a run of deployment {deployment_id}"),
-        SyncPrefectClient(api=api_url, httpx_settings={"timeout": 15.0}) as client,
+        SyncPrefectClient(
+            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
+        ) as client,
     ):
         run = client.create_flow_run_from_deployment(
             UUID(deployment_id),
@@ -468,7 +597,9 @@ def cancel_flow_run(api_url: str, flow_run_id: str, *, message: str) -> str:
     with (
         temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
         prefect_errors(f"cancel flow run {flow_run_id}"),
-        SyncPrefectClient(api=api_url, httpx_settings={"timeout": 15.0}) as client,
+        SyncPrefectClient(
+            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
+        ) as client,
     ):
         try:
             state = client.read_flow_run(UUID(flow_run_id)).state
@@ -480,3 +611,24 @@ def cancel_flow_run(api_url: str, flow_run_id: str, *, message: str) -> str:
         new: State[Any] = Cancelling(message=message) if started else Cancelled(message=message)
         result = client.set_flow_run_state(UUID(flow_run_id), new, force=not started)
     return result.state.type.value if result.state is not None else new.type.value
+
+
+def read_work_pool(api_url: str, name: str, *, timeout: float = 3.0) -> PoolInfo | None:
+    """A work pool's type and job variables, None when it does not exist (synchronous and
+    quick: a connector's save asks it to check job variables)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}),
+        prefect_errors(f"read work pool '{name}'"),
+        SyncPrefectClient(
+            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": timeout}
+        ) as client,
+    ):
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            return None
+    return PoolInfo.of(pool.type, pool.base_job_template)
