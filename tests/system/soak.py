@@ -31,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connectors", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the databases and the home")
     args = ap.parse_args(argv)
+    # SIGTERM (CI's timeout, Ctrl-C's cousin) still stops the parts and drops the databases.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     prof = PROFILES[args.profile]
     minutes = args.minutes if args.minutes is not None else prof.minutes
     n_connectors = args.connectors or prof.connectors
@@ -271,12 +274,13 @@ def soak(
     stop = threading.Event()
     chaos = Chaos(p, rng_chaos, prof)
     changer = threading.Thread(target=changes.run, args=(stop, prof.change_every), daemon=True)
+    initial = changes.changes_made()
     t_chaos = time.monotonic()
     say(f"chaos and changes for {minutes:g} min")
     changer.start()
     chaos.run(
         t_chaos + minutes * 60,
-        lambda: say(f"  {changes.changes_made()} changes, kills {_kills(p)}"),
+        lambda: say(f"  {changes.changes_made() - initial} changes, kills {_kills(p)}"),
     )
     stop.set()
     changer.join(timeout=120)
@@ -322,7 +326,7 @@ def soak(
         "seed": seed,
         "chaos_minutes": round(chaos_seconds / 60, 2),
         "connectors_at_end": len(verify.connectors(conveyor_url)),
-        "changes_made": changes.changes_made(),
+        "changes_during_chaos": changes.changes_made() - initial,
         "changes_by_action": changes.counts,
         "change_outcomes": changes.outcomes,
         "requests_resent_while_web_down": api.connect_retries,
