@@ -23,6 +23,7 @@ from conftest import (
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SECRET_ENV = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY$|DATABASE_URL|CONNECTION_URL)")
+SECRET_REF_ENV = re.compile(r"_SECRET_(NAME|KEY)$")
 
 # Values with recognisable secrets, to prove none of them leaks outside a Secret.
 KNOWN_SECRETS = {
@@ -88,6 +89,15 @@ def _phase_order(objs, phase):
     return [f"{kind}/{name}" for _, kind, name in sorted(in_phase)]
 
 
+SECRETS_JOB_HOOKS = [
+    "ConfigMap/rel-conveyor-kube-ops",
+    "Role/rel-conveyor-secrets",
+    "RoleBinding/rel-conveyor-secrets",
+    "ServiceAccount/rel-conveyor-secrets",
+    "Job/rel-conveyor-secrets",
+]
+
+
 def test_hooks_external_database_migrate_before_install_and_seed_after(render):
     objs = render("external-db.yaml", "seed.yaml")
     migrations = one(objs, "Job", "-migrations")
@@ -101,11 +111,13 @@ def test_hooks_external_database_migrate_before_install_and_seed_after(render):
         "/seed",
         "--yes",
     ]
-    # Secrets the migrations read are created first, in the same phase.
+    # Secrets the migrations read are created first, in the same phase: the secrets Job (with
+    # its identity) makes the generated ones in the cluster, the external URLs are a Secret.
     assert _phase_order(objs, "pre-install") == [
-        "Secret/rel-conveyor-app",
+        *SECRETS_JOB_HOOKS,
         "Secret/rel-conveyor-database",
         "Job/rel-conveyor-migrations",
+        "Job/rel-conveyor-prefect-db-upgrade",
     ]
     assert _phase_order(objs, "pre-upgrade") == _phase_order(objs, "pre-install")
     assert _phase_order(objs, "post-install") == [
@@ -123,14 +135,16 @@ def test_hooks_bundled_postgresql_migrate_once_it_exists(render):
     assert _hook(migrations)[0] == {"post-install", "pre-upgrade"}
     assert _phase_order(objs, "post-install") == [
         "Job/rel-conveyor-migrations",
+        "Job/rel-conveyor-prefect-db-upgrade",
         "Job/rel-conveyor-admin-bootstrap",
         "Job/rel-conveyor-seed",
     ]
     assert _phase_order(objs, "pre-upgrade") == [
-        "Secret/rel-conveyor-app",
-        "Secret/rel-conveyor-database",
+        *SECRETS_JOB_HOOKS,
         "Job/rel-conveyor-migrations",
+        "Job/rel-conveyor-prefect-db-upgrade",
     ]
+    assert _phase_order(objs, "pre-install") == SECRETS_JOB_HOOKS
     init = migrations["spec"]["template"]["spec"]["initContainers"]
     assert [c["name"] for c in init] == ["wait-for-database"]
     assert init[0]["command"][-2:] == ["rel-conveyor-postgresql", "5432"]
@@ -174,7 +188,8 @@ def test_secret_looking_env_vars_come_from_secret_key_refs(render, name):
     for spec in pods:
         for c in containers(spec):
             for env in c.get("env", []):
-                if SECRET_ENV.search(env["name"]):
+                # ..._SECRET_NAME/_SECRET_KEY name a Secret and its key (no secret in them).
+                if SECRET_ENV.search(env["name"]) and not SECRET_REF_ENV.search(env["name"]):
                     assert "value" not in env, f"{c['name']}: {env['name']} inlined"
                     assert "secretKeyRef" in env["valueFrom"], env
                     checked += 1
@@ -195,29 +210,69 @@ def test_no_secret_value_appears_outside_a_secret(render):
             assert canary not in text, f"{obj['kind']}/{obj['metadata']['name']} leaks a secret"
 
 
-def test_bundled_database_urls_and_a_generated_fernet_key(render):
-    from cryptography.fernet import Fernet
+def _secrets_job_spec(objs):
+    job = one(objs, "Job", "-secrets")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "/etc/conveyor/kube-ops.py", "ensure-secrets"]
+    return {s["name"]: s["keys"] for s in json.loads(container["args"][0])["secrets"]}
 
+
+@pytest.mark.parametrize("name", ["default", "kubernetes-worker", "everything"])
+def test_rendering_twice_gives_the_same_bytes(helm, name):
+    """Nothing random in the templates (no randBytes, no lookup): `helm template`, as GitOps
+    tools run it, never produces a new encryption key or password."""
+    args = ["template", "rel", str(CHART), "-n", "conveyor", *value_args(VALUE_SETS[name])]
+    first, second = helm(*args), helm(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+
+
+def test_generated_secrets_are_made_once_in_the_cluster_by_the_secrets_job(render):
     objs = render()
-    db = {
-        k: base64.b64decode(v).decode() for k, v in one(objs, "Secret", "-database")["data"].items()
+    # No application or database Secret is rendered: the secrets Job makes them in the cluster.
+    assert not find(objs, "Secret")
+    spec = _secrets_job_spec(objs)
+    assert spec["rel-conveyor-app"] == {
+        "secret-key": {"env": "EXPLICIT_SECRET_KEY", "generate": "fernet"},
+        "metrics-token": {"generate": "token:40"},
+        "admin-password": {"env": "EXPLICIT_ADMIN_PASSWORD", "generate": "token:24"},
     }
-    password = db["postgres-password"]
-    assert len(password) == 32
-    assert (
-        db["database-url"]
-        == f"postgresql+psycopg://conveyor:{password}@rel-conveyor-postgresql:5432/conveyor"
+    db = spec["rel-conveyor-database"]
+    assert db["postgres-password"] == {"env": "EXPLICIT_POSTGRES_PASSWORD", "generate": "token:32"}
+    assert db["database-url"]["template"] == (
+        "postgresql+psycopg://conveyor:{postgres-password}@rel-conveyor-postgresql:5432/conveyor"
     )
-    assert (
-        db["prefect-database-url"]
-        == f"postgresql+asyncpg://conveyor:{password}@rel-conveyor-postgresql:5432/prefect"
+    assert db["prefect-database-url"]["template"] == (
+        "postgresql+asyncpg://conveyor:{postgres-password}@rel-conveyor-postgresql:5432/prefect"
     )
-    app = {k: base64.b64decode(v).decode() for k, v in one(objs, "Secret", "-app")["data"].items()}
-    Fernet(app["secret-key"].encode())  # a valid key, generated by the chart
-    assert len(app["admin-password"]) == 24
-    # Secrets exist before the pre-install migrations and survive uninstall (kept keys).
-    for s in (one(objs, "Secret", "-database"), one(objs, "Secret", "-app")):
-        assert _hook(s) == ({"pre-install", "pre-upgrade"}, -20)
+    job = one(objs, "Job", "-secrets")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "rel-conveyor-secrets"
+    assert "env" not in pod["containers"][0]  # nothing given in values
+    role = one(objs, "Role", "-secrets")
+    assert role["rules"][0]["resourceNames"] == ["rel-conveyor-app", "rel-conveyor-database"]
+    assert role["rules"][0]["verbs"] == ["get", "patch"]
+    assert {r["resources"][0] for r in role["rules"]} == {"secrets"}
+    assert not find(objs, "ClusterRole")
+
+
+def test_values_given_reach_the_secrets_job_through_a_hook_secret(render):
+    objs = render(set=KNOWN_SECRETS)
+    given = one(objs, "Secret", "-secrets-input")
+    assert _hook(given) == ({"pre-install", "pre-upgrade"}, -30)
+    assert "hook-succeeded" in given["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    decoded = {k: base64.b64decode(v).decode() for k, v in given["data"].items()}
+    assert decoded == {
+        "secret-key": KNOWN_SECRETS["conveyor.secretKey"],
+        "admin-password": KNOWN_SECRETS["admin.password"],
+        "postgres-password": KNOWN_SECRETS["postgresql.auth.password"],
+    }
+    env = one(objs, "Job", "-secrets")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in env} == {
+        "EXPLICIT_SECRET_KEY": "secret-key",
+        "EXPLICIT_ADMIN_PASSWORD": "admin-password",
+        "EXPLICIT_POSTGRES_PASSWORD": "postgres-password",
+    }
 
 
 def test_existing_secrets_are_referenced_and_none_created(render):
@@ -326,13 +381,23 @@ def test_probe_ports_name_real_container_ports(render):
 
 def test_process_worker_has_no_rbac_and_no_token(render):
     objs = render()
-    assert not find(objs, "Role") and not find(objs, "RoleBinding")
+    # The only identity with rights is the secrets hook Job's (pre-install/upgrade, deleted
+    # once the hooks succeeded; see test_generated_secrets_are_made_once_in_the_cluster...).
+    rbac = [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
+    assert [(o["kind"], o["metadata"]["name"]) for o in rbac] == [
+        ("Role", "rel-conveyor-secrets"),
+        ("RoleBinding", "rel-conveyor-secrets"),
+    ]
+    assert all(_hook(o) for o in rbac)
     assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
-    assert [o["metadata"]["name"] for o in find(objs, "ServiceAccount")] == ["rel-conveyor"]
+    assert [o["metadata"]["name"] for o in find(objs, "ServiceAccount") if not _hook(o)] == [
+        "rel-conveyor"
+    ]
     specs = [(obj["metadata"]["name"], pod_spec(obj)) for obj in objs if pod_spec(obj)]
     assert len(specs) >= 4  # web, worker, prefect-server, postgresql (and hook Jobs)
     for name, spec in specs:
-        assert spec.get("automountServiceAccountToken") is False, name
+        expected = name == "rel-conveyor-secrets"
+        assert spec.get("automountServiceAccountToken") is expected, name
     worker = one(objs, "Deployment", "-worker")["spec"]["template"]["spec"]
     assert worker["containers"][0]["command"] == ["prefect"]
     assert worker["containers"][0]["args"][:6] == [
@@ -366,7 +431,8 @@ def test_kubernetes_worker_gets_a_role_to_create_jobs_and_nothing_more(render):
     others = [
         (obj["metadata"]["name"], pod_spec(obj))
         for obj in objs
-        if pod_spec(obj) and obj["metadata"]["name"] != "rel-conveyor-worker"
+        if pod_spec(obj)
+        and obj["metadata"]["name"] not in ("rel-conveyor-worker", "rel-conveyor-secrets")
     ]
     assert len(others) >= 3  # web, prefect-server, postgresql (and hook Jobs)
     for name, spec in others:
@@ -453,6 +519,7 @@ def test_network_policies_web_db_and_prefect(render):
         "flow-run",
         "rel-conveyor-prefect-server",
         "rel-conveyor-migrations",
+        "rel-conveyor-prefect-db-upgrade",
     } | ({"rel-conveyor-admin-bootstrap"} if "rel-conveyor-admin-bootstrap" in pods else set())
     assert allowed("-prefect-server") == {
         "rel-conveyor-web",

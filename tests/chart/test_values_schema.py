@@ -17,7 +17,9 @@ BAD_VALUES = [
     ({"web.resources": {"requests": {"cpu": "lots"}}}, "/web/resources/requests/cpu"),
     ({"seedDeployments": {"notes.txt": "x"}}, "notes.txt"),
     ({"conveyor.secretKey": "not-a-fernet-key"}, "/conveyor/secretKey"),
-    ({"prefectServer.replicas": 2}, "/prefectServer/replicas"),
+    ({"prefectServer.replicas": -1}, "/prefectServer/replicas"),
+    ({"prefectServer.redis.image.digest": "latest"}, "/prefectServer/redis/image/digest"),
+    ({"prefectServer.services.bogus": 1}, "additional properties 'bogus'"),
     ({"worker.limit": 0}, "/worker/limit"),
     ({"web.port": 70000}, "/web/port"),
     ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
@@ -29,6 +31,14 @@ BAD_VALUES = [
     ({"web.livenessProbe": {"exec": {"command": ["true"]}}}, "/web/livenessProbe"),
     ({"networkPolicy.egress.databaseCidrs": ["everywhere"]}, "databaseCidrs"),
     ({"image.digest": "latest"}, "/image/digest"),
+    ({"postgresql.image.digest": "sha256:short"}, "/postgresql/image/digest"),
+    ({"worker.kubernetes.image.digest": "latest"}, "/worker/kubernetes/image/digest"),
+    ({"prefectServer.image.digest": "md5:0"}, "/prefectServer/image/digest"),
+    ({"jobCleanup.enabled": "sometimes"}, "/jobCleanup/enabled"),
+    ({"web.autoscaling.targetCPUUtilizationPercentage": 0}, "targetCPUUtilizationPercentage"),
+    ({"worker.autoscaling.minReplicas": 0}, "/worker/autoscaling/minReplicas"),
+    ({"prefectAuth.existingSecret": "Not A Name"}, "/prefectAuth/existingSecret"),
+    ({"metrics.serviceMonitor.interval": "often"}, "/metrics/serviceMonitor/interval"),
 ]
 
 

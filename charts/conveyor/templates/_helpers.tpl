@@ -51,12 +51,40 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* repo@digest when a digest is set, else repo:tag: (dict "image" .Values.x.image "tag" default) */}}
+{{- define "conveyor.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .tag .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "conveyor.prefectServerImage" -}}
 {{- if .Values.prefectServer.image.repository -}}
-{{- printf "%s:%s" .Values.prefectServer.image.repository (default .Chart.AppVersion .Values.prefectServer.image.tag) -}}
+{{- include "conveyor.imageRef" (dict "image" .Values.prefectServer.image "tag" .Chart.AppVersion) -}}
 {{- else -}}
 {{- include "conveyor.image" . -}}
 {{- end -}}
+{{- end -}}
+
+{{- define "conveyor.kubernetesWorkerImage" -}}
+{{- include "conveyor.imageRef" (dict "image" .Values.worker.kubernetes.image "tag" "") -}}
+{{- end -}}
+
+{{- define "conveyor.postgresqlImage" -}}
+{{- include "conveyor.imageRef" (dict "image" .Values.postgresql.image "tag" "") -}}
+{{- end -}}
+
+{{/* Prefect API basic auth for clients (PREFECT_API_AUTH_STRING), from an existing Secret. */}}
+{{- define "conveyor.prefectAuthEnv" -}}
+{{- with .Values.prefectAuth.existingSecret }}
+- name: PREFECT_API_AUTH_STRING
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.prefectAuth.key }}
+{{- end }}
 {{- end -}}
 
 {{/* Object names ---------------------------------------------------------------------------- */}}
@@ -123,20 +151,6 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- $_ := include "conveyor.prefectApiUrl" . -}}
 {{- end -}}
 
-{{/* Keep a generated secret value across upgrades: (dict "ctx" $ "name" N "key" K "value" V)
-     returns the base64 value to store. An explicit value wins, then the value already in the
-     cluster, then a new one (value). */}}
-{{- define "conveyor.secretData" -}}
-{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
-{{- if .explicit -}}
-{{- .explicit | b64enc -}}
-{{- else if and $existing $existing.data (hasKey $existing.data .key) -}}
-{{- index $existing.data .key -}}
-{{- else -}}
-{{- .value | b64enc -}}
-{{- end -}}
-{{- end -}}
-
 {{/* Pod-level pieces --------------------------------------------------------------------------- */}}
 
 {{- define "conveyor.imagePullSecrets" -}}
@@ -166,6 +180,12 @@ imagePullSecrets:
 {{- end }}
 - name: CONVEYOR_DEFAULT_WORK_POOL
   value: {{ .Values.worker.workPool | quote }}
+- name: CONVEYOR_WORK_POOL_TYPE
+  value: {{ .Values.worker.type | quote }}
+{{- with .Values.worker.poolConcurrency }}
+- name: CONVEYOR_WORK_POOL_CONCURRENCY
+  value: {{ . | quote }}
+{{- end }}
 - name: CONVEYOR_DEFAULT_WORK_QUEUE
   value: {{ .Values.conveyor.defaultWorkQueue | quote }}
 - name: CONVEYOR_RECONCILE_INTERVAL
@@ -186,6 +206,7 @@ imagePullSecrets:
     secretKeyRef:
       name: {{ include "conveyor.appSecretName" . }}
       key: {{ .Values.conveyor.secretKeyKey }}
+{{- include "conveyor.prefectAuthEnv" . }}
 {{- with .Values.conveyor.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -259,6 +280,49 @@ envFrom:
 {{- if $files -}}
 {{- toYaml $files -}}
 {{- end -}}
+{{- end -}}
+
+{{/* HorizontalPodAutoscaler on CPU: (dict "ctx" $ "component" "web" "autoscaling" values) */}}
+{{- define "conveyor.hpa" -}}
+{{- $a := .autoscaling }}
+{{- $name := printf "%s-%s" (include "conveyor.fullname" .ctx) .component }}
+{{- /* autoscaling/v2 is GA from 1.23 (v2beta2 is gone in 1.26). */}}
+{{- $v2 := semverCompare ">=1.23.0-0" .ctx.Capabilities.KubeVersion.Version }}
+apiVersion: {{ ternary "autoscaling/v2" "autoscaling/v2beta2" $v2 }}
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "conveyor.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ $name }}
+  minReplicas: {{ $a.minReplicas }}
+  maxReplicas: {{ $a.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $a.targetCPUUtilizationPercentage }}
+{{- end -}}
+
+{{/* PodDisruptionBudget: (dict "ctx" $ "component" "worker" "maxUnavailable" 1) */}}
+{{- define "conveyor.pdb" -}}
+apiVersion: {{ if .ctx.Capabilities.APIVersions.Has "policy/v1" }}policy/v1{{ else }}policy/v1beta1{{ end }}
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "conveyor.fullname" .ctx }}-{{ .component }}
+  labels:
+    {{- include "conveyor.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+spec:
+  maxUnavailable: {{ .maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "conveyor.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 6 }}
 {{- end -}}
 
 {{/* NetworkPolicy peers: pods of this release with one of the given components. */}}
