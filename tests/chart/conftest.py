@@ -39,6 +39,7 @@ VALUE_SETS: dict[str, list[str]] = {
     "ingress": ["ingress.yaml"],
     "seed": ["seed.yaml"],
     "everything": ["everything.yaml"],
+    "prefect-replicated": ["prefect-replicated.yaml"],
 }
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
