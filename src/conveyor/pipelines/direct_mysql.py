@@ -112,13 +112,12 @@ def scanner_target(url: str) -> dict[str, Any] | None:
 
 
 def plan(cfg: SqlDatabaseConfig, writer: Any, url: str) -> Plan | None:
-    """Which tables the scanner copies; None when none (or the destination cannot)."""
+    """Which tables the scanner copies; None when none. Called by the DuckDB writer's
+    ``plan_source`` (``direct.plan`` asks the writer for databases other than PostgreSQL)."""
     from conveyor.pipelines.direct import Plan
     from conveyor.pipelines.sources.sql_database import TableSpec, table_options
 
-    if "mysql" not in getattr(writer, "reads", ()) or mysql_extension() is None:
-        return None
-    if scanner_target(url) is None:
+    if mysql_extension() is None or scanner_target(url) is None:
         return None
     from conveyor.pipelines import readonly
 
