@@ -116,6 +116,7 @@ class Chaos:
         self.profile = profile
         self.events: list[str] = []
         self.restart_at: dict[str, float] = {}  # killed part -> when to start it again
+        self.retried: set[str] = set()  # components given a second chance this round
 
     def note(self, what: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} {what}")
@@ -141,16 +142,20 @@ class Chaos:
                 if not order:  # each component once per round, in a random order
                     order = list(procs.COMPONENTS)
                     self.rng.shuffle(order)
-                self.kill(order.pop())
+                    self.retried = set()
+                self.kill(order.pop(), order)
             if now >= next_report:
                 next_report = now + 30
                 report()
             time.sleep(0.2)
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, order: list[str]) -> None:
         if name == procs.FLOW_RUN:
             if self.p.kill_flow_run(self.rng.choice):
                 self.note("killed a flow run")
+            elif name not in self.retried:  # none running now: try once more this round
+                self.retried.add(name)
+                order.insert(0, name)
         elif name not in self.restart_at and self.p.kill(name):
             self.note(f"killed {name}")
             self.restart_at[name] = time.monotonic() + self.rng.uniform(*self.profile.down_for)
