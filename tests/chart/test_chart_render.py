@@ -54,8 +54,18 @@ def test_every_rendered_object_matches_the_kubernetes_schema(render, name):
 def test_the_kubernetes_work_pools_job_manifest_is_a_valid_job(render):
     import kubernetes_validate
 
+    from prefect.utilities.templating import apply_values
+
     template = base_job_template(render("kubernetes-worker.yaml"))
     manifest = copy.deepcopy(template["job_configuration"]["job_manifest"])
+    # The per-connector variables (resources, placement) take their pool defaults, as
+    # Prefect's templating does for a deployment that sets none of them.
+    defaults = {
+        name: spec["default"]
+        for name, spec in template["variables"]["properties"].items()
+        if "default" in spec and name not in ("image", "namespace", "env", "command")
+    }
+    manifest = apply_values(manifest, defaults)
     # Fill Prefect's placeholders the way the worker does for a flow run.
     manifest["metadata"]["generateName"] = "connector-7-abc-"
     manifest["metadata"]["namespace"] = "conveyor"
