@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
@@ -85,28 +84,26 @@ def _refs(node: Any) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize(
-    ("method", "url", "body"),
-    [
-        ("get", f"/api/v1/connectors/{TOO_BIG}", None),
-        ("get", f"/api/v1/connectors/{TOO_BIG}/runs", None),
-        ("get", f"/api/v1/connectors?source_id={TOO_BIG}", None),
-        ("get", f"/api/v1/connectors/1/runs?before_id={TOO_BIG}", None),
-        ("get", f"/api/v1/runs/{TOO_BIG}", None),
-        ("get", f"/api/v1/sources/{TOO_BIG}", None),
-        ("delete", f"/api/v1/tokens/{TOO_BIG}", None),
-        ("patch", f"/api/v1/users/{TOO_BIG}", {"role": "viewer"}),
-        ("get", f"/api/v1/audit?before_id={TOO_BIG}", None),
-        ("post", "/api/v1/connectors", {"name": "c", "source_id": TOO_BIG, "destination_id": 1}),
-        ("patch", "/api/v1/connectors/1", {"version": 2**31}),
-    ],
-)
-def test_an_id_past_the_column_is_a_422_naming_it(
-    admin: ApiUser, method: str, url: str, body: dict[str, Any] | None
-) -> None:
-    resp = getattr(admin, method)(url, **({"json": body} if body is not None else {}))
-    assert resp.status_code == 422, resp.text
-    assert resp.json()["errors"], resp.text
+PAST_THE_COLUMN: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("get", f"/api/v1/connectors/{TOO_BIG}", None),
+    ("get", f"/api/v1/connectors/{TOO_BIG}/runs", None),
+    ("get", f"/api/v1/connectors?source_id={TOO_BIG}", None),
+    ("get", f"/api/v1/connectors/1/runs?before_id={TOO_BIG}", None),
+    ("get", f"/api/v1/runs/{TOO_BIG}", None),
+    ("get", f"/api/v1/sources/{TOO_BIG}", None),
+    ("delete", f"/api/v1/tokens/{TOO_BIG}", None),
+    ("patch", f"/api/v1/users/{TOO_BIG}", {"role": "viewer"}),
+    ("get", f"/api/v1/audit?before_id={TOO_BIG}", None),
+    ("post", "/api/v1/connectors", {"name": "c", "source_id": TOO_BIG, "destination_id": 1}),
+    ("patch", "/api/v1/connectors/1", {"version": 2**31}),
+]
+
+
+def test_an_id_past_the_column_is_a_422_naming_it(admin: ApiUser) -> None:
+    for method, url, body in PAST_THE_COLUMN:
+        resp = getattr(admin, method)(url, **({"json": body} if body is not None else {}))
+        assert resp.status_code == 422, (url, resp.text)
+        assert resp.json()["errors"], resp.text
 
 
 def test_the_largest_id_is_a_404_not_a_500(admin: ApiUser) -> None:
@@ -149,3 +146,14 @@ def test_a_deployment_file_with_a_connector_id_past_bigint_is_refused_with_its_l
     assert problem.reason == (
         "parameters.connector_id: Input should be less than or equal to 9223372036854775807"
     )
+
+
+def test_text_with_a_nul_character_is_a_422_not_a_500(admin: ApiUser) -> None:
+    """PostgreSQL cannot store NUL in text: POST /tokens with one was a 500 (the fuzz)."""
+    resp = admin.post("/api/v1/tokens", json={"name": "a\u0000b"})
+    assert resp.status_code == 422, resp.text
+    assert "NUL" in resp.json()["detail"]
+    resp = admin.post(
+        "/api/v1/sources", json={"name": "s", "type": "sql_database", "config": {"host": "h\u0000"}}
+    )
+    assert resp.status_code == 422 and "config.host" in resp.json()["detail"]

@@ -10,12 +10,21 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from conveyor.domain import connector_fields
 from conveyor.domain.schedule import validate_cron, validate_timezone
 from conveyor.domain.vocabulary import FailureClass, is_reserved_tag
+from conveyor.errors import ValidationFailed
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
@@ -35,11 +44,37 @@ SyncStatus = Literal["pending", "synced", "error"]
 
 
 class InputModel(BaseModel):
-    """Request bodies: unknown fields are errors; camelCase aliases accepted."""
+    """Request bodies: unknown fields are errors; camelCase aliases accepted; no text holds
+    a NUL character (PostgreSQL cannot store one: it was a 500, found by the fuzz)."""
 
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=True
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        where = _nul_at(data, "")
+        if where is not None:
+            raise ValidationFailed.field(where or "body", "text may not contain NUL characters")
+        return data
+
+
+def _nul_at(value: Any, where: str) -> str | None:
+    """The dotted path of the first string (or key) holding a NUL character, if any."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if not isinstance(value, (dict, list, tuple)):
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return path
+        found = _nul_at(item, path)
+        if found is not None:
+            return found
+    return None
 
 
 Name = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -77,6 +78,18 @@ def _loc(parts: tuple[Any, ...]) -> str:
     return ".".join(keep) or str(parts[0])
 
 
+async def _stale(request: Request, exc: Exception) -> JSONResponse:
+    # An optimistic-lock UPDATE that matched no row: another request changed (or deleted)
+    # the same row between our read and our write. A clash, not a server fault.
+    return JSONResponse(
+        error_body(
+            "it was changed by another request at the same time",
+            hint="read it again and retry",
+        ),
+        status_code=409,
+    )
+
+
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = []
@@ -109,4 +122,5 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ConveyorError, _conveyor_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StaleDataError, _stale)
     app.add_exception_handler(405, _method_not_allowed)  # before any handler by class
