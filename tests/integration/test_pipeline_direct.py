@@ -172,13 +172,11 @@ def test_what_goes_database_to_database(factory: Any, source_db: str, pg_databas
     cid = factory(sql_source(source_db, tables=tables), target)
     plan = direct.plan(load_connector(cid, settings=factory.settings))
     assert plan is not None
-    # enums are not PostgreSQL built-ins and cursors need dlt's incremental state
-    assert [t.name for t in plan.tables] == ["OrderLines"]
+    # enums are not PostgreSQL built-ins; a cursor read takes the fast path
+    assert [t.name for t in plan.tables] == ["OrderLines", "events"]
+    assert [t.incremental for t in plan.tables] == [False, True]
     assert plan.rest is not None
-    assert [t if isinstance(t, str) else t.name for t in plan.rest.tables or []] == [
-        "feelings",
-        "events",
-    ]
+    assert [t if isinstance(t, str) else t.name for t in plan.rest.tables or []] == ["feelings"]
     # one run moves all three, each the right way
     assert run_connector(cid, settings=factory.settings)["tables"] == {
         "order_lines": 1000,
@@ -188,15 +186,23 @@ def test_what_goes_database_to_database(factory: Any, source_db: str, pg_databas
     summary = last_run(factory.settings, cid).log_summary
     assert "copy " in summary and "extract " in summary
 
-    # every table when none are listed; merge on keys, custom queries and an explicitly
-    # chosen dlt backend stay with dlt
+    # every table when none are listed; merge on keys goes database to database too;
+    # custom queries, an explicitly chosen dlt backend and a text cursor stay with dlt
     every = factory(sql_source(source_db), target)
     plan = direct.plan(load_connector(every, settings=factory.settings))
     assert plan is not None and [t.name for t in plan.tables] == ["OrderLines", "events"]
+    merge = factory(
+        sql_source(source_db, tables=["OrderLines"], primary_key=["OrderID", "line"]), target
+    )
+    plan = direct.plan(load_connector(merge, settings=factory.settings))
+    assert plan is not None and plan.rest is None
+    assert [(t.disposition, [k.name for k in t.key], t.key_unique) for t in plan.tables] == [
+        ("merge", ["OrderID", "line"], True)
+    ]
     for extra in (
-        {"tables": ["OrderLines"], "primary_key": ["OrderID", "line"]},
         {"query": "SELECT 1 AS x"},
         {"tables": ["OrderLines"], "backend": "pyarrow"},
+        {"tables": ["OrderLines"], "cursor_column": "note"},
     ):
         other = factory(sql_source(source_db, **extra), target)
         assert direct.plan(load_connector(other, settings=factory.settings)) is None, extra

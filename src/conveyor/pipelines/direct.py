@@ -14,7 +14,7 @@ Which ends take part is declared by the types (``capabilities.direct_copy``); ea
 destination type hands over its writer (``DestinationType.direct_writer``).
 
 Whole tables from MySQL/MariaDB go into DuckDB through DuckDB's MySQL scanner
-(``direct_mysql.py``, for writers that list ``"mysql"`` in ``reads``).
+(``direct_mysql.py``, through the DuckDB writer's ``plan_source``).
 
 Everything else — incremental cursors, merge on keys, custom queries, other databases, types
 outside PostgreSQL's built-ins, an explicitly chosen dlt backend — goes through dlt
@@ -117,7 +117,8 @@ class DirectWriter(Protocol):
     """What a destination type with ``capabilities.direct_copy`` hands the direct copy."""
 
     max_identifier_length: int | None  # dlt shortens longer table and column names
-    # Source databases it copies from besides PostgreSQL (optional attribute): "mysql".
+    # Optional: ``plan_source(cfg, url) -> Plan | None`` for source databases other than
+    # PostgreSQL that the writer reads itself (DuckDB: MySQL, ``direct_mysql``).
 
     def available(self) -> bool: ...
 
@@ -192,14 +193,15 @@ def plan(connector: ResolvedConnector) -> Plan | None:
     if not writer.available():
         return None
     url = connection_url(cfg)
-    from conveyor.pipelines import direct_mysql
-
-    if direct_mysql.is_mysql(url):  # MySQL/MariaDB: DuckDB's MySQL scanner (direct_mysql.py)
+    if not _is_postgres(url):
+        # Other databases a writer reads itself (DuckDB: MySQL through direct_mysql.py).
+        other = getattr(writer, "plan_source", None)
+        if other is None:
+            return None
         from conveyor.pipelines.readonly import read_only_url
 
-        return direct_mysql.plan(cfg, writer, read_only_url(url))
-    if not _is_postgres(url):
-        return None
+        planned: Plan | None = other(cfg, read_only_url(url))
+        return planned
     from conveyor.pipelines.readonly import read_only_url
 
     url = read_only_url(url)  # the source session cannot write, whatever it is sent

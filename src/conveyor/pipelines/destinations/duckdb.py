@@ -130,11 +130,16 @@ class DuckdbWriter:
     inserts it in the same statement."""
 
     max_identifier_length: int | None = None
-    reads = frozenset({"postgresql", "mysql"})  # MySQL through its own scanner (direct_mysql)
 
     def available(self) -> bool:
         """Only with the PostgreSQL scanner extension installed."""
         return postgres_extension() is not None
+
+    def plan_source(self, cfg: Any, url: str) -> Any:
+        """Whole tables from MySQL/MariaDB through DuckDB's MySQL scanner (None: dlt)."""
+        from conveyor.pipelines import direct_mysql
+
+        return direct_mysql.plan(cfg, self, url) if direct_mysql.is_mysql(url) else None
 
     def run(
         self,
@@ -356,6 +361,22 @@ def _duck_incremental(
             for c in added:
                 con.execute(f"ALTER TABLE {target} ADD COLUMN {_ident(c.dest)} {types[c.dest]}")
             stats.schema_changes.append({"table": table.dest, "columns": [c.dest for c in added]})
+        if cursor is not None and last is not None and table.disposition != "replace":
+            # Rows carrying the last value are read again: those already loaded as they
+            # are now are dropped (append: not added twice; merge: not counted as loaded).
+            at = f"CAST({_literal(_text(last))} AS {_duck_type(cursor.pg_type)})"
+            same = " AND ".join(
+                [f"t.{_ident(k.dest)} = s.{_ident(k.dest)}" for k in table.key]
+                + [
+                    f"t.{_ident(c.dest)} IS NOT DISTINCT FROM s.{_ident(c.dest)}"
+                    for c in table.columns
+                ]
+            )
+            con.execute(
+                f"DELETE FROM {staged} AS s WHERE s.{_ident(cursor.dest)} = {at}"
+                f" AND EXISTS (SELECT 1 FROM {target} AS t"
+                f" WHERE t.{_ident(cursor.dest)} = {at} AND {same})"
+            )
         if table.disposition == "merge":
             on = " AND ".join(f"t.{_ident(k.dest)} = s.{_ident(k.dest)}" for k in table.key)
             sets = ", ".join(f"{_ident(c.dest)} = s.{_ident(c.dest)}" for c in table.columns)
@@ -368,18 +389,6 @@ def _duck_incremental(
         else:
             if table.disposition == "replace":
                 con.execute(f"DELETE FROM {target}")
-            elif cursor is not None and last is not None:
-                # Rows carrying the last value were read again: only those not loaded yet.
-                at = f"CAST({_literal(_text(last))} AS {_duck_type(cursor.pg_type)})"
-                same = " AND ".join(
-                    f"t.{_ident(c.dest)} IS NOT DISTINCT FROM s.{_ident(c.dest)}"
-                    for c in table.columns
-                )
-                con.execute(
-                    f"DELETE FROM {staged} AS s WHERE s.{_ident(cursor.dest)} = {at}"
-                    f" AND EXISTS (SELECT 1 FROM {target} AS t"
-                    f" WHERE t.{_ident(cursor.dest)} = {at} AND {same})"
-                )
             con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged}")
     rows, newest = con.execute(
         f"SELECT count(*), {('max(' + _ident(cursor.dest) + ')') if cursor else 'NULL'}"

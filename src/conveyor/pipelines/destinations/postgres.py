@@ -277,8 +277,8 @@ def _pg_incremental(
     from conveyor.pipelines.direct import cursor_python, pg_literal, typed_initial_value
 
     def execute(query: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        cur = dst.execute(query, params)  # type: ignore[arg-type]
-        return cur.fetchall() if cur.description else []  # type: ignore[no-any-return]
+        cur = dst.execute(query, params)
+        return cur.fetchall() if cur.description else []
 
     def qualify(name: str) -> str:
         return sql.Identifier(dataset, name).as_string(dst)
@@ -348,7 +348,9 @@ def _pg_incremental(
     insert = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(into, cols, sql.SQL(fmt))
     with dst.cursor() as wcur:
         with wcur.copy(insert) as writer:
-            size = _pipe(src, f"COPY ({table.select_sql(last)}) TO STDOUT (FORMAT {fmt})", writer.write)
+            size = _pipe(
+                src, f"COPY ({table.select_sql(last)}) TO STDOUT (FORMAT {fmt})", writer.write
+            )
         rows = max(wcur.rowcount, 0)
     if into is staged:
         dst.execute(sql.SQL("ANALYZE {}").format(staged))
@@ -364,19 +366,9 @@ def _pg_incremental(
             source = sql.SQL("(SELECT DISTINCT ON ({}) * FROM {} ORDER BY {}{})").format(
                 keys, staged, keys, order
             )
-        if table.disposition == "merge":
-            _ensure_key_index(dst, dataset, table)
-            dst.execute(
-                sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
-                    target,
-                    staged,
-                    sql.SQL(" AND ").join(
-                        sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k.dest)) for k in table.key
-                    ),
-                )
-            )
-        elif cursor is not None and last is not None:
-            # Rows carrying the last value were read again: only those not loaded yet.
+        if cursor is not None and last is not None:
+            # Rows carrying the last value are read again: those already loaded as they
+            # are now are dropped (append: not added twice; merge: not counted as loaded).
             at = sql.SQL(pg_literal(last, cursor.pg_type))
             dst.execute(
                 sql.SQL(
@@ -389,9 +381,26 @@ def _pg_incremental(
                     target,
                     sql.Identifier(cursor.dest),
                     at,
+                    # The key's equality first: the destination's key index finds the row.
                     sql.SQL(" AND ").join(
-                        sql.SQL("t.{0} IS NOT DISTINCT FROM s.{0}").format(sql.Identifier(c.dest))
-                        for c in table.columns
+                        [sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k.dest)) for k in table.key]
+                        + [
+                            sql.SQL("t.{0} IS NOT DISTINCT FROM s.{0}").format(
+                                sql.Identifier(c.dest)
+                            )
+                            for c in table.columns
+                        ]
+                    ),
+                )
+            )
+        if table.disposition == "merge":
+            _ensure_key_index(dst, dataset, table)
+            dst.execute(
+                sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
+                    target,
+                    staged,
+                    sql.SQL(" AND ").join(
+                        sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k.dest)) for k in table.key
                     ),
                 )
             )
