@@ -25,6 +25,12 @@ from conveyor.secrets import install_log_masking
 # A flow run of a typical connector holds ~150-250 MB (Prefect + dlt + the data batch).
 MEMORY_PER_RUN = 500 * 1024 * 1024
 MAX_DEFAULT_LIMIT = 8
+# Prefect's worker polls its pool every 10 s by default: a Run now waited 5 s on average
+# (up to 10) before its flow process even started (bench/run_latency.py). One poll a second
+# is one light query per worker; an operator's PREFECT_WORKER_QUERY_SECONDS still wins.
+# Scheduled runs are fetched PREFECT_WORKER_PREFETCH_SECONDS (10) ahead, their process
+# started early, and the run waits in Prefect for its time: they start on time.
+DEFAULT_QUERY_SECONDS = "1"
 
 
 def default_limit() -> int:
@@ -87,6 +93,7 @@ def worker(
     for key, value in prefect_logging_env(json_logs).items():
         os.environ.setdefault(key, value)  # before Prefect reads its logging config
     install_log_masking()
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", DEFAULT_QUERY_SECONDS)
     if healthcheck_port is not None:
         # Prefect reads its health server's port from its own settings; set before import.
         os.environ["PREFECT_WORKER_WEBSERVER_PORT"] = str(healthcheck_port)

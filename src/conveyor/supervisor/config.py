@@ -111,9 +111,9 @@ class Plan:
         env["CONVEYOR_WEB_ADDRESS"] = web_addresses(
             env.get("CONVEYOR_WEB_ADDRESS"), self.host, self.web_port
         )
-        # A worker polls every 10 s by default; 2 s makes "Run now" feel immediate and is
-        # still light for the embedded server.
-        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")
+        # A worker polls every 10 s by default; 1 s (as `conveyor worker`) makes "Run now"
+        # start at once and is still light for the embedded server.
+        env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
         return env
 
 
