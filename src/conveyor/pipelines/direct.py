@@ -16,9 +16,23 @@ destination type hands over its writer (``DestinationType.direct_writer``).
 Whole tables from MySQL/MariaDB go into DuckDB through DuckDB's MySQL scanner
 (``direct_mysql.py``, through the DuckDB writer's ``plan_source``).
 
-Everything else — incremental cursors, merge on keys, custom queries, other databases, types
-outside PostgreSQL's built-ins, an explicitly chosen dlt backend — goes through dlt
-(``plan`` says which). A table lands where dlt would put
+**Incremental cursors and merges** (the fast path) from PostgreSQL go database to database
+too (``DirectTable.incremental``): the cursor predicate ``cursor >= last value`` is pushed
+into the source's own query (``DirectTable.select_sql``, so its index on the cursor serves
+it), the rows land in a temporary table without becoming Python objects (DuckDB:
+``postgres_query`` through the scanner; PostgreSQL: ``COPY`` piped into a ``TEMP`` table),
+and one set-based write follows in the destination's transaction (DuckDB ``MERGE INTO``,
+PostgreSQL ``DELETE ... USING`` + ``INSERT``, append an ``INSERT``). The new cursor is
+written to dlt's own pipeline state in that same transaction (``cursor_state``), so the
+cursor moves exactly when the rows commit, and dlt's path continues from it (and the fast
+path from dlt's). Rows carrying the last value are read again; those already at the
+destination as they are now are dropped (neither lost nor doubled). A key the source does
+not hold unique is deduplicated: one row per key, the latest cursor wins. Cursor types: integers,
+``numeric(p,s)``, ``date``, ``timestamp[tz]``; others stay with dlt.
+
+Everything else — custom queries, other databases, types outside PostgreSQL's built-ins, a
+text or float cursor, append with a key or a column subset, an explicitly chosen dlt
+backend — goes through dlt (``plan`` says which). A table lands where dlt would put
 it: the same dataset (schema), table and column names (dlt's snake_case naming), so a
 connector can move between the two paths from one run to the next. Each table is written in
 one destination transaction: readers see the old rows or the new ones, never half a copy.
