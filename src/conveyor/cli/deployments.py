@@ -103,10 +103,10 @@ def validate(
     ),
 ) -> None:
     """Check every file (format, types, cron, secrets, clashes); all problems at once."""
-    loaded = load_directory(directory, check_env=not no_env, strict=False)
+    s = settings()  # the work pools job variables and destinations are checked against
+    loaded = load_directory(directory, check_env=not no_env, strict=False, settings=s)
     problems = list(loaded.problems)
     if not problems and against_db:
-        s = settings()
         try:
             with session_scope(s.effective_database_url) as db:
                 make_plan(loaded, session=db, box=secret_box(s), settings=s)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -34,6 +34,9 @@ from conveyor.domain.connector_fields import TOP_LEVEL
 from conveyor.domain.vocabulary import CONNECTOR_TAG_PREFIX
 from conveyor.errors import FieldProblem, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
 
 IGNORED_FILES = frozenset({"prefect.yaml", "prefect.yml"})
 KINDS: tuple[Kind, Kind] = ("source", "destination")
@@ -138,9 +141,12 @@ def load_directory(
     env: Mapping[str, str] | None = None,
     check_env: bool = True,
     strict: bool = True,
+    settings: Settings | None = None,
 ) -> LoadedDirectory:
     """Read and check every file of ``path``; raise ValidationFailed listing all problems
-    (``strict=False``: return them in ``LoadedDirectory.problems`` instead)."""
+    (``strict=False``: return them in ``LoadedDirectory.problems`` instead). ``settings``
+    (default: the process's) name the work pools that job variables and destinations are
+    checked against."""
     base = Path(path).absolute()
     contents: dict[str, bytes] = {}
     oversized: list[FieldProblem] = []
@@ -151,7 +157,9 @@ def load_directory(
             continue
         with open(p, "rb") as fh:
             contents[p.name] = fh.read(MAX_FILE_BYTES + 1)
-    loaded = load_files(contents, base_dir=base, env=env, check_env=check_env, strict=False)
+    loaded = load_files(
+        contents, base_dir=base, env=env, check_env=check_env, strict=False, settings=settings
+    )
     loaded.problems[:0] = oversized
     if strict:
         loaded.raise_for_problems()
@@ -165,6 +173,7 @@ def load_files(
     env: Mapping[str, str] | None = None,
     check_env: bool = True,
     strict: bool = True,
+    settings: Settings | None = None,
 ) -> LoadedDirectory:
     """Check in-memory files (name → content); relative paths need ``base_dir``."""
     env = os.environ if env is None else env
@@ -174,7 +183,7 @@ def load_files(
         parsed = parse(name, files[name], base_dir, out.problems)
         if parsed is None:
             continue
-        spec, ident = _check_file(*parsed, env, check_env, out.problems)
+        spec, ident = _check_file(*parsed, env, check_env, out.problems, settings)
         identities.append(ident)
         if spec is not None:
             out.files.append(spec)
@@ -200,6 +209,7 @@ def _check_file(
     env: Mapping[str, str],
     check_env: bool,
     problems: list[FieldProblem],
+    settings: Settings | None = None,
 ) -> tuple[FileSpec | None, _Identity]:
     model: DeploymentFile | None = None
     try:
@@ -228,7 +238,9 @@ def _check_file(
         _check_tags(doc, ("connector", "tags"), block.get("tags"), cid, problems)
         connector = _resolve_connector(doc, block, env, check_env, problems)
         if connector is not None and check_env:  # secrets resolved: the config is whole
-            _check_placement(doc, data, connector, problems)
+            _check_placement(doc, data, connector, problems, settings)
+    if model is not None:
+        _check_job_variables(doc, data, getattr(model, "job_variables", None), problems, settings)
     ident = _Identity(
         doc,
         name,
@@ -254,8 +266,32 @@ def _check_file(
     return spec, ident
 
 
+def _check_job_variables(
+    doc: Doc,
+    data: dict[str, Any],
+    variables: dict[str, Any] | None,
+    problems: list[FieldProblem],
+    settings: Settings | None,
+) -> None:
+    """Job variables the file's work pool does not take, at their line: the check a save
+    makes (``services/job_pool.py``: the pool as Prefect has it, else its configured type)."""
+    if not variables:
+        return
+    from conveyor.services import job_pool
+    from conveyor.settings import get_settings
+
+    try:
+        job_pool.check(settings or get_settings(), variables, _text(data, "work_pool_name"))
+    except ValidationFailed as exc:
+        problems.extend(doc.problem(tuple(p.loc.split(".")), p.reason) for p in exc.problems)
+
+
 def _check_placement(
-    doc: Doc, data: dict[str, Any], connector: ConnectorSpec, problems: list[FieldProblem]
+    doc: Doc,
+    data: dict[str, Any],
+    connector: ConnectorSpec,
+    problems: list[FieldProblem],
+    settings: Settings | None = None,
 ) -> None:
     """An inline destination bound to one machine (a DuckDB file) on a work pool whose runs
     are not local processes (``services/placement.py``), at the destination's type."""
@@ -267,7 +303,9 @@ def _check_placement(
         return  # a destination by name: plan and apply check it against the database
     config = vocabulary.merged_config(dst.config, connector.destination_config_override)
     pool = _text(data, "work_pool_name")
-    found = placement.problem(get_settings(), dst.type, config, pool, destination_name=dst.name)
+    found = placement.problem(
+        settings or get_settings(), dst.type, config, pool, destination_name=dst.name
+    )
     if found is not None:
         problems.append(doc.problem(("connector", "destination", "type"), found.reason))
 

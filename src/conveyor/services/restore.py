@@ -20,14 +20,23 @@ from conveyor.secrets import SecretBox
 from conveyor.services import catalog, connectors
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.services.versions import CONNECTOR_KEYS, endpoint_snapshot, get_version
+from conveyor.settings import Settings
 
 
 def restore_connector(
-    connector_id: int, number: int, *, session: Session, actor: Actor, box: SecretBox
+    connector_id: int,
+    number: int,
+    *,
+    session: Session,
+    actor: Actor,
+    box: SecretBox,
+    settings: Settings | None = None,
 ) -> Connector:
     """A new version equal to version ``number``: name, source, destination, overrides
     (current secrets kept) and every plain field, through ``connectors.update``. The
-    deployment name (set only by deployment files) stays as it is."""
+    deployment name (set only by deployment files) stays as it is. With ``settings``, it is
+    checked as a save is: its job variables against the work pool as the pool is now (a
+    version saved for another pool type is refused, naming the variable)."""
     c = connectors.get(connector_id, session=session)
     require_owner_or_admin(actor, c.owner_id, "restore this connector")
     old = get_version("connector", connector_id, number, session=session).snapshot
@@ -54,6 +63,7 @@ def restore_connector(
         box=box,
         change="restore",
         restored_from=number,
+        settings=settings,
     )
     if c.version == was:
         raise Conflict(

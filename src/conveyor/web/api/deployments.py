@@ -24,6 +24,7 @@ from conveyor.deployments_io import (
 )
 from conveyor.deployments_io.apply import execute
 from conveyor.services.authz import Actor, require_role
+from conveyor.settings import Settings
 from conveyor.web.deps import BoxDep, CurrentActor, SettingsDep, unit_of_work
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
@@ -81,9 +82,13 @@ def _admin(actor: Actor, doing: str) -> None:
     require_role(actor, "admin", doing)
 
 
-def _load(body: FilesIn, *, check_env: bool = True) -> LoadedDirectory:
+def _load(
+    body: FilesIn, *, check_env: bool = True, settings: Settings | None = None
+) -> LoadedDirectory:
     base = Path(body.base_dir) if body.base_dir else None
-    return load_files(body.files, base_dir=base, check_env=check_env, strict=False)
+    return load_files(
+        body.files, base_dir=base, check_env=check_env, strict=False, settings=settings
+    )
 
 
 @router.get(
@@ -115,10 +120,10 @@ def export(
 
 
 @router.post("/validate", response_model=ValidateOut, summary="Check deployment files")
-def validate(body: ValidateIn, actor: CurrentActor) -> ValidateOut:
+def validate(body: ValidateIn, settings: SettingsDep, actor: CurrentActor) -> ValidateOut:
     """Every problem at once, each with file:line:col; nothing is written."""
     _admin(actor, "validate deployment files")
-    loaded = _load(body, check_env=body.check_env)
+    loaded = _load(body, check_env=body.check_env, settings=settings)
     return ValidateOut(
         valid=not loaded.problems,
         files=len(body.files),
@@ -130,7 +135,7 @@ def validate(body: ValidateIn, actor: CurrentActor) -> ValidateOut:
 def plan(body: PlanIn, settings: SettingsDep, box: BoxDep, actor: CurrentActor) -> dict[str, Any]:
     with unit_of_work(settings) as session:
         _admin(actor, "plan deployment files")
-        loaded = _load(body)
+        loaded = _load(body, settings=settings)
         the_plan = make_plan(
             loaded, session=session, box=box, settings=settings, prune=body.prune, force=body.force
         )
@@ -142,7 +147,7 @@ def plan(body: PlanIn, settings: SettingsDep, box: BoxDep, actor: CurrentActor) 
 def apply(body: PlanIn, settings: SettingsDep, box: BoxDep, actor: CurrentActor) -> dict[str, Any]:
     with unit_of_work(settings) as session:
         _admin(actor, "apply deployment files")
-        loaded = _load(body)
+        loaded = _load(body, settings=settings)
         the_plan = make_plan(
             loaded, session=session, box=box, settings=settings, prune=body.prune, force=body.force
         )

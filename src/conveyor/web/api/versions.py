@@ -58,7 +58,9 @@ def restore_connector_version(
     box: BoxDep,
 ) -> VersionOut:
     with unit_of_work(settings) as session:
-        restore_svc.restore_connector(connector_id, number, session=session, actor=actor, box=box)
+        restore_svc.restore_connector(
+            connector_id, number, session=session, actor=actor, box=box, settings=settings
+        )
         return svc.list_versions("connector", connector_id, session=session)[0]
 
 

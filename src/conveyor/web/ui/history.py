@@ -122,11 +122,12 @@ def _restore_now(
     actor = request.state.actor
     box = request.app.state.secret_box
     base = f"/{PLURAL[entity_type]}/{entity_id}"
+    settings = get_settings(request)
     try:
-        with unit_of_work(get_settings(request)) as session:
+        with unit_of_work(settings) as session:
             if entity_type == "connector":
                 restore_svc.restore_connector(
-                    entity_id, number, session=session, actor=actor, box=box
+                    entity_id, number, session=session, actor=actor, box=box, settings=settings
                 )
             else:
                 restore_svc.restore_endpoint(
