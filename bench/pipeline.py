@@ -9,6 +9,15 @@ in its own process; peak memory is the RSS of that process tree, sampled every 1
 Prints a Markdown table of medians.
 
     .venv/bin/python bench/pipeline.py [--repeat 3] [--scale 1] [--skip-defaults]
+    .venv/bin/python bench/pipeline.py --incremental [--repeat 1] [--skip-dlt]
+
+``--incremental`` measures a merge + cursor connector instead (``primary_key: [l_orderkey,
+l_linenumber]``, ``cursor_column: updated_at``) on ``lineitem_inc``: ``lineitem`` with an
+indexed ``updated_at timestamptz``. Each variant runs its first load, then a 1 % delta (half
+updates, half inserts) is written to the source and the connector runs again, beside the
+drain of ``COPY lineitem_inc TO STDOUT`` in the same run: the fast path (defaults) and dlt's
+path (``backend: connectorx``, today's route before the fast path), into DuckDB and into
+PostgreSQL. The delta changes the table, so later runs see a slightly larger one.
 
 The table is generated once with ``tpchgen-cli`` into the database ``conveyor_tpch``
 (override with CONVEYOR_BENCH_TPCH_URL) and reused by later runs.
@@ -55,7 +64,7 @@ def _plain(url: str) -> str:
 # --- set-up --------------------------------------------------------------------------
 
 
-def ensure_lineitem(scale: int) -> int:
+def ensure_lineitem(scale: float) -> int:
     """Create and fill ``lineitem`` (and the slice) unless already there; its row count."""
     import psycopg
 
@@ -75,7 +84,7 @@ def ensure_lineitem(scale: int) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             tpchgen = Path(sys.executable).parent / "tpchgen-cli"
             subprocess.run(
-                [str(tpchgen), "csv", "-s", str(scale), "--tables=lineitem", f"--output-dir={tmp}"],
+                [str(tpchgen), "csv", "-s", f"{scale:g}", "--tables=lineitem", f"--output-dir={tmp}"],
                 check=True,
             )
             conn.execute(LINEITEM_DDL)
@@ -94,12 +103,64 @@ def ensure_lineitem(scale: int) -> int:
 # --- steps (each runs in a child process) --------------------------------------------
 
 
+def ensure_lineitem_inc() -> int:
+    """``lineitem`` with an indexed ``updated_at`` (spread over a day), its row count."""
+    import psycopg
+
+    with psycopg.connect(TPCH_URL, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('public.lineitem_inc') IS NOT NULL").fetchone()
+        if not (exists and exists[0]):
+            conn.execute("CREATE EXTENSION IF NOT EXISTS tsm_system_rows")
+            print("creating lineitem_inc (lineitem + updated_at, indexed) ...", flush=True)
+            conn.execute(
+                "CREATE TABLE lineitem_inc AS SELECT *, TIMESTAMPTZ '2024-01-01 00:00:00+00'"
+                " + (l_orderkey % 86400) * INTERVAL '1 second' AS updated_at FROM lineitem"
+            )
+            conn.execute("ALTER TABLE lineitem_inc ALTER COLUMN updated_at SET NOT NULL")
+            conn.execute("ALTER TABLE lineitem_inc ADD PRIMARY KEY (l_orderkey, l_linenumber)")
+            conn.execute("CREATE INDEX lineitem_inc_updated_at ON lineitem_inc (updated_at)")
+            conn.execute("VACUUM ANALYZE lineitem_inc")
+        return int(conn.execute("SELECT count(*) FROM lineitem_inc").fetchone()[0])  # type: ignore[index]
+
+
+def apply_delta(fraction: float = 0.01) -> tuple[int, int]:
+    """Update ``fraction / 2`` of the rows and insert as many new ones, all with an
+    ``updated_at`` past every existing one; (updated, inserted)."""
+    import psycopg
+
+    with psycopg.connect(TPCH_URL) as conn:
+        total, newest, top = conn.execute(
+            "SELECT count(*), max(updated_at), max(l_orderkey) FROM lineitem_inc"
+        ).fetchone()  # type: ignore[misc]
+        half = int(total * fraction / 2)
+        at = newest + __import__("datetime").timedelta(seconds=1)
+        updated = conn.execute(
+            "UPDATE lineitem_inc SET l_quantity = l_quantity + 1, l_comment = 'updated',"
+            " updated_at = %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM lineitem_inc"
+            " TABLESAMPLE SYSTEM_ROWS(%s)))",
+            (at, half),
+        ).rowcount
+        inserted = conn.execute(
+            "INSERT INTO lineitem_inc SELECT l_orderkey + %s, l_partkey, l_suppkey, l_linenumber,"
+            " l_quantity, l_extendedprice, l_discount, l_tax, l_returnflag, l_linestatus,"
+            " l_shipdate, l_commitdate, l_receiptdate, l_shipinstruct, l_shipmode, 'new', %s"
+            " FROM lineitem_inc LIMIT %s",
+            (top, at, half),
+        ).rowcount
+        conn.commit()
+    return updated, inserted
+
+
 def step_drain() -> dict[str, Any]:
     import psycopg
 
     total = 0
     started = time.perf_counter()
-    with psycopg.connect(TPCH_URL) as conn, conn.cursor().copy("COPY lineitem TO STDOUT") as copy:
+    table = os.environ.get("CONVEYOR_BENCH_DRAIN_TABLE", "lineitem")
+    with (
+        psycopg.connect(TPCH_URL) as conn,
+        conn.cursor().copy(f"COPY {table} TO STDOUT") as copy,
+    ):
         for chunk in copy:
             total += len(chunk)
     # Like a connector's run alone: without the interpreter start and imports.
@@ -117,7 +178,9 @@ def _settings(home: Path) -> Any:
     return Settings(home=home, database_url=url, secret_key=Fernet.generate_key().decode())
 
 
-def step_conveyor(destination: str, dest_url: str | None, **source: Any) -> dict[str, Any]:
+def step_conveyor(
+    destination: str, dest_url: str | None, *, delta: bool = False, **source: Any
+) -> dict[str, Any]:
     from conveyor.db.session import session_scope
     from conveyor.domain.models import ConnectorCreate, EndpointCreate
     from conveyor.pipelines.flow import run_connector
@@ -159,7 +222,23 @@ def step_conveyor(destination: str, dest_url: str | None, **source: Any) -> dict
     result = run_connector(cid, settings=settings)
     # The run itself, as its run record times it: without the interpreter start, imports and
     # the scratch Conveyor database set up above.
-    return {"rows": result["rows_loaded"], "run_seconds": time.perf_counter() - started}
+    out = {"rows": result["rows_loaded"], "run_seconds": time.perf_counter() - started}
+    if delta:
+        assert result["status"] == "succeeded", result
+        out["delta_changes"] = apply_delta()
+        started = time.perf_counter()
+        again = run_connector(cid, settings=settings)
+        assert again["status"] == "succeeded", again
+        out["delta_rows"] = again["rows_loaded"]
+        out["delta_seconds"] = time.perf_counter() - started
+    return out
+
+
+INCREMENTAL = {
+    "tables": ["lineitem_inc"],
+    "primary_key": ["l_orderkey", "l_linenumber"],
+    "cursor_column": "updated_at",
+}
 
 
 def step_dlt_defaults() -> dict[str, Any]:
@@ -191,6 +270,16 @@ STEPS = {
         "postgres", args.dest_url, backend="connectorx"
     ),
     "dlt-defaults": lambda args: step_dlt_defaults(),
+    "merge-fast-duckdb": lambda args: step_conveyor("duckdb", None, delta=True, **INCREMENTAL),
+    "merge-fast-postgres": lambda args: step_conveyor(
+        "postgres", args.dest_url, delta=True, **INCREMENTAL
+    ),
+    "merge-dlt-duckdb": lambda args: step_conveyor(
+        "duckdb", None, delta=True, backend="connectorx", **INCREMENTAL
+    ),
+    "merge-dlt-postgres": lambda args: step_conveyor(
+        "postgres", args.dest_url, delta=True, backend="connectorx", **INCREMENTAL
+    ),
 }
 
 
@@ -206,11 +295,14 @@ STEP_ORDER = (
 # --- measuring -----------------------------------------------------------------------
 
 
-def measure(step: str, extra: list[str] | None = None) -> dict[str, Any]:
+def measure(
+    step: str, extra: list[str] | None = None, env_extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run one step in a child process; wall time and peak RSS of its process tree."""
     import psutil
 
     env = {**os.environ, "RUNTIME__LOG_LEVEL": "ERROR", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.update(env_extra or {})
     env.setdefault("PREFECT_API_URL", "http://127.0.0.1:9/api")  # never start a server
     fd, out_path = tempfile.mkstemp(suffix=".json")
     os.close(fd)
@@ -240,14 +332,19 @@ def main() -> int:
     parser.add_argument("--out")
     parser.add_argument("--dest-url")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=1)
     parser.add_argument("--skip-defaults", action="store_true")
+    parser.add_argument("--incremental", action="store_true")
+    parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
     if args.step:
         Path(args.out).write_text(json.dumps(STEPS[args.step](args)))
         return 0
 
     rows = ensure_lineitem(args.scale)
+    if args.incremental:
+        return incremental(args)
     print(f"machine: {machine()}", flush=True)
     results: dict[str, list[dict[str, Any]]] = {}
     for i in range(args.repeat):
@@ -293,6 +390,58 @@ def main() -> int:
         print(
             f"| {label} | {n:,} | {seconds:.1f} s | {n / seconds:,.0f} | {ratio} | {alone} "
             f"| {alone_ratio} | {peak:.0f} MiB |"
+        )
+    return 0
+
+
+def incremental(args: Any) -> int:
+    """First load and a 1 % delta of a merge + cursor connector, beside the drain."""
+    rows = ensure_lineitem_inc()
+    print(f"machine: {machine()}", flush=True)
+    steps = ["drain", "merge-fast-duckdb", "merge-fast-postgres"]
+    if not args.skip_dlt:
+        steps += ["merge-dlt-duckdb", "merge-dlt-postgres"]
+    if args.skip_postgres:
+        steps = [s for s in steps if not s.endswith("postgres")]
+    results: dict[str, list[dict[str, Any]]] = {}
+    drain_env = {"CONVEYOR_BENCH_DRAIN_TABLE": "lineitem_inc"}
+    for i in range(args.repeat):
+        for step in steps:
+            load = os.getloadavg()[0]
+            if step.endswith("postgres"):
+                with scratch_postgres() as url:
+                    r = measure(step, ["--dest-url", _plain(url)])
+            else:
+                r = measure(step, env_extra=drain_env)
+            r["load"] = load
+            results.setdefault(step, []).append(r)
+            extra = ""
+            if "delta_seconds" in r:
+                extra = (
+                    f"; first load {r['run_seconds']:.1f} s, delta {r['delta_changes']} ->"
+                    f" {r['delta_rows']} rows in {r['delta_seconds']:.1f} s"
+                )
+            print(
+                f"run {i + 1} {step}: {r['seconds']:.1f} s, {r['peak_mib']:.0f} MiB,"
+                f" load {load:.1f}{extra}",
+                flush=True,
+            )
+    drain = statistics.median(r["run_seconds"] for r in results["drain"])
+    print(f"\nlineitem_inc: {rows:,} rows; medians of {args.repeat}; drain {drain:.1f} s\n")
+    print(
+        "| variant | first load | x drain | 1 % delta | delta / first load"
+        " | target: delta <= 5 % + 1 s | peak RSS |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for step in steps[1:]:
+        first = statistics.median(r["run_seconds"] for r in results[step])
+        delta = statistics.median(r["delta_seconds"] for r in results[step])
+        peak = max(r["peak_mib"] for r in results[step])
+        budget = 0.05 * first + 1
+        print(
+            f"| {step} | {first:.1f} s | {first / drain:.2f} | {delta:.1f} s"
+            f" | {delta / first:.3f} | {budget:.1f} s ({'met' if delta <= budget else 'not met'})"
+            f" | {peak:.0f} MiB |"
         )
     return 0
 
