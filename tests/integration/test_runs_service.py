@@ -172,7 +172,8 @@ def test_open_heartbeat_close(settings: Settings, cid: int) -> None:
 
 
 class FakeGateway:
-    """The two calls the watchdog makes, answered from a dict."""
+    """The calls the watchdog makes, answered from a dict (no flow run held by a dead
+    worker here: tests/integration/test_sync_runs.py has those on a real Prefect)."""
 
     def __init__(self, states: dict[str, FlowRunState]) -> None:
         self.states = states
@@ -184,6 +185,9 @@ class FakeGateway:
     async def crash_flow_run(self, flow_run_id: str, message: str) -> bool:
         self.crashed.append(flow_run_id)
         return True
+
+    async def stale_flow_runs(self, states: tuple[str, ...], before: object) -> list[str]:
+        return []
 
 
 def add(settings: Settings, cid: int, **fields: Any) -> int:

@@ -4,7 +4,7 @@ polls the test work pool, so flow runs stay where the test puts them)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from conveyor.services import runs
 from conveyor.services.authz import SYSTEM, Actor
 from conveyor.sync.gateway import PrefectGateway, create_flow_run
 from conveyor.sync.loop import run_once
-from conveyor.sync.watchdog import HEARTBEAT_REASON, one_pass
+from conveyor.sync.watchdog import HEARTBEAT_REASON, HELD_AFTER, ORPHAN_REASON, one_pass
 from tests.fixtures.sync import (
     SyncEnv,
     prefect,
@@ -84,11 +84,11 @@ def _set_run(env: SyncEnv, run_id: int, **values: Any) -> None:
             setattr(r, k, v)
 
 
-def _close_stale(env: SyncEnv) -> int:
+def _close_stale(env: SyncEnv, now: datetime | None = None) -> int:
     async def go() -> int:
         assert env.settings.prefect_api_url
         async with PrefectGateway(env.settings.prefect_api_url) as gw:
-            return await one_pass(settings=env.settings, gateway=gw)
+            return await one_pass(settings=env.settings, gateway=gw, now=now)
 
     return asyncio.run(go())
 
@@ -167,3 +167,29 @@ def test_the_watchdog_is_not_in_the_full_pass_but_reconcile_once_runs_it(
     assert asyncio.run(once()) == 1  # `conveyor reconcile --once`
     r = run_row(env, run.id)
     assert (r.status, r.error) == ("failed", "boom")
+
+
+def test_a_flow_run_left_pending_by_a_dead_worker_is_crashed_and_its_record_closed(
+    sync_env: SyncEnv,
+) -> None:
+    """A worker SIGKILLed between claiming a flow run (Pending) and starting its process
+    leaves it Pending for ever, holding a slot of the work pool's limit: the chaos soak
+    (tests/system) filled the pool's 4 slots so and no run started again."""
+    from prefect.states import Pending
+
+    env = sync_env
+    cid = env.create()
+    env.outbox_pass()
+    lost = trigger(env, cid)
+    _force(lost.prefect_flow_run_id, Pending())
+
+    assert _close_stale(env) == 0  # just claimed: its process may be starting
+    assert prefect(lambda c: c.read_flow_run(lost.prefect_flow_run_id)).state.type.value == (
+        "PENDING"
+    )
+    held = max(env.settings.run_heartbeat_timeout, HELD_AFTER)
+    assert _close_stale(env, now=utcnow() + timedelta(seconds=held + 5)) == 1
+    state = prefect(lambda c: c.read_flow_run(lost.prefect_flow_run_id)).state
+    assert state.type.value == "CRASHED"  # the pool's slot is free again
+    r = run_row(env, lost.id)
+    assert (r.status, r.error) == ("crashed", ORPHAN_REASON) and r.finished_at

@@ -31,6 +31,16 @@ CLOSED_AS = {"FAILED": "failed", "CRASHED": "crashed", "CANCELLED": "cancelled"}
 HEARTBEAT_REASON = "worker stopped sending heartbeats"
 GONE_REASON = "the flow run no longer exists in Prefect"
 NEVER_STARTED_REASON = "Prefect never confirmed a flow run for this run"
+ORPHAN_REASON = (
+    "the flow run's process is gone: its worker died before starting it, or it died before"
+    " reaching Conveyor"
+)
+# A flow run Prefect holds Pending (a worker claimed it) or Running with nobody reporting
+# on it keeps a slot of the work pool's concurrency limit, and of its deployment's, forever.
+HELD_STATES = ("PENDING", "RUNNING")
+# ... judged after the heartbeat timeout, and never sooner than this: a flow process on a
+# busy machine takes seconds to import before it opens its record.
+HELD_AFTER = 60.0
 
 
 async def one_pass(*, settings: Settings, gateway: Gateway, now: datetime | None = None) -> int:
@@ -51,15 +61,42 @@ async def one_pass(*, settings: Settings, gateway: Gateway, now: datetime | None
         ):
             closed += await _close(settings, run.id, "failed", NEVER_STARTED_REASON)
     tracked = [r for r in open_runs if r.prefect_flow_run_id is not None]
-    if not tracked:
-        return closed
-    states = await gateway.flow_run_states(
-        [r.prefect_flow_run_id for r in tracked if r.prefect_flow_run_id]
-    )
-    for run in tracked:
-        closed += await _judge(
-            settings, gateway, run, states.get(run.prefect_flow_run_id or ""), cutoff
+    if tracked:
+        states = await gateway.flow_run_states(
+            [r.prefect_flow_run_id for r in tracked if r.prefect_flow_run_id]
         )
+        for run in tracked:
+            closed += await _judge(
+                settings, gateway, run, states.get(run.prefect_flow_run_id or ""), cutoff
+            )
+    held_cutoff = now - timedelta(seconds=max(settings.run_heartbeat_timeout, HELD_AFTER))
+    return closed + await _release_held(settings, gateway, open_runs, held_cutoff)
+
+
+async def _release_held(
+    settings: Settings, gateway: Gateway, open_runs: list[runs.OpenRun], cutoff: datetime
+) -> int:
+    """Crash Conveyor's flow runs Pending or Running since before ``cutoff`` that no running
+    record answers for (its heartbeat is judged above): a worker SIGKILLed between claiming
+    a flow run and starting its process leaves it Pending, a flow process killed before it
+    opened its record leaves it Running, and either holds a work-pool slot forever (seen in
+    the chaos soak: the pool's limit filled with them and no run started). Closes the
+    record of such a flow run when it has one; the count of records closed."""
+    running = {r.prefect_flow_run_id for r in open_runs if r.status == "running"}
+    by_flow_run = {r.prefect_flow_run_id: r for r in open_runs if r.prefect_flow_run_id}
+    closed = 0
+    for flow_run_id in await gateway.stale_flow_runs(HELD_STATES, before=cutoff):
+        if flow_run_id in running:
+            continue
+        try:
+            await gateway.crash_flow_run(flow_run_id, ORPHAN_REASON)
+        except ExternalError as exc:
+            log.warning("flow run %s: cannot mark it crashed: %s", flow_run_id, exc)
+            continue
+        log.warning("flow run %s: %s; marked crashed", flow_run_id, ORPHAN_REASON)
+        run = by_flow_run.get(flow_run_id)
+        if run is not None:
+            closed += await _close(settings, run.id, "crashed", ORPHAN_REASON)
     return closed
 
 
