@@ -183,6 +183,8 @@ class FakeGateway:
             d.spec = d.spec.with_paused(True)
         elif how == "parameters":
             d.spec = replace(d.spec, parameters={**d.spec.parameters, "limit": 5})
+        elif how == "job_variables":
+            d.spec = replace(d.spec, job_variables={"env": {"EDITED": "in-prefect"}})
         else:
             d.spec = replace(d.spec, schedules=())
 
@@ -388,7 +390,14 @@ op = st.one_of(
     st.tuples(st.just("sql_schedule"), st.integers(0, 20), st.sampled_from(CRONS[:3])),
     st.tuples(st.just("ui_delete"), st.integers(0, 20)),
     st.tuples(
-        st.just("ui_edit"), st.integers(0, 20), st.sampled_from(["pause", "parameters", "sched"])
+        st.just("ui_edit"),
+        st.integers(0, 20),
+        st.sampled_from(["pause", "parameters", "sched", "job_variables"]),
+    ),
+    st.tuples(
+        st.just("job_variables"),
+        st.integers(0, 20),
+        st.sampled_from([None, {"env": {"A": "1"}}, {"cpu_request": "1", "env": {"A": "2"}}]),
     ),
     st.tuples(st.just("ui_add"), st.booleans()),
     st.tuples(st.just("down"), st.booleans()),
@@ -420,6 +429,8 @@ async def play(world: World, ops: list[tuple[Any, ...]], seed: int) -> None:
             world.patch(pick(step[1]), is_active=step[2])
         elif kind == "tags" and pick:
             world.patch(pick(step[1]), tags=step[2])
+        elif kind == "job_variables" and pick:
+            world.patch(pick(step[1]), job_variables=step[2])
         elif kind == "delete" and pick:
             world.delete(pick(step[1]))
         elif kind == "sql_schedule" and pick:
@@ -743,3 +754,50 @@ def test_each_drift_repair_is_one_audit_entry_by_the_reconciler(world: World) ->
     }
     assert by_id["999"].before == {"deployment": f"hand-made-{hand_made}"}
     assert by_id["999"].after == {"deployment": "removed"}
+
+
+def test_job_variables_edited_in_prefect_are_repaired_audited_and_never_reset(
+    world: World,
+) -> None:
+    world.reset()
+    cid = world.create("0 * * * *")
+    sized = {"cpu_request": "500m", "env": {"REGION": "eu"}}
+    world.patch(cid, job_variables=sized)
+    gw, clock = FakeGateway(), Clock()
+    rec = reconciler(world, gw, clock)
+    run(rec.outbox_pass())
+    (dep,) = gw.deployments.values()
+    assert dep.spec.job_variables == sized
+    seen = len(drift_entries(world))
+
+    # Changed in Prefect's UI: the full pass puts the connector's back, and says so.
+    dep.spec = replace(dep.spec, job_variables={"env": {"REGION": "us"}, "image": "x:1"})
+    report = run(rec.full_pass())
+    assert [r["reason"] for r in report.repairs] == ["edited in Prefect (job_variables)"]
+    assert gw.deployments[dep.id].spec.job_variables == sized
+    (entry,) = drift_entries(world)[seen:]
+    assert (entry.actor, entry.entity_id) == ("reconciler", str(cid))
+    assert entry.before == {"job_variables": {"env": {"REGION": "us"}, "image": "x:1"}}
+    assert entry.after == {"job_variables": sized}
+
+    # Removed in Prefect's UI: restored too.
+    gw.deployments[dep.id].spec = replace(dep.spec, job_variables={})
+    run(rec.full_pass())
+    assert gw.deployments[dep.id].spec.job_variables == sized
+    (entry,) = drift_entries(world)[seen + 1 :]
+    assert (entry.before, entry.after) == ({"job_variables": {}}, {"job_variables": sized})
+
+    # Any other change, through Conveyor or straight in the database, keeps them.
+    world.patch(cid, schedule="5 * * * *", tags=["eu"])
+    run(rec.outbox_pass())
+    world.sql_set_schedule(cid, "7 * * * *")
+    run(rec.full_pass())
+    assert gw.deployments[dep.id].spec.job_variables == sized
+    assert_converged(world, gw, {})
+
+    # Set to null in Conveyor (the pool's defaults): Prefect's are cleared, not audited.
+    world.patch(cid, job_variables=None)
+    run(rec.outbox_pass())
+    assert gw.deployments[dep.id].spec.job_variables == {}
+    assert len(drift_entries(world)) == seen + 2
+    assert_converged(world, gw, {})
