@@ -75,25 +75,52 @@ def test_whole_tables_go_through_duckdbs_mysql_scanner(factory: Any, source: Any
     assert copied_directly(last_run(factory.settings, cid).log_summary) is False  # docs: dlt
 
 
-def test_cursor_and_merge_go_through_dlt_over_pymysql(factory: Any, source: Any) -> None:
-    config = {
-        "connection_string": source.url,
-        "tables": ["events"],
-        "write_disposition": "merge",
-        "primary_key": ["id"],
-        "cursor_column": "updated_at",
-    }
-    cid = factory(("sql_database", config), ("duckdb", {}))
+MERGE = {
+    "tables": ["events"],
+    "write_disposition": "merge",
+    "primary_key": ["id"],
+    "cursor_column": "updated_at",
+}
+
+
+def events(settings: Any, cid: int) -> list[tuple[Any, ...]]:
+    return duckdb_rows(settings, f"SELECT id, v FROM connector_{cid}.events ORDER BY id")
+
+
+def test_merge_with_a_cursor_takes_the_fast_path(factory: Any, source: Any) -> None:
+    cid = factory(("sql_database", {"connection_string": source.url, **MERGE}), ("duckdb", {}))
     assert run_connector(cid, settings=factory.settings)["tables"] == {"events": 2}
-    assert "extract " in last_run(factory.settings, cid).log_summary
+    assert copied_directly(last_run(factory.settings, cid).log_summary)
     source.execute(
         "UPDATE events SET v = 'ONE', updated_at = '2024-01-03 00:00:00' WHERE id = 1",
-        "INSERT INTO events VALUES (3, 'three', '2024-01-04 00:00:00')",
+        # the boundary value again, and a later one: neither lost nor doubled
+        "INSERT INTO events VALUES (3, 'three', '2024-01-03 00:00:00'),"
+        " (4, 'four', '2024-01-04 00:00:00')",
     )
+    result = run_connector(cid, settings=factory.settings)
+    assert copied_directly(last_run(factory.settings, cid).log_summary)
+    assert result["tables"] == {"events": 3}  # the rows from the last cursor on, no more
+    assert events(factory.settings, cid) == [(1, "ONE"), (2, "two"), (3, "three"), (4, "four")]
+    # The boundary row is read again and dropped: it is loaded already.
+    assert run_connector(cid, settings=factory.settings)["tables"] == {"events": 0}
+    assert events(factory.settings, cid) == [(1, "ONE"), (2, "two"), (3, "three"), (4, "four")]
+
+
+def test_a_connector_moves_between_dlt_and_the_fast_path(factory: Any, source: Any) -> None:
+    # backend pyarrow: dlt's path over PyMySQL; auto: the scanner. Same tables, same cursor.
+    config = {"connection_string": source.url, **MERGE, "backend": "pyarrow"}
+    cid = factory(("sql_database", config), ("duckdb", {}))
     run_connector(cid, settings=factory.settings)
-    assert duckdb_rows(
-        factory.settings, f"SELECT id, v FROM connector_{cid}.events ORDER BY id"
-    ) == [(1, "ONE"), (2, "two"), (3, "three")]
+    assert "extract " in last_run(factory.settings, cid).log_summary
+    source.execute("UPDATE events SET v = 'TWO', updated_at = '2024-01-05 00:00:00' WHERE id = 2")
+    factory.update_source(cid, {**config, "backend": "auto"})
+    assert run_connector(cid, settings=factory.settings)["tables"] == {"events": 1}
+    assert copied_directly(last_run(factory.settings, cid).log_summary)
+    source.execute("INSERT INTO events VALUES (5, 'five', '2024-01-06 00:00:00')")
+    factory.update_source(cid, config)
+    run_connector(cid, settings=factory.settings)
+    assert "extract " in last_run(factory.settings, cid).log_summary
+    assert events(factory.settings, cid) == [(1, "one"), (2, "TWO"), (5, "five")]
 
 
 def test_mysql_into_postgres_through_dlt(factory: Any, source: Any, pg_database: Any) -> None:

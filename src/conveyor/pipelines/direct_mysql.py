@@ -3,10 +3,13 @@
 The counterpart of ``direct.py``'s PostgreSQL path: the scanner (the extension shipped on
 PyPI as ``duckdb-extension-mysql-scanner``, loaded from its file, nothing downloaded) reads
 each table and DuckDB inserts it in the same statement; rows never become Python objects.
-Which tables qualify: no cursor column, ``replace`` or ``append``, every column of a type
-below (``_SCANNED``), a URL with nothing but host, port, user, password, database (TLS
-options and sockets stay with dlt, which honours them through PyMySQL). Everything else
-goes through dlt's ``sql_database`` over ``mysql+pymysql``.
+Which tables qualify: every column of a type below (``_SCANNED``), a URL with nothing but
+host, port, user, password, database (TLS options and sockets stay with dlt, which honours
+them through PyMySQL). Whole tables are scanned; a cursor or a merge takes the fast path of
+``direct.py`` (``MysqlTable``: the rows past the cursor read by MySQL itself through
+``mysql_query``, staged, one set-based write, the cursor kept in dlt's state in the same
+transaction) when the cursor is a number, DECIMAL, DATE, DATETIME or TIMESTAMP. Everything
+else goes through dlt's ``sql_database`` over ``mysql+pymysql``.
 
 Trust boundary (invariant 7): the scanner is C code (libmysqlclient) that never touches a
 Python socket, so the host is resolved and checked here and the scanner is given the
@@ -20,14 +23,19 @@ a read-only session (``readonly.engine``), under the socket audit hook.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import glob
 import os
+import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from conveyor.pipelines.direct import Column, DirectTable
 
 if TYPE_CHECKING:
-    from conveyor.pipelines.direct import DirectTable, Plan
-    from conveyor.pipelines.sources.sql_database import SqlDatabaseConfig
+    from conveyor.pipelines.direct import Plan
+    from conveyor.pipelines.sources.sql_database import SqlDatabaseConfig, TableSpec
 
 ALIAS = "conveyor_source"
 _BACKENDS = {"mysql", "mariadb"}
@@ -67,6 +75,60 @@ _SETTINGS = (
     "SET mysql_incomplete_dates_as_nulls = true",
     "SET mysql_query_timeout_enabled = false",
 )
+
+
+# Cursor columns the fast path takes, as the PostgreSQL type names the shared cursor code
+# (direct.typed_initial_value, cursor_python, the DuckDB writer's _duck_type) compares alike in
+# MySQL, DuckDB and Python: integers (not BIGINT UNSIGNED), DECIMAL(p,s), DATE, DATETIME and
+# TIMESTAMP (both read as the session's wall-clock time, as PyMySQL reads them).
+_CURSOR_TYPES = (
+    (re.compile(r"(tinyint|smallint)(\(\d+\))?( unsigned)?"), "smallint"),
+    (re.compile(r"(mediumint|int)(\(\d+\))?( unsigned)?"), "integer"),
+    (re.compile(r"bigint(\(\d+\))?"), "bigint"),
+    (re.compile(r"decimal\((\d+),(\d+)\)"), "numeric({0},{1})"),
+    (re.compile(r"date"), "date"),
+    (re.compile(r"(datetime|timestamp)(\(\d\))?"), "timestamp without time zone"),
+)
+
+
+@dataclass(frozen=True)
+class MysqlTable(DirectTable):
+    """A MySQL table on the fast path: read past the cursor by MySQL itself."""
+
+    query_function: ClassVar[str] = "mysql_query"  # DuckDB's MySQL scanner's pass-through
+
+    def select_sql(self, last: Any) -> str:
+        """The source read in MySQL's SQL, the cursor predicate pushed down
+        (``cursor >= last``) so that MySQL's index on the cursor serves it."""
+        cols = ", ".join(_bq(c.name) for c in self.columns)
+        text = f"SELECT {cols} FROM {_bq(self.schema)}.{_bq(self.name)}"
+        if self.cursor is not None and last is not None:
+            text += f" WHERE {_bq(self.cursor.name)} >= {_mysql_literal(last)}"
+        return text
+
+
+def _bq(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _mysql_literal(value: Any) -> str:
+    """A cursor value (a number, date or datetime rendered here, never a user's text)."""
+    if isinstance(value, dt.datetime):
+        text = value.replace(tzinfo=None).isoformat(sep=" ")
+    elif isinstance(value, dt.date):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def cursor_type(column_type: str) -> str | None:
+    """The PostgreSQL name the cursor code knows a MySQL column type by (None: dlt)."""
+    for pattern, name in _CURSOR_TYPES:
+        m = pattern.fullmatch(column_type.lower())
+        if m:
+            return name.format(*m.groups()) if "{" in name else name
+    return None
 
 
 def is_mysql(url: str) -> bool:
@@ -143,6 +205,8 @@ def plan(cfg: SqlDatabaseConfig, writer: Any, url: str) -> Plan | None:
                 table = None
                 if not opts.cursor_column and disposition in ("replace", "append"):
                     table = _describe(conn, str(schema), spec, disposition, writer)
+                elif opts.cursor_column or disposition == "merge":
+                    table = _describe_incremental(conn, str(schema), spec, opts, writer)
                 (rest.append(spec) if table is None else direct.append(table))
     finally:
         engine.dispose()
@@ -153,7 +217,7 @@ def plan(cfg: SqlDatabaseConfig, writer: Any, url: str) -> Plan | None:
 
 
 def _describe(conn: Any, schema: str, spec: Any, disposition: Any, writer: Any) -> Any:
-    from conveyor.pipelines.direct import Column, DirectTable, dlt_name
+    from conveyor.pipelines.direct import dlt_name
 
     max_length = writer.max_identifier_length
     rows = conn.exec_driver_sql(
@@ -174,13 +238,64 @@ def _describe(conn: Any, schema: str, spec: Any, disposition: Any, writer: Any) 
         columns.append(Column(name, dlt_name(name, max_length), str(column_type), nullable == "NO"))
     if not columns or (wanted and len(columns) != len(set(wanted))):
         return None
-    return DirectTable(
+    return MysqlTable(
         schema=schema,
         name=spec.name,
         dest=dlt_name(spec.name, max_length),
         columns=tuple(columns),
         disposition=disposition,
     )
+
+
+def _describe_incremental(
+    conn: Any, schema: str, spec: TableSpec, opts: Any, writer: Any
+) -> MysqlTable | None:
+    """A cursor or merge table for the fast path (the rules of ``direct``'s PostgreSQL
+    one), or None for dlt's path."""
+    disposition = opts.effective_write_disposition()
+    table = _describe(conn, schema, spec, disposition, writer)
+    if table is None:
+        return None
+    by_name = {c.name: c for c in table.columns}
+    cursor = None
+    if opts.cursor_column:
+        found = by_name.get(opts.cursor_column)
+        known = cursor_type(found.pg_type) if found is not None else None
+        if found is None or known is None:
+            return None
+        cursor = replace(found, pg_type=known)
+        by_name[found.name] = cursor
+    key: tuple[Column, ...] = ()
+    if disposition == "merge":
+        names = [opts.primary_key] if isinstance(opts.primary_key, str) else opts.primary_key
+        if not names or any(n not in by_name for n in names):
+            return None
+        key = tuple(by_name[n] for n in names)
+    elif opts.primary_key or spec.columns is not None:
+        return None  # append deduplicates boundary rows by whole row; dlt's rules otherwise
+    out: MysqlTable = replace(
+        table,
+        columns=tuple(by_name[c.name] for c in table.columns),
+        cursor=cursor,
+        key=key,
+        key_unique=bool(key) and _unique(conn, schema, spec.name, [c.name for c in key]),
+        resource=spec.name,
+        initial_value=opts.initial_value,
+    )
+    return out
+
+
+def _unique(conn: Any, schema: str, table: str, columns: list[str]) -> bool:
+    """True when a unique index (or the primary key) covers exactly ``columns``."""
+    rows = conn.exec_driver_sql(
+        "SELECT index_name, column_name FROM information_schema.statistics"
+        " WHERE table_schema = %s AND table_name = %s AND non_unique = 0",
+        (schema, table),
+    ).fetchall()
+    indexes: dict[str, set[str]] = {}
+    for index, column in rows:
+        indexes.setdefault(index, set()).add(column)
+    return set(columns) in indexes.values()
 
 
 # --- the scanner ---------------------------------------------------------------------

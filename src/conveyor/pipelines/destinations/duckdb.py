@@ -169,10 +169,13 @@ def _to_duckdb(
     src_url = read_only_url(connection_url(connector.source))  # type: ignore[arg-type]
     from conveyor.pipelines import direct_mysql
 
-    if direct_mysql.is_mysql(src_url):  # whole tables only (direct_mysql.plan)
+    if direct_mysql.is_mysql(src_url):  # DuckDB's MySQL scanner (direct_mysql.plan)
         with direct_mysql.scanner_connection(str(path), src_url) as con:
             for table in tables:
-                _duck_table(con, dataset, table, stats, size=direct_mysql.table_size)
+                if table.incremental:
+                    _duck_incremental(con, dataset, table, stats, connector.pipeline_name)
+                else:
+                    _duck_table(con, dataset, table, stats, size=direct_mysql.table_size)
         return
     with scanner_connection(str(path), src_url) as con:
         for table in tables:
@@ -322,11 +325,13 @@ def _duck_incremental(
         # Everything: the scanner's parallel binary COPY by ctid ranges.
         source = f"(SELECT {select} FROM {_ident(_ALIAS, table.schema, table.name)})"
     else:
-        # Past the cursor: one query PostgreSQL plans itself, so its index serves it.
+        # Past the cursor: one query the source plans itself, so its index serves it
+        # (postgres_query; mysql_query for a MySQL table, direct_mysql.MysqlTable).
         query = table.select_sql(last)
+        reader = getattr(table, "query_function", "postgres_query")
         source = (
             f"(SELECT {', '.join(_ident(c.name) + ' AS ' + _ident(c.dest) for c in table.columns)}"
-            f" FROM postgres_query({_literal(_ALIAS)}, {_literal(query)}))"
+            f" FROM {reader}({_literal(_ALIAS)}, {_literal(query)}))"
         )
     dedup = ""
     if table.key and not table.key_unique:
