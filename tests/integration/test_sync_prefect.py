@@ -297,3 +297,43 @@ def test_work_pool_is_created_as_a_process_pool_with_a_limit(sync_env: SyncEnv) 
     assert pool.type == "process" and pool.concurrency_limit and pool.concurrency_limit >= 1
     assert env.deployment_of(cid).work_pool_name == pool_name
     prefect(lambda c: c.delete_work_pool(pool_name))
+
+
+def test_job_variables_edited_in_prefect_are_restored_and_never_reset(
+    sync_env: SyncEnv, admin: ApiUser
+) -> None:
+    """A connector's job variables (env: the session's pool is a process pool) reach its
+    deployment; edited through Prefect's API they come back with a full pass, audited; any
+    later change keeps them; a connector without them gets none."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    env = sync_env
+    sized = {"env": {"REGION": "eu-west"}}
+    cid = env.create(job_variables=sized)
+    plain = env.create()
+    env.outbox_pass()
+    dep_id = env.row(cid).prefect_deployment_id
+    assert env.deployment_of(cid).job_variables == sized
+    assert env.deployment_of(plain).job_variables == {}
+
+    edited = {"env": {"REGION": "us-east"}, "stream_output": False}
+    prefect(lambda c: c.update_deployment(dep_id, DeploymentUpdate(job_variables=edited)))
+    assert env.deployment_of(cid).job_variables == edited
+    report, _calls = env.full_pass()
+    reasons = {r["connector_id"]: (r["action"], r["reason"]) for r in report.repairs}
+    assert reasons == {cid: ("updated", "edited in Prefect (job_variables)")}
+    assert env.deployment_of(cid).job_variables == sized
+    assert str(env.deployment_of(cid).id) == dep_id  # the same deployment, patched
+    resp = admin.get("/api/v1/audit", params={"action": "connector.drift_repaired"})
+    (entry,) = [e for e in resp.json() if e["entity_id"] == str(cid)]
+    assert (entry["before"], entry["after"]) == (
+        {"job_variables": edited},
+        {"job_variables": sized},
+    )
+
+    # Never reset: a change of something else, and a full pass, keep them.
+    env.patch(cid, schedule="15 3 * * 1-5")
+    env.outbox_pass()
+    env.full_pass()
+    assert env.deployment_of(cid).job_variables == sized
+    assert schedule_of(env.deployment_of(cid))[0] == "15 3 * * 1-5"
