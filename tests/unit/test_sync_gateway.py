@@ -154,3 +154,27 @@ def test_an_update_to_another_name_is_not_a_patch() -> None:
 def test_an_update_to_a_schedule_the_client_rejects_is_rejected_before_sending() -> None:
     with pytest.raises(ValidationError):
         update_payload(_spec(), _spec(schedule="61 * * * *"))
+
+
+def test_callers_queued_behind_a_set_up_that_found_prefect_down_get_its_answer_at_once() -> None:
+    """A batch waiting on the work-pool set-up while Prefect is down: one refused
+    connection answers them all, instead of each trying again behind the lock."""
+    import asyncio
+    import time
+
+    from conveyor.sync.gateway import PrefectGateway
+    from conveyor.sync.prefect_errors import PrefectUnavailable
+
+    async def main() -> tuple[list[BaseException | None], float, int]:
+        gw = PrefectGateway("http://127.0.0.1:9/api", timeout=1.0)  # nothing listens on 9
+        async with gw:
+            t0 = time.perf_counter()
+            results = await asyncio.gather(
+                *(gw.ensure_work_pool("pool") for _ in range(20)), return_exceptions=True
+            )
+            return list(results), time.perf_counter() - t0, gw.calls.get("read_work_pool", 0)
+
+    results, seconds, reads = asyncio.run(main())
+    assert all(isinstance(r, PrefectUnavailable) for r in results)
+    assert reads == 1, f"{reads} callers tried Prefect themselves"
+    assert seconds < 5

@@ -250,6 +250,12 @@ def test_unreachable_and_timeouts_are_transient() -> None:
         assert isinstance(err, PrefectUnavailable) and err.transient
     err = translate(httpx.ReadTimeout("slow"), "list deployments")
     assert isinstance(err, ServerBusy) and err.transient  # there, but overloaded
+    # Connected, then the connection broke: this request failed, the server is there (the
+    # soak saw a loaded Prefect drop one delete and the whole batch marked "not sent").
+    for exc in (httpx.ReadError(""), httpx.RemoteProtocolError("closed mid-answer")):
+        err = translate(exc, "delete deployment d-1")
+        assert isinstance(err, ServerBusy) and not isinstance(err, PrefectUnavailable)
+        assert err.transient and "dropped the connection" in str(err)
 
 
 def test_other_exceptions_are_not_swallowed() -> None:

@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -29,7 +30,12 @@ from conveyor.sync.payloads import (
     observe,
     update_payload,
 )
-from conveyor.sync.prefect_errors import ServerBusy, prefect_errors, status_code
+from conveyor.sync.prefect_errors import (
+    PrefectUnavailable,
+    ServerBusy,
+    prefect_errors,
+    status_code,
+)
 from conveyor.sync.spec import DeploymentSpec
 
 if TYPE_CHECKING:
@@ -43,6 +49,8 @@ READ_CALLS = frozenset({"list_deployments", "flow_run_states", "read_work_pool",
 # or its schedules were replaced in Prefect by ones a PATCH may not touch): upsert instead.
 PATCH_FALLBACK = frozenset({404, 409, 422})
 T = TypeVar("T")
+# Seconds a set-up call's "Prefect unreachable" answers the callers queued behind it.
+SETUP_FAILURE_MEMORY = 2.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ class PrefectGateway:
         self._flow_id: str | None = None
         self._pools: dict[str, PoolInfo] = {}
         self._setup_lock = asyncio.Lock()
+        self._setup_failed: tuple[PrefectUnavailable, float] | None = None
         self.in_flight = AdaptiveLimit(max_in_flight)
         self.calls: dict[str, int] = {}  # calls per kind, retries not counted (benchmarks, tests)
         self.retried: dict[str, int] = {}  # retries per kind after a busy answer
@@ -212,8 +221,13 @@ class PrefectGateway:
             self._pools.pop(name, None)
         if name not in self._pools:
             async with self._setup_lock:
+                self._raise_recent_setup_failure()
                 if name not in self._pools:
-                    self._pools[name] = await self._ensure_work_pool(name)
+                    try:
+                        self._pools[name] = await self._ensure_work_pool(name)
+                    except PrefectUnavailable as exc:
+                        self._setup_failed = (exc, monotonic())
+                        raise
         info = self._pools[name]
         if name == self.owned_pool and info.type != self.pool_type:
             self._pools.pop(name, None)  # read again next time: it may be fixed by then
@@ -285,11 +299,26 @@ class PrefectGateway:
     async def _flow(self) -> str:
         if self._flow_id is None:
             async with self._setup_lock:
+                self._raise_recent_setup_failure()
                 if self._flow_id is None:
-                    self._flow_id = await self._call(
-                        "read_flow", f"register flow '{FLOW_NAME}'", self._read_or_create_flow
-                    )
+                    try:
+                        self._flow_id = await self._call(
+                            "read_flow", f"register flow '{FLOW_NAME}'", self._read_or_create_flow
+                        )
+                    except PrefectUnavailable as exc:
+                        self._setup_failed = (exc, monotonic())
+                        raise
         return self._flow_id
+
+    def _raise_recent_setup_failure(self) -> None:
+        """Callers queued behind a set-up call that just found Prefect unreachable get
+        that answer at once instead of each trying again (a batch of 250 changes waited
+        1.5 s apiece behind the lock while Prefect was down)."""
+        if self._setup_failed is not None:
+            exc, at = self._setup_failed
+            if monotonic() - at < SETUP_FAILURE_MEMORY:
+                raise exc
+            self._setup_failed = None
 
     async def _read_or_create_flow(self) -> str:
         # Read first: registering is an upsert, a write a no-op pass should not make.

@@ -64,8 +64,13 @@ def translate(exc: BaseException, doing: str) -> ExternalError | None:
     if isinstance(exc, httpx.TimeoutException):
         # Connected but no answer: an overloaded server, not a missing one.
         return ServerBusy(f"Prefect did not answer in time to {doing}")
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, httpx.ConnectError):
         return PrefectUnavailable(f"cannot reach Prefect to {doing}: {exc or type(exc).__name__}")
+    if isinstance(exc, httpx.TransportError):
+        # Connected, then the connection broke (a read or write error, the server closing
+        # it mid-answer): this request failed, but the server is there — the rest of a
+        # batch is still sent (PrefectUnavailable would stop it).
+        return ServerBusy(f"Prefect dropped the connection to {doing}: {exc or type(exc).__name__}")
     if isinstance(exc, ValidationError):
         # The client validates schedules itself (e.g. a cron expression it rejects).
         why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
