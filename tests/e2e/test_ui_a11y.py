@@ -76,6 +76,11 @@ def test_no_serious_or_critical_violation_on_any_page(web_only: Platform, new_pa
         "/docs",
     ):
         found += _violations(page, base, path)
+    # The connector form's Advanced section (job variables) is collapsed: opened, checked too.
+    page.goto(base + f"/connectors/{cid}/edit")
+    page.click("#advanced-step > summary")
+    assert page.is_visible("#f-job-variables-env")
+    found += [f"Advanced section: {v}" for v in page.evaluate(_RUN_AXE)]
     assert found == [], "\n".join(found)
 
 
