@@ -214,6 +214,8 @@ def test_finished_jobs_are_cleaned_before_kubernetes_1_21(helm, render):
             "conveyor",
             "--set",
             "worker.type=kubernetes",
+            "--set",
+            "lake.volume.existingClaim=lake",
             *extra,
         )
         assert proc.returncode == 0, proc.stderr

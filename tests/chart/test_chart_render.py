@@ -530,6 +530,7 @@ def test_network_policies_web_db_and_prefect(render):
         "rel-conveyor-prefect-server",
         "rel-conveyor-migrations",
         "rel-conveyor-prefect-db-upgrade",
+        "rel-conveyor-lake-init",  # creates the default DuckLake's catalog database
     } | ({"rel-conveyor-admin-bootstrap"} if "rel-conveyor-admin-bootstrap" in pods else set())
     assert allowed("-prefect-server") == {
         "rel-conveyor-web",

@@ -149,6 +149,7 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- fail "networkPolicy.egress.enabled only knows the bundled Prefect server: turn it off with an external Prefect server, or add your own egress policy" -}}
 {{- end -}}
 {{- $_ := include "conveyor.prefectApiUrl" . -}}
+{{- include "conveyor.lakeValidate" . -}}
 {{- end -}}
 
 {{/* Pod-level pieces --------------------------------------------------------------------------- */}}
@@ -196,6 +197,11 @@ imagePullSecrets:
   value: {{ .Values.conveyor.logJson | quote }}
 - name: CONVEYOR_SESSION_SECURE_COOKIE
   value: {{ and .Values.ingress.enabled .Values.ingress.tls.enabled | quote }}
+{{- if include "conveyor.lakeOnVolume" . }}
+# The default DuckLake's data folder (the lake volume) is a place connectors may write.
+- name: CONVEYOR_ALLOWED_PATHS
+  value: {{ .Values.lake.volume.mountPath | quote }}
+{{- end }}
 - name: CONVEYOR_DATABASE_URL
   valueFrom:
     secretKeyRef:

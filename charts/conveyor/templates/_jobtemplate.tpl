@@ -63,8 +63,10 @@ job_configuration:
                 {{- toYaml .Values.containerSecurityContext | nindent 16 }}
               volumeMounts:
                 {{- include "conveyor.scratchVolumeMounts" . | nindent 16 }}
+                {{- include "conveyor.lakeVolumeMounts" . | nindent 16 }}
           volumes:
             {{- include "conveyor.scratchVolumes" . | nindent 12 }}
+            {{- include "conveyor.lakeVolumes" . | nindent 12 }}
           nodeSelector: "{{`{{ node_selector }}`}}"
           tolerations: "{{`{{ tolerations }}`}}"
 variables:
