@@ -289,7 +289,7 @@ def _duck_incremental(
 ) -> None:
     """A cursor read or a merge (the fast path, ``conveyor.pipelines.direct``): the rows
     past the cursor, read by PostgreSQL itself (``postgres_query``: the cursor's index is
-    used), land in a temporary table; one ``MERGE INTO`` (or ``INSERT``) writes them, and the
+    used), land in a temporary table; one delete-insert by key (or ``INSERT``) writes them, and the
     new cursor is written to dlt's state in the same transaction."""
     from conveyor.pipelines import cursor_state
     from conveyor.pipelines.direct import cursor_python, typed_initial_value
@@ -383,14 +383,12 @@ def _duck_incremental(
                 f" WHERE t.{_ident(cursor.dest)} = {at} AND {same})"
             )
         if table.disposition == "merge":
+            # dlt's delete-insert: DuckDB checkpoints deleted rows and appended ones cheaply,
+            # where MERGE's in-place updates rewrite every row group they touch (measured on
+            # 6M rows: 2.5 s against 66 s at commit for a 120k-row delta).
             on = " AND ".join(f"t.{_ident(k.dest)} = s.{_ident(k.dest)}" for k in table.key)
-            sets = ", ".join(f"{_ident(c.dest)} = s.{_ident(c.dest)}" for c in table.columns)
-            values = ", ".join(f"s.{_ident(c.dest)}" for c in table.columns)
-            con.execute(
-                f"MERGE INTO {target} AS t USING {staged} AS s ON {on}"
-                f" WHEN MATCHED THEN UPDATE SET {sets}"
-                f" WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
-            )
+            con.execute(f"DELETE FROM {target} AS t USING {staged} AS s WHERE {on}")
+            con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged}")
         else:
             if table.disposition == "replace":
                 con.execute(f"DELETE FROM {target}")
