@@ -15,7 +15,7 @@ run record says ``succeeded`` (what the user sees). The floor is ``create_flow_r
 trivial deployment until Prefect says COMPLETED. The three rotate, after one warm-up each.
 Each Conveyor run is split by Prefect's own timestamps: created → Pending (the worker's poll),
 Pending → Running (the flow process starting: Python, imports, the engine), Running → end
-(the flow's own work), end → record seen. Scheduled runs are created 8 s ahead; their delay
+(the flow's own work), end → record seen. Scheduled runs are created 15 s ahead; their delay
 is Prefect's start_time - expected_start_time. Medians over ``--runs``.
 """
 
@@ -255,7 +255,7 @@ def run_floor(api: str, deployment_id: str) -> float:
 def scheduled_delay(api: str, deployment_id: str, tags: list[str]) -> float:
     from conveyor.sync.gateway import create_flow_run
 
-    at = datetime.now(UTC) + timedelta(seconds=8)
+    at = datetime.now(UTC) + timedelta(seconds=15)
     fr_id = create_flow_run(api, deployment_id, tags=tags, scheduled_at=at)
     fr = wait(lambda: (r := flow_run(api, fr_id)).start_time and r, timeout=120, step=0.2)
     return float((fr.start_time - at).total_seconds())
