@@ -39,12 +39,27 @@ load: $(STAMP) ## API load: 50 clients for 2 minutes on PostgreSQL; fails on any
 load-ci: $(STAMP) ## The load test's short profile (CI): 50 clients for 20 seconds
 	$(PY) bench/load.py --clients 50 --seconds 20 --floor-seconds 6
 
+soak: $(STAMP) ## Chaos soak (tests/system): whole platform on PostgreSQL, 10 minutes of kills
+	$(PY) -m tests.system.soak --profile full $(SOAK_ARGS)
+
+soak-ci: $(STAMP) ## The chaos soak's CI profile: 2 minutes of kills, ~4.5 minutes in all
+	$(PY) -m tests.system.soak --profile ci $(SOAK_ARGS)
+
+fuzz: $(STAMP) ## schemathesis, every check, on PostgreSQL as viewer, editor, admin: >= 50,000 cases
+	$(PY) -m tests.fuzz.run --profile full $(FUZZ_ARGS)
+
+fuzz-ci: $(STAMP) ## The fuzz's CI profile: a few thousand cases per role, seeded, under 3 minutes
+	$(PY) -m tests.fuzz.run --profile ci $(FUZZ_ARGS)
+
 bench: $(STAMP) ## Run the benchmarks (not tests); results go to docs/benchmarks.md by hand
 	$(PY) bench/run_all.py
+
+bench-topology: $(STAMP) ## Prefect scaled out as processes (2 API servers, services, PostgreSQL, Redis on 127.0.0.1:6379)
+	$(PY) bench/prefect_topology.py --n 300 --live 4 --minutes 3
 
 lock: ## Re-pin requirements*.lock from pyproject.toml (needs the network)
 	rm -rf /tmp/conveyor-lock && python3 -m venv /tmp/conveyor-lock
 	/tmp/conveyor-lock/bin/pip install -q . && /tmp/conveyor-lock/bin/pip freeze --exclude-editable | grep -v '^conveyor' > requirements.lock
 	/tmp/conveyor-lock/bin/pip install -q '.[dev]' && /tmp/conveyor-lock/bin/pip freeze --exclude-editable | grep -v '^conveyor' > requirements-dev.lock
 
-.PHONY: help venv up test lint bench lock load load-ci
+.PHONY: help venv up test lint bench bench-topology lock load load-ci soak soak-ci fuzz fuzz-ci

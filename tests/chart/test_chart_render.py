@@ -53,7 +53,6 @@ def test_every_rendered_object_matches_the_kubernetes_schema(render, name):
 
 def test_the_kubernetes_work_pools_job_manifest_is_a_valid_job(render):
     import kubernetes_validate
-
     from prefect.utilities.templating import apply_values
 
     template = base_job_template(render("kubernetes-worker.yaml"))

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from conveyor.domain.connector_fields import FIELDS, NAMES, TOP_LEVEL, ConnectorField
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch
@@ -45,8 +46,15 @@ def default(f: ConnectorField) -> Any:
 def test_models_carry_every_listed_field() -> None:
     for model in (ConnectorCreate, ConnectorPatch, ConnectorOut):
         assert set(NAMES) <= set(model.model_fields), model.__name__
-    patch = ConnectorPatch.model_validate({name: None for name in NAMES})
-    assert patch.model_dump(exclude_unset=True) == {name: None for name in NAMES}
+    nullable = [f.name for f in FIELDS if f.nullable]
+    patch = ConnectorPatch.model_validate({name: None for name in nullable})
+    assert patch.model_dump(exclude_unset=True) == {name: None for name in nullable}
+    # A field that cannot be null refuses it, naming the field (the schema says so too).
+    for f in FIELDS:
+        if not f.nullable:
+            with pytest.raises(ValidationError) as err:
+                ConnectorPatch.model_validate({f.name: None})
+            assert err.value.errors()[0]["loc"] == (f.name,)
 
 
 def test_fields_marked_prefect_and_only_those_change_the_deployment() -> None:

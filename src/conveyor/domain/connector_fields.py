@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import Field
 
+from conveyor.domain.job_variables import JobVariablesField
 from conveyor.domain.retry_policy import RetryPolicyField, default_policy
 from conveyor.domain.vocabulary import CatchUp, SchemaChangePolicy
 
@@ -138,6 +139,9 @@ FIELDS: tuple[ConnectorField, ...] = (
     ConnectorField("auto_pause_after_failures", PositiveCount | None),
     # Fire connector.stale when no run succeeded for this long; null = no SLA.
     ConnectorField("freshness_sla_minutes", PositiveMinutes | None),
+    # Prefect job variables of its flow runs (domain/job_variables.py: resources, placement,
+    # env, image), checked against the work pool's template; null = the pool's defaults.
+    ConnectorField("job_variables", JobVariablesField | None, prefect=True),
 )
 
 

@@ -24,7 +24,7 @@ from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch
 from conveyor.errors import Conflict, NotFound, ValidationFailed
 from conveyor.pipelines.registry import Kind, get_type, validate_config
 from conveyor.secrets import SecretBox, keep_unchanged_secrets, mask_config
-from conveyor.services import audit, catalog
+from conveyor.services import audit, catalog, job_pool, versions
 from conveyor.services.authz import SYSTEM, Actor, require_owner_or_admin, require_role
 from conveyor.settings import Settings
 
@@ -236,6 +236,27 @@ def _validate_override(
     validate_config(kind, endpoint.type, merged, loc=loc)
 
 
+def check_placement(
+    settings: Settings | None, c: Connector, box: SecretBox, *, loc: str = "destination_id"
+) -> None:
+    """A destination bound to one machine (a DuckDB file) is refused when the connector's
+    work pool does not run local processes (``services/placement.py``)."""
+    from conveyor.services import placement
+    from conveyor.settings import get_settings
+
+    dst = c.destination
+    secrets = get_type("destination", dst.type).secret_fields
+    merged = vocabulary.merged_config(dst.config or {}, c.destination_config_override or {})
+    placement.check(
+        settings or get_settings(),
+        dst.type,
+        box.decrypt_config(merged, secrets),
+        c.work_pool_name,
+        loc=loc,
+        destination_name=dst.name,
+    )
+
+
 def check_override_fields(kind: Kind, type_name: str, override: dict[str, Any], loc: str) -> None:
     """Refuse an override that sets where the endpoint connects: the endpoint's stored
     secrets are only ever sent to the target they were stored with."""
@@ -283,8 +304,10 @@ def create(
     managed_by: str = "api",
     connector_id: int | None = None,
     deployment_name: str | None = None,
+    settings: Settings | None = None,
 ) -> Connector:
-    """Store a new connector and enqueue its deployment."""
+    """Store a new connector and enqueue its deployment; with ``settings``, its job
+    variables are checked against its work pool (``services/job_pool.py``)."""
     require_role(actor, "editor", "create connectors")
     source = _endpoint("source", data.source_id, "source_id", session)
     destination = _endpoint("destination", data.destination_id, "destination_id", session)
@@ -310,6 +333,9 @@ def create(
         created_by=actor.username,
         updated_by=actor.username,
     )
+    if settings is not None:
+        job_pool.check(settings, c.job_variables, c.work_pool_name)
+    check_placement(settings, c, box)
     if connector_id is not None:
         c.id = connector_id
     session.add(c)
@@ -323,7 +349,7 @@ def create(
         entity_id=c.id,
         after=snapshot(c),
     )
-    session.flush()
+    versions.connector_changed(session, c, change="create", actor=actor)
     return c
 
 
@@ -335,8 +361,12 @@ def update(
     actor: Actor,
     box: SecretBox,
     managed_by: str | None = None,
+    change: str | None = None,
+    restored_from: int | None = None,
+    settings: Settings | None = None,
 ) -> Connector:
-    """Apply a partial update (optimistic lock on ``version``) and enqueue the sync."""
+    """Apply a partial update (optimistic lock on ``version``) and enqueue the sync; the
+    change is one new version (``change`` names it when it is more than an update)."""
     c = get(connector_id, session=session)
     require_owner_or_admin(actor, c.owner_id, "change this connector")
     if data.version is not None and data.version != c.version:
@@ -345,7 +375,8 @@ def update(
             f"(your version {data.version}, current {c.version})",
             hint="reload it and apply your change again",
         )
-    before = snapshot(c)
+    before, prior = snapshot(c), versions.prior_connector(c)
+    was_active = c.is_active
     fields = data.model_dump(exclude_unset=True, exclude={"version"})
     if "name" in fields and fields["name"] is None:
         raise ValidationFailed.field("name", "cannot be empty")
@@ -374,8 +405,15 @@ def update(
     for key in ("name", *NAMES):
         if key in fields:
             setattr(c, key, fields[key])
+    if settings is not None and {"job_variables", "work_pool_name"} & set(fields):
+        job_pool.check(settings, c.job_variables, c.work_pool_name)
+    if {"destination_id", "destination_config_override", "work_pool_name"} & set(fields):
+        loc = "work_pool_name" if "destination_id" not in fields else "destination_id"
+        check_placement(settings, c, box, loc=loc)
     if c.is_active:
         c.paused_reason = None  # resumed: the system's reason for the pause no longer holds
+        if not was_active and c.consecutive_failures:
+            c.consecutive_failures = 0  # resumed: auto-pause counts failed runs from here
     if managed_by:
         c.managed_by = managed_by
     after = snapshot(c)
@@ -384,20 +422,32 @@ def update(
     c.updated_by = actor.username
     enqueue(c, "upsert", session=session)  # before the flush: one UPDATE, one version
     _flush_unique(session, c.name)
-    action = "connector.update"
-    if set(fields) == {"is_active"}:
-        action = "connector.resume" if c.is_active else "connector.pause"
+    kind = _change_kind(set(fields), c.is_active, actor, change)
     audit.record(
         session=session,
         actor=actor,
-        action=action,
+        action=f"connector.{kind.removeprefix('system_')}",
         entity_type="connector",
         entity_id=c.id,
         before=before,
-        after=after,
+        after=after if restored_from is None else {**after, "restored_from": restored_from},
     )
-    session.flush()
+    versions.connector_changed(
+        session, c, change=kind, actor=actor, prior=prior, restored_from=restored_from
+    )
     return c
+
+
+def _change_kind(fields: set[str], active: bool, actor: Actor, change: str | None) -> str:
+    """What a version calls the change (its audit action is connector.<kind>, without
+    system_): update, pause, resume, system_pause (Conveyor paused it) or ``change``."""
+    if change is not None:
+        return change
+    if fields != {"is_active"}:
+        return "update"
+    if active:
+        return "resume"
+    return "system_pause" if actor.username == vocabulary.ACTOR_SYSTEM else "pause"
 
 
 def set_active(

@@ -640,24 +640,3 @@ def cancel_flow_run(api_url: str, flow_run_id: str, *, message: str) -> str:
         new: State[Any] = Cancelling(message=message) if started else Cancelled(message=message)
         result = client.set_flow_run_state(UUID(flow_run_id), new, force=not started)
     return result.state.type.value if result.state is not None else new.type.value
-
-
-def read_work_pool(api_url: str, name: str, *, timeout: float = 3.0) -> PoolInfo | None:
-    """A work pool's type and job variables, None when it does not exist (synchronous and
-    quick: a connector's save asks it to check job variables)."""
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-
-    with (
-        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}),
-        prefect_errors(f"read work pool '{name}'"),
-        SyncPrefectClient(
-            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": timeout}
-        ) as client,
-    ):
-        try:
-            pool = client.read_work_pool(name)
-        except ObjectNotFound:
-            return None
-    return PoolInfo.of(pool.type, pool.base_job_template)

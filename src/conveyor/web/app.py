@@ -18,16 +18,18 @@ from conveyor import __version__
 from conveyor.logs import REQUEST_ID
 from conveyor.secrets import SecretBox, install_log_masking
 from conveyor.settings import Settings, get_settings
-from conveyor.web import api_docs, errors, ui
+from conveyor.web import api_docs, errors, openapi, ui
 from conveyor.web.api import (
     connectors,
     deployments,
     endpoints,
     meta,
     metrics,
+    notification_channels,
     runs,
     sync,
     users,
+    versions,
 )
 from conveyor.web.headers import SecurityHeaders
 
@@ -175,11 +177,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sync.router,
         users.router,
         deployments.router,
+        notification_channels.router,
+        versions.connectors,
+        versions.sources,
+        versions.destinations,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(metrics.router)  # /metrics at the root, where Prometheus looks
     app.include_router(api_docs.make_router(app.title, f"{API_PREFIX}/openapi.json"))
     ui.install(app)  # HTML pages at the root, assets under /static
+    openapi.install(app)  # error models and statuses for every route (web/openapi.py)
 
     app.add_middleware(
         SessionMiddleware,

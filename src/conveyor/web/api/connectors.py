@@ -102,7 +102,9 @@ async def create_connector(
     # One transaction and one thread hop: check the caller, write, read back.
     def write() -> ConnectorOut:
         with unit_of_work(settings) as session:
-            c = svc.create(data, session=session, actor=who.actor(session), box=box)
+            c = svc.create(
+                data, session=session, actor=who.actor(session), box=box, settings=settings
+            )
             return svc.to_out(c, settings)  # a new connector has no runs
 
     return await _after_write(await run_in_threadpool(write), settings, wait)
@@ -124,7 +126,14 @@ async def patch_connector(
 ) -> ConnectorOut:
     def write() -> ConnectorOut:
         with unit_of_work(settings) as session:
-            c = svc.update(connector_id, data, session=session, actor=who.actor(session), box=box)
+            c = svc.update(
+                connector_id,
+                data,
+                session=session,
+                actor=who.actor(session),
+                box=box,
+                settings=settings,
+            )
             return _out(c, settings, session)
 
     return await _after_write(await run_in_threadpool(write), settings, wait)

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from conveyor.domain import schedule as sched
-from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate
+from conveyor.domain.job_variables import ALL_VARIABLES
+from conveyor.domain.models import ConnectorCreate, ConnectorPatch, EndpointCreate, Id
 from conveyor.errors import Conflict, FieldProblem, ValidationFailed
 from conveyor.pipelines.contract import ConveyorType
 from conveyor.pipelines.registry import (
@@ -21,7 +22,7 @@ from conveyor.pipelines.registry import (
     list_types,
     pydantic_problems,
 )
-from conveyor.services import catalog
+from conveyor.services import catalog, job_pool
 from conveyor.services import connectors as svc
 from conveyor.services.authz import Actor, require_owner_or_admin, require_role
 from conveyor.web.deps import unit_of_work
@@ -121,6 +122,22 @@ def _context(
         "write_modes": cf.WRITE_MODES,
         "timezones": sorted(sched._timezones()),
         "preview": preview(values["schedule"]),
+        **_advanced(settings, connector, values),
+    }
+
+
+def _advanced(settings: Any, connector: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The Advanced section: the connector's work pool and the job variables it takes (its
+    base job template's, as the save checks them: services/job_pool.py)."""
+    pool = getattr(connector, "work_pool_name", None) or settings.default_work_pool
+    info = job_pool.pool_info(settings, pool)
+    accepted = ALL_VARIABLES & info.variables
+    return {
+        "jv_text": cf.JV_TEXT,
+        "jv_pool": pool,
+        "jv_pool_type": info.type,
+        "jv_accepted": sorted(accepted),
+        "jv_off": cf.advanced_inputs(frozenset(accepted), values),
     }
 
 
@@ -141,7 +158,7 @@ async def create(request: Request, actor: UIActor) -> Response:
     return await run_in_threadpool(_save, request, actor, form, None)
 
 
-def _load(request: Request, connector_id: int) -> tuple[Any, int | None]:
+def _load(request: Request, connector_id: Id) -> tuple[Any, int | None]:
     settings = get_settings(request)
     with unit_of_work(settings) as session:
         c = svc.get(connector_id, session=session)
@@ -149,7 +166,7 @@ def _load(request: Request, connector_id: int) -> tuple[Any, int | None]:
 
 
 @router.get("/connectors/{connector_id:int}/edit", include_in_schema=False)
-def edit_form(request: Request, connector_id: int, actor: UIActor, confirm: str = "") -> Response:
+def edit_form(request: Request, connector_id: Id, actor: UIActor, confirm: str = "") -> Response:
     out, owner_id = _load(request, connector_id)
     require_owner_or_admin(actor, owner_id, "change this connector")
     if out.managed_by == "file" and confirm != "yes":
@@ -159,7 +176,7 @@ def edit_form(request: Request, connector_id: int, actor: UIActor, confirm: str 
 
 
 @router.post("/connectors/{connector_id:int}/edit", include_in_schema=False)
-async def update(request: Request, connector_id: int, actor: UIActor) -> Response:
+async def update(request: Request, connector_id: Id, actor: UIActor) -> Response:
     form = await request.form()
     return await run_in_threadpool(_save, request, actor, form, connector_id)
 
@@ -202,7 +219,7 @@ def _endpoint_id(kind: Kind, form: Mapping[str, Any], problems: list[FieldProble
 
 
 def _save(
-    request: Request, actor: Actor, form: Mapping[str, Any], connector_id: int | None
+    request: Request, actor: Actor, form: Mapping[str, Any], connector_id: Id | None
 ) -> Response:
     settings = get_settings(request)
     box = request.app.state.secret_box
@@ -247,11 +264,14 @@ def _save(
         "retry_policy": cf.retry_policy_from(values, problems),
         "catch_up": values["catch_up"] or "latest",
         "schema_changes": values.get("schema_changes") or "propagate",
+        **cf.alert_fields(values, problems),  # auto-pause, freshness SLA
+        "job_variables": cf.job_variables_from(values, problems),  # the Advanced section
     }
     try:
         if connector_id is None:
+            # An endpoint created inline gets its id in _write; 1 stands in until then.
             model: ConnectorCreate | ConnectorPatch = ConnectorCreate(
-                source_id=ids.get("source", 0), destination_id=ids.get("destination", 0), **fields
+                source_id=ids.get("source", 1), destination_id=ids.get("destination", 1), **fields
             )
         else:
             version = values["version"]
@@ -269,7 +289,7 @@ def _save(
         return _invalid(request, values, problems, current, form)
     try:
         with unit_of_work(settings) as session:
-            saved_id = _write(session, model, inline, actor, box, connector_id)
+            saved_id = _write(session, model, inline, actor, box, connector_id, settings)
     except _FormProblems as exc:
         return _invalid(request, values, exc.problems, current, form)
     if connector_id is None:
@@ -285,7 +305,8 @@ def _write(
     inline: dict[Kind, EndpointCreate],
     actor: Actor,
     box: Any,
-    connector_id: int | None,
+    connector_id: Id | None,
+    settings: Any = None,
 ) -> int:
     """Create the inline endpoints and the connector in one transaction, or nothing."""
     for kind, data in inline.items():
@@ -304,9 +325,13 @@ def _write(
     try:
         if connector_id is None:
             assert isinstance(model, ConnectorCreate)
-            return svc.create(model, session=session, actor=actor, box=box, managed_by="ui").id
+            return svc.create(
+                model, session=session, actor=actor, box=box, managed_by="ui", settings=settings
+            ).id
         assert isinstance(model, ConnectorPatch)
-        return svc.update(connector_id, model, session=session, actor=actor, box=box).id
+        return svc.update(
+            connector_id, model, session=session, actor=actor, box=box, settings=settings
+        ).id
     except ValidationFailed as exc:
         raise _FormProblems(exc.problems) from exc
     except Conflict as exc:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from conveyor.domain.models import ConnectorOut
+from conveyor.domain.models import ConnectorOut, Id
 from conveyor.domain.vocabulary import PAUSED_MEANS
 from conveyor.errors import ConveyorError, NotFound, PermissionDenied, ValidationFailed
 from conveyor.services import connectors as svc
@@ -16,7 +16,7 @@ from conveyor.services import runs as runs_svc
 from conveyor.services.authz import Actor, require_owner_or_admin
 from conveyor.settings import Settings
 from conveyor.web.deps import unit_of_work
-from conveyor.web.ui import chart, landing
+from conveyor.web.ui import chart, drift_view, landing
 from conveyor.web.ui import connector_form as cf
 from conveyor.web.ui.base import (
     UIActor,
@@ -151,7 +151,7 @@ def connector_list(
     return render(request, "connectors/list.html", ctx)
 
 
-def _detail(request: Request, connector_id: int) -> dict[str, Any]:
+def _detail(request: Request, connector_id: Id) -> dict[str, Any]:
     settings = get_settings(request)
     with unit_of_work(settings) as session:
         c = svc.get(connector_id, session=session)
@@ -162,6 +162,7 @@ def _detail(request: Request, connector_id: int) -> dict[str, Any]:
         tables = landing.loaded_tables(loaded.table_stats if loaded else None)
         lands = landing.landing(c, settings, tables)
         history = daily_stats.daily(connector_id, session=session, days=chart.HISTORY_DAYS)
+        drift_repairs = drift_view.latest(connector_id, session)
     actor = request.state.actor
     return {
         "c": out,
@@ -174,21 +175,22 @@ def _detail(request: Request, connector_id: int) -> dict[str, Any]:
         "can_change": can_change_connector(actor, owner_id),
         "deployment_url": deployment_url(settings, out.prefect_deployment_id),
         "busy": out.sync_status == "pending" or any(r.status in IN_FLIGHT for r in runs),
+        "drift_repairs": drift_repairs,  # edits made in Prefect that the reconciler undid
     }
 
 
 @router.get("/connectors/{connector_id:int}", include_in_schema=False)
-def connector_detail(request: Request, connector_id: int, actor: UIActor) -> Response:
+def connector_detail(request: Request, connector_id: Id, actor: UIActor) -> Response:
     return render(request, "connectors/detail.html", _detail(request, connector_id))
 
 
 @router.get("/connectors/{connector_id:int}/live", include_in_schema=False)
-def connector_live(request: Request, connector_id: int, actor: UIActor) -> Response:
+def connector_live(request: Request, connector_id: Id, actor: UIActor) -> Response:
     """The parts of the detail page that change on their own (sync status, runs, chart)."""
     return render(request, "partials/connector_live.html", _detail(request, connector_id))
 
 
-def _set_active(request: Request, connector_id: int, active: bool, actor: UIActor) -> None:
+def _set_active(request: Request, connector_id: Id, active: bool, actor: UIActor) -> None:
     settings = get_settings(request)
     with unit_of_work(settings) as session:
         svc.set_active(
@@ -201,21 +203,21 @@ def _set_active(request: Request, connector_id: int, active: bool, actor: UIActo
 
 
 @router.post("/connectors/{connector_id:int}/pause", include_in_schema=False)
-def pause(request: Request, connector_id: int, actor: UIActor) -> Response:
+def pause(request: Request, connector_id: Id, actor: UIActor) -> Response:
     _set_active(request, connector_id, False, actor)
     flash(request, f"Paused: {PAUSED_MEANS}.")
     return redirect(request, f"/connectors/{connector_id}")
 
 
 @router.post("/connectors/{connector_id:int}/resume", include_in_schema=False)
-def resume(request: Request, connector_id: int, actor: UIActor) -> Response:
+def resume(request: Request, connector_id: Id, actor: UIActor) -> Response:
     _set_active(request, connector_id, True, actor)
     flash(request, "Resumed: it runs on its schedule again.")
     return redirect(request, f"/connectors/{connector_id}")
 
 
 @router.post("/connectors/{connector_id:int}/toggle", include_in_schema=False)
-def toggle(request: Request, connector_id: int, actor: UIActor) -> Response:
+def toggle(request: Request, connector_id: Id, actor: UIActor) -> Response:
     """The list's active switch: flips the state and returns the row (htmx) or the list."""
     settings = get_settings(request)
     with unit_of_work(settings) as session:
@@ -234,7 +236,7 @@ def toggle(request: Request, connector_id: int, actor: UIActor) -> Response:
 
 
 @router.post("/connectors/{connector_id:int}/run", include_in_schema=False)
-def run_now(request: Request, connector_id: int, actor: UIActor) -> Response:
+def run_now(request: Request, connector_id: Id, actor: UIActor) -> Response:
     settings = get_settings(request)
     from conveyor.sync.gateway import create_flow_run
 
@@ -252,7 +254,7 @@ def run_now(request: Request, connector_id: int, actor: UIActor) -> Response:
 
 
 @router.get("/connectors/{connector_id:int}/delete", include_in_schema=False)
-def delete_confirm(request: Request, connector_id: int, actor: UIActor) -> Response:
+def delete_confirm(request: Request, connector_id: Id, actor: UIActor) -> Response:
     settings = get_settings(request)
     with unit_of_work(settings) as session:
         c = svc.get(connector_id, session=session)
@@ -273,7 +275,7 @@ def delete_confirm(request: Request, connector_id: int, actor: UIActor) -> Respo
 
 
 @router.post("/connectors/{connector_id:int}/delete", include_in_schema=False)
-def delete(request: Request, connector_id: int, actor: UIActor) -> Response:
+def delete(request: Request, connector_id: Id, actor: UIActor) -> Response:
     settings = get_settings(request)
     with unit_of_work(settings) as session:
         name = svc.get(connector_id, session=session).name
@@ -286,7 +288,7 @@ def delete(request: Request, connector_id: int, actor: UIActor) -> Response:
 
 
 @router.get("/connectors/{connector_id:int}/reset", include_in_schema=False)
-def reset_confirm(request: Request, connector_id: int, actor: UIActor) -> Response:
+def reset_confirm(request: Request, connector_id: Id, actor: UIActor) -> Response:
     """What a reset clears (and, if asked, drops), before anything happens."""
     settings = get_settings(request)
     with unit_of_work(settings) as session:
@@ -298,13 +300,13 @@ def reset_confirm(request: Request, connector_id: int, actor: UIActor) -> Respon
 
 
 @router.post("/connectors/{connector_id:int}/reset", include_in_schema=False)
-async def reset(request: Request, connector_id: int, actor: UIActor) -> Response:
+async def reset(request: Request, connector_id: Id, actor: UIActor) -> Response:
     form = await request.form()
     drop = form.get("drop_tables") == "true"
     return await run_in_threadpool(_reset, request, connector_id, actor, drop)
 
 
-def _reset(request: Request, connector_id: int, actor: Actor, drop: bool) -> Response:
+def _reset(request: Request, connector_id: Id, actor: Actor, drop: bool) -> Response:
     from conveyor.services.reset import reset as reset_connector
 
     settings = get_settings(request)
