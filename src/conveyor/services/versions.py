@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -156,7 +156,15 @@ def connector_changed(
 ) -> None:
     """Record the connector's version after a flushed change (``prior``: before it, None
     for a create). The number is ``c.version``: call this after the change's one UPDATE."""
-    if prior is not None and not _has_history(session, "connector", c.id):
+    if prior is None:
+        # A deployment file may give a new connector the id of a deleted one: that earlier
+        # life's history is not this connector's (its routes were 404 since the delete).
+        session.execute(
+            delete(EntityVersion).where(
+                EntityVersion.entity_type == "connector", EntityVersion.entity_id == c.id
+            )
+        )
+    elif not _has_history(session, "connector", c.id):
         _add(
             session,
             "connector",
