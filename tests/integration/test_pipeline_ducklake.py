@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from conveyor.pipelines.destinations.ducklake import extension_file
+from conveyor.pipelines.destinations.ducklake_attach import extension_file
 from conveyor.pipelines.flow import run_connector
 from conveyor.pipelines.registry import validate_config
 from tests.fixtures.pipelines import last_run, pg_exec

@@ -6,24 +6,38 @@ and data files are written under new names, never changed in place. dlt's ``duck
 destination loads it; whole tables from PostgreSQL go in through DuckDB's scanner
 (``conveyor.pipelines.direct``). The DuckDB extensions come from their PyPI wheels
 (``duckdb-extension-ducklake``, ``-httpfs``, ``-postgres-scanner``) and are loaded from
-their files, with DuckDB's own download of extensions switched off.
+their files, with DuckDB's own download of extensions switched off (``ducklake_attach``: where
+the lake is, the extensions, the pinned ATTACH).
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
 from conveyor.pipelines import failures
 from conveyor.pipelines.config import S3Options, SecretStrField, TypeConfig
 from conveyor.pipelines.contract import Capabilities, DestinationType, Landing, TypeContext
+from conveyor.pipelines.destinations.ducklake_attach import (
+    LAKE,
+    NO_DOWNLOADS,
+    catalog_file,
+    catalog_shown,
+    data_url,
+    ensure_catalog,
+    extension_file,
+    extension_files,
+    is_postgres,
+    lake_connection,
+    local_paths,
+    on_s3,
+    pinned_catalog,
+    prepare_folders,
+    s3_endpoint,
+    sql_ident,
+    sql_literal,
+)
 from conveyor.pipelines.failures import TransientFailure, TypeFailure
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
@@ -90,248 +104,6 @@ class DucklakeConfig(S3Options, TypeConfig):
         return self
 
 
-# --- where it is --------------------------------------------------------------------
-
-
-def is_postgres(cfg: DucklakeConfig) -> bool:
-    return "://" in (cfg.catalog_url or "")
-
-
-def on_s3(cfg: DucklakeConfig) -> bool:
-    return cfg.data_path.startswith("s3://")
-
-
-def catalog_file(cfg: DucklakeConfig, settings: Settings) -> Path | None:
-    """A local catalog file (relative: under ``CONVEYOR_HOME/data``); None for PostgreSQL."""
-    if is_postgres(cfg):
-        return None
-    path = Path(str(cfg.catalog_url)).expanduser()
-    return path if path.is_absolute() else settings.data_dir / path
-
-
-def data_folder(cfg: DucklakeConfig, settings: Settings) -> Path | None:
-    """The local data folder (relative: under ``CONVEYOR_HOME/data``); None on S3."""
-    if on_s3(cfg):
-        return None
-    path = Path(cfg.data_path).expanduser()
-    return path if path.is_absolute() else settings.data_dir / path
-
-
-def local_paths(cfg: DucklakeConfig, settings: Settings) -> list[tuple[str, str]]:
-    out = []
-    if (file := catalog_file(cfg, settings)) is not None:
-        out.append(("catalog_url", str(file)))
-    if (folder := data_folder(cfg, settings)) is not None:
-        out.append(("data_path", str(folder)))
-    return out
-
-
-def data_url(cfg: DucklakeConfig, settings: Settings) -> str:
-    """DATA_PATH: the S3 URL or the local folder (the same string every time: the catalog
-    keeps the one it was created with)."""
-    folder = data_folder(cfg, settings)
-    return (str(folder) if folder is not None else cfg.data_path).rstrip("/")
-
-
-def catalog_shown(cfg: DucklakeConfig, settings: Settings) -> str:
-    """The catalog in words, never its password."""
-    if not is_postgres(cfg):
-        return f"catalog file {catalog_file(cfg, settings)}"
-    from sqlalchemy.engine import make_url
-
-    u = make_url(str(cfg.catalog_url))
-    return f"PostgreSQL {u.host}:{u.port or 5432}/{u.database}"
-
-
-# --- DuckDB and its extensions (imported lazily) ------------------------------------
-
-_WHEELS = {
-    "ducklake": "duckdb_extension_ducklake",
-    "httpfs": "duckdb_extension_httpfs",
-    "postgres_scanner": "duckdb_extension_postgres_scanner",
-}
-
-
-def extension_file(name: str) -> str | None:
-    """The extension file that ships in its PyPI wheel for the installed DuckDB."""
-    import importlib
-
-    import duckdb
-
-    try:
-        module = importlib.import_module(_WHEELS[name])
-    except ImportError:
-        return None
-    pattern = os.path.join(
-        os.path.dirname(module.__file__ or ""),
-        "extensions",
-        f"v{duckdb.__version__}",
-        "*.duckdb_extension",
-    )
-    found = glob.glob(pattern)
-    return found[0] if found else None
-
-
-def needed_extensions(cfg: DucklakeConfig) -> list[str]:
-    names = ["ducklake"]
-    if is_postgres(cfg):
-        names.append("postgres_scanner")
-    if on_s3(cfg):
-        names.append("httpfs")
-    return names
-
-
-def extension_files(cfg: DucklakeConfig) -> list[str]:
-    """The files to LOAD; a missing wheel is a clear error, never a download."""
-    out = []
-    for name in needed_extensions(cfg):
-        found = extension_file(name)
-        if found is None:
-            raise RuntimeError(
-                f"the DuckDB extension {name} is not installed (pip package "
-                f"{_WHEELS[name].replace('_', '-')} for duckdb's version)"
-            )
-        out.append(found)
-    return out
-
-
-# DuckDB would otherwise download an extension it misses: every one is loaded from its file.
-NO_DOWNLOADS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-
-
-def pinned_catalog(cfg: DucklakeConfig) -> str:
-    """The catalog's PostgreSQL URL checked by the network policy and pinned to the checked
-    address (libpq ``hostaddr``): DuckDB connects with libpq, bypassing Python sockets."""
-    from conveyor.pipelines.netguard import pin_url
-
-    return pin_url(str(cfg.catalog_url).replace("postgres://", "postgresql://", 1))
-
-
-def s3_endpoint(cfg: DucklakeConfig) -> tuple[str, bool]:
-    """(host[:port], TLS) of the S3 endpoint, checked by the network policy; a plain-HTTP
-    endpoint is pinned to the checked address (DuckDB's httpfs bypasses Python sockets)."""
-    from conveyor.pipelines.netguard import current_policy
-
-    if not cfg.endpoint_url:
-        return "s3.amazonaws.com", True
-    parts = urlsplit(cfg.endpoint_url)
-    tls = parts.scheme != "http"
-    port = parts.port or (443 if tls else 80)
-    host = parts.hostname or ""
-    addresses = current_policy().check(host, port, shown=f"S3 endpoint {host}:{port}")
-    if not tls:
-        ip = str(addresses[0])
-        host = f"[{ip}]" if ":" in ip else ip
-    return f"{host}:{port}", tls
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ident(*parts: str) -> str:
-    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
-
-
-LAKE = "lake"  # the name the lake is attached as
-
-
-def attach_sql(cfg: DucklakeConfig, settings: Settings, *, alias: str = LAKE) -> str:
-    """``ATTACH 'ducklake:...' AS <alias> (DATA_PATH ..., METADATA_SCHEMA ...)``; the
-    catalog pinned (it holds the password: never log it)."""
-    if is_postgres(cfg):
-        from conveyor.pipelines.direct import conninfo
-
-        catalog = f"postgres:{conninfo(pinned_catalog(cfg))}"
-        schema = f", METADATA_SCHEMA {_literal(cfg.metadata_schema)}"
-    else:
-        catalog, schema = str(catalog_file(cfg, settings)), ""
-    return (
-        f"ATTACH IF NOT EXISTS {_literal('ducklake:' + catalog)} AS {_ident(alias)} "
-        f"(DATA_PATH {_literal(data_url(cfg, settings))}{schema})"
-    )
-
-
-def s3_secret_sql(cfg: DucklakeConfig) -> str:
-    endpoint, tls = s3_endpoint(cfg)
-    region = cfg.region_name or "us-east-1"
-    return (
-        "CREATE TEMPORARY SECRET conveyor_lake_s3 (TYPE S3, "
-        f"KEY_ID {_literal(str(cfg.aws_access_key_id))}, "
-        f"SECRET {_literal(str(cfg.aws_secret_access_key))}, "
-        f"REGION {_literal(region)}, ENDPOINT {_literal(endpoint)}, "
-        f"URL_STYLE 'path', USE_SSL {'true' if tls else 'false'}, "
-        f"SCOPE {_literal(cfg.data_path)})"
-    )
-
-
-def prepare_folders(cfg: DucklakeConfig, settings: Settings) -> None:
-    """Refuse paths outside the allowed roots; create the local folders."""
-    from conveyor.pipelines import paths
-
-    paths.confine_paths(local_paths(cfg, settings), settings=settings, loc="destination")
-    if (file := catalog_file(cfg, settings)) is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-    if (folder := data_folder(cfg, settings)) is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-
-
-def ensure_catalog(cfg: DucklakeConfig, settings: Settings) -> None:
-    """Create a PostgreSQL catalog that does not exist yet, one process at a time.
-
-    The first ATTACH of a lake creates its catalog schema and tables; two writers doing
-    that at once collide in PostgreSQL (measured: "duplicate key ... pg_namespace"). A
-    session advisory lock keyed by the schema lets one create it while the others wait;
-    once it exists, attaching needs no lock (DuckLake's own transactions take over)."""
-    if not is_postgres(cfg):
-        return
-    import psycopg
-
-    from conveyor.pipelines.direct import conninfo
-
-    table = f"{_ident(cfg.metadata_schema)}.ducklake_snapshot"
-    key = f"conveyor-ducklake:{cfg.metadata_schema}"
-    with psycopg.connect(conninfo(pinned_catalog(cfg)), autocommit=True, connect_timeout=30) as pg:
-        exists = "SELECT to_regclass(%s) IS NOT NULL"
-        if pg.execute(exists, (table,)).fetchone() == (True,):
-            return
-        pg.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
-        try:
-            if pg.execute(exists, (table,)).fetchone() != (True,):
-                with _attached(cfg, settings):
-                    pass  # attaching creates the catalog
-        finally:
-            pg.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
-
-
-@contextlib.contextmanager
-def lake_connection(cfg: DucklakeConfig, settings: Settings) -> Iterator[Any]:
-    """An in-memory DuckDB with the lake attached as ``lake`` and in use."""
-    prepare_folders(cfg, settings)
-    ensure_catalog(cfg, settings)
-    with _attached(cfg, settings) as con:
-        yield con
-
-
-@contextlib.contextmanager
-def _attached(cfg: DucklakeConfig, settings: Settings) -> Iterator[Any]:
-    import duckdb
-
-    con = duckdb.connect(config={**NO_DOWNLOADS, "preserve_insertion_order": False})
-    try:
-        for file in extension_files(cfg):
-            con.execute(f"LOAD {_literal(file)}")
-        if on_s3(cfg):
-            con.execute(s3_secret_sql(cfg))
-        con.execute(attach_sql(cfg, settings))
-        con.execute(f"USE {_ident(LAKE)}")
-        yield con
-    finally:
-        with contextlib.suppress(Exception):
-            con.execute(f"USE memory; DETACH {_ident(LAKE)}")
-        con.close()
-
-
 # --- dlt -----------------------------------------------------------------------------
 
 
@@ -366,7 +138,7 @@ def build(cfg: DucklakeConfig, *, settings: Settings, connector_id: int) -> DltT
         storage=storage,
     )
     # Quoted paths: LOAD reads the extension from its wheel's file.
-    credentials.extensions = [_literal(f) for f in extension_files(cfg)]
+    credentials.extensions = [sql_literal(f) for f in extension_files(cfg)]
     credentials.global_config = {**NO_DOWNLOADS, "preserve_insertion_order": False}
     where = f"DuckLake ({catalog_shown(cfg, settings)}, data {data_url(cfg, settings)})"
     return DltTarget(
@@ -405,7 +177,7 @@ def drop(
         dropped = owned_tables([r[0] for r in present], tables)
         con.execute("BEGIN")
         for name in dropped:
-            con.execute(f"DROP TABLE {_ident(dataset, name)}")
+            con.execute(f"DROP TABLE {sql_ident(dataset, name)}")
         con.execute("COMMIT")
     return dropped
 
@@ -461,13 +233,13 @@ def _attach_source(con: Any, source_url: str) -> None:
     from conveyor.pipelines.direct import conninfo
     from conveyor.pipelines.netguard import pin_conninfo
 
-    con.execute(f"LOAD {_literal(extension_file('postgres_scanner') or '')}")
+    con.execute(f"LOAD {sql_literal(extension_file('postgres_scanner') or '')}")
     params = conninfo_to_dict(pin_conninfo(conninfo(source_url)))
     password = params.pop("password", None)
-    secret = f", PASSWORD {_literal(str(password))}" if password else ""
+    secret = f", PASSWORD {sql_literal(str(password))}" if password else ""
     con.execute(f"CREATE TEMPORARY SECRET {_ALIAS} (TYPE postgres{secret})")
     con.execute(
-        f"ATTACH {_literal(make_conninfo('', **params))} AS {_ALIAS} "
+        f"ATTACH {sql_literal(make_conninfo('', **params))} AS {_ALIAS} "
         f"(TYPE postgres, SECRET {_ALIAS}, READ_ONLY)"
     )
 
