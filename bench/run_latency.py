@@ -206,7 +206,7 @@ def run_now(s: Any, cid: int) -> dict[str, float]:
     from conveyor.db.session import session_scope
     from conveyor.services import runs
     from conveyor.services.authz import SYSTEM
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     t0 = time.monotonic()
     created = datetime.now(UTC)
@@ -237,7 +237,7 @@ def run_now(s: Any, cid: int) -> dict[str, float]:
 
 
 def run_floor(api: str, deployment_id: str) -> float:
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     t0 = time.monotonic()
     fr_id = create_flow_run(api, deployment_id, tags=[])
@@ -253,7 +253,7 @@ def run_floor(api: str, deployment_id: str) -> float:
 
 
 def scheduled_delay(api: str, deployment_id: str, tags: list[str]) -> float:
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     at = datetime.now(UTC) + timedelta(seconds=15)
     fr_id = create_flow_run(api, deployment_id, tags=tags, scheduled_at=at)

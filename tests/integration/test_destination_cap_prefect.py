@@ -24,7 +24,7 @@ from conveyor.services import connectors
 from conveyor.services import runs as runs_svc
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
-from conveyor.sync.gateway import create_flow_run
+from conveyor.sync.flow_runs import create_flow_run
 from tests.fixtures.pipelines import ConnectorFactory, pg_exec, pg_rows
 from tests.integration.unattended_support import prefect_settings, reconcile, record, worker_env
 

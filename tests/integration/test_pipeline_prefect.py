@@ -82,7 +82,7 @@ def runs(s: Settings, cid: int) -> list[ConnectorRun]:
 
 def trigger(s: Settings, cid: int) -> int:
     from conveyor.services import runs as runs_svc
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     return int(runs_svc.trigger(cid, settings=s, actor=SYSTEM, start=create_flow_run).id)
 

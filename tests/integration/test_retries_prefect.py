@@ -68,7 +68,7 @@ def connector(s: Settings, url: str, query: str, policy: dict[str, Any]) -> int:
 
 def run_now(s: Settings, cid: int) -> int:
     from conveyor.services import runs
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     return int(runs.trigger(cid, settings=s, actor=SYSTEM, start=create_flow_run).id)
 
@@ -183,7 +183,7 @@ def test_a_wrong_password_is_not_retried_and_retry_now_starts_a_new_run(
     s: Settings, process_worker: Any, items: ScratchPostgres, webhook_receiver: WebhookReceiver
 ) -> None:
     from conveyor.services.retries import retry_now
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     webhook_channel(s, webhook_receiver)
     cid = connector(s, items.url("wrong-password"), "SELECT id FROM items", {})

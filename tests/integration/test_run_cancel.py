@@ -41,7 +41,7 @@ def admin_api(s: Settings) -> Iterator[ApiUser]:
 
 def trigger(s: Settings, cid: int) -> int:
     from conveyor.services import runs as runs_svc
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     return int(runs_svc.trigger(cid, settings=s, actor=SYSTEM, start=create_flow_run).id)
 
@@ -189,7 +189,7 @@ def test_closed_or_local_runs_cannot_be_cancelled(settings: Settings) -> None:
 def test_prefect_unreachable_leaves_the_run_as_it_was(settings: Settings) -> None:
     from conveyor.errors import ExternalError
     from conveyor.services.cancel import cancel
-    from conveyor.sync.gateway import cancel_flow_run
+    from conveyor.sync.flow_runs import cancel_flow_run
     from tests.fixtures.net import free_port
 
     down = settings.model_copy(update={"prefect_api_url": f"http://127.0.0.1:{free_port()}/api"})
@@ -214,7 +214,7 @@ def test_prefect_unreachable_leaves_the_run_as_it_was(settings: Settings) -> Non
 
 def test_watchdog_closes_a_cancelled_run_whose_hook_never_ran(s: Settings) -> None:
     from conveyor.services.cancel import CANCELLING
-    from conveyor.sync.gateway import cancel_flow_run
+    from conveyor.sync.flow_runs import cancel_flow_run
     from conveyor.sync.loop import open_gateway
     from conveyor.sync.watchdog import one_pass
 

@@ -122,7 +122,7 @@ def test_run_now_against_an_unreachable_prefect_for_real(
     prefect_settings: Settings, cid: int
 ) -> None:
     """The real client against a closed port: the same clear error, the record closed."""
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     with pytest.raises(ExternalError, match="cannot reach Prefect"):
         runs.trigger(cid, settings=prefect_settings, actor=SYSTEM, start=create_flow_run)

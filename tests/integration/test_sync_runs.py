@@ -16,7 +16,8 @@ from conveyor.domain.vocabulary import MANUAL_RUN_TAG, run_record_tag
 from conveyor.errors import Conflict, PermissionDenied
 from conveyor.services import runs
 from conveyor.services.authz import SYSTEM, Actor
-from conveyor.sync.gateway import PrefectGateway, create_flow_run
+from conveyor.sync.flow_runs import create_flow_run
+from conveyor.sync.gateway import PrefectGateway
 from conveyor.sync.loop import run_once
 from conveyor.sync.watchdog import HEARTBEAT_REASON, HELD_AFTER, ORPHAN_REASON, one_pass
 from tests.fixtures.sync import (

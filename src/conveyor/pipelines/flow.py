@@ -27,7 +27,7 @@ from conveyor.services import catchup, connectors, retries, run_commit, runs
 from conveyor.services.cancel import close_cancelled
 from conveyor.services.run_logs import LogCapture, flush_current
 from conveyor.settings import Settings
-from conveyor.sync.gateway import create_flow_run
+from conveyor.sync.flow_runs import create_flow_run
 
 log = logging.getLogger("conveyor.pipelines.flow")
 T = TypeVar("T")

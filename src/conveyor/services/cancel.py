@@ -36,7 +36,7 @@ ENDED = frozenset({"COMPLETED", "FAILED", "CRASHED"})
 
 
 class CancelFlowRun(Protocol):
-    """Cancels a flow run; the state type it is left in (``sync.gateway.cancel_flow_run``)."""
+    """Cancels a flow run; the state type it is left in (``sync.flow_runs.cancel_flow_run``)."""
 
     def __call__(self, api_url: str, flow_run_id: str, *, message: str) -> str: ...
 

@@ -18,7 +18,7 @@ from typing import Any
 from conveyor.domain.job_variables import ALL_VARIABLES, PROCESS_VARIABLES, accepted_problems
 from conveyor.errors import ValidationFailed
 from conveyor.settings import Settings
-from conveyor.sync.gateway import PoolInfo
+from conveyor.sync.pools import PoolInfo
 
 
 def pool_info(settings: Settings, pool: str) -> PoolInfo:

@@ -54,7 +54,7 @@ BACKSTOP_GRACE = timedelta(seconds=30)
 
 class ScheduleFlowRun(Protocol):
     """Creates a flow run of a deployment, now or Scheduled at ``scheduled_at``; its id
-    (``sync.gateway.create_flow_run``)."""
+    (``sync.flow_runs.create_flow_run``)."""
 
     def __call__(
         self,

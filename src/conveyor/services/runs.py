@@ -42,7 +42,7 @@ log = logging.getLogger("conveyor.services.runs")
 
 
 class StartFlowRun(Protocol):
-    """Starts a flow run of a deployment now; its id (``sync.gateway.create_flow_run``)."""
+    """Starts a flow run of a deployment now; its id (``sync.flow_runs.create_flow_run``)."""
 
     def __call__(self, api_url: str, deployment_id: str, *, tags: list[str]) -> str: ...
 

@@ -14,7 +14,7 @@ from conveyor.errors import ConveyorError
 from conveyor.services import runs
 from conveyor.services.authz import SYSTEM
 from conveyor.settings import Settings
-from conveyor.sync.gateway import create_flow_run
+from conveyor.sync.flow_runs import create_flow_run
 
 
 def main(argv: list[str]) -> int:

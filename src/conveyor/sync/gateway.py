@@ -1,6 +1,7 @@
 """The only module that talks to Prefect.
 
-Wraps the official ``prefect`` client. Every Prefect failure leaves here as an
+Wraps the official ``prefect`` client (work pools: ``pools``; one-shot synchronous flow run
+calls: ``flow_runs``). Every Prefect failure leaves here as an
 ``ExternalError`` (``prefect_errors``). Deployments are read back as
 ``ObservedDeployment`` (``payloads``); how many calls are in flight is ``limit``'s policy.
 """
@@ -12,7 +13,6 @@ import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from time import monotonic
 from types import TracebackType
@@ -22,6 +22,7 @@ import httpx
 
 from conveyor.domain.vocabulary import FLOW_NAME, OWNER_TAG, connector_tag
 from conveyor.errors import ExternalError
+from conveyor.sync.flow_runs import api_auth_string
 from conveyor.sync.limit import AdaptiveLimit
 from conveyor.sync.payloads import (
     FlowRunState,
@@ -30,6 +31,7 @@ from conveyor.sync.payloads import (
     observe,
     update_payload,
 )
+from conveyor.sync.pools import PoolInfo, read_or_create_pool
 from conveyor.sync.prefect_errors import (
     PrefectUnavailable,
     ServerBusy,
@@ -51,44 +53,6 @@ PATCH_FALLBACK = frozenset({404, 409, 422})
 T = TypeVar("T")
 # Seconds a set-up call's "Prefect unreachable" answers the callers queued behind it.
 SETUP_FAILURE_MEMORY = 2.0
-
-
-@dataclass(frozen=True)
-class PoolInfo:
-    """What Conveyor needs to know of a work pool: its type and the job variables its base
-    job template takes."""
-
-    type: str
-    variables: frozenset[str]
-
-    @classmethod
-    def of(cls, pool_type: str, base_job_template: dict[str, Any] | None) -> PoolInfo:
-        props = ((base_job_template or {}).get("variables") or {}).get("properties") or {}
-        return cls(pool_type, frozenset(props))
-
-
-def api_auth_string() -> str | None:
-    """Prefect's ``PREFECT_API_AUTH_STRING`` ("user:password" for a server started with
-    ``PREFECT_SERVER_API_AUTH_STRING``): clients built with ``api=`` do not read it."""
-    from prefect.settings import PREFECT_API_AUTH_STRING
-
-    value = PREFECT_API_AUTH_STRING.value()
-    if value is None:
-        return None
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-
-
-def default_base_job_template(pool_type: str) -> dict[str, Any]:
-    """Prefect's default base job template of a pool type (the worker's own)."""
-    if pool_type == "process":
-        from prefect.workers.process import ProcessWorker
-
-        return ProcessWorker.get_default_base_job_template()
-    if pool_type == "kubernetes":
-        from prefect_kubernetes.worker import KubernetesWorker
-
-        return dict(KubernetesWorker.get_default_base_job_template())
-    raise ExternalError(f"unknown work pool type {pool_type!r}")
 
 
 class Gateway(Protocol):
@@ -257,44 +221,13 @@ class PrefectGateway:
             raise ExternalError("; ".join(str(p) for p in problems))
 
     async def _ensure_work_pool(self, name: str) -> PoolInfo:
-        from prefect.client.schemas.actions import WorkPoolCreate
-        from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-        async def read() -> PoolInfo | None:
-            try:
-                pool = await self.client.read_work_pool(name)
-            except ObjectNotFound:
-                return None
-            return PoolInfo.of(pool.type, pool.base_job_template)
-
-        found = await self._call("read_work_pool", f"read work pool '{name}'", read)
-        if found is not None:
-            return found
-        template = default_base_job_template(self.pool_type)
-        pool = WorkPoolCreate(
-            name=name,
-            type=self.pool_type,
-            base_job_template=template,
-            concurrency_limit=self.pool_concurrency,
+        return await read_or_create_pool(
+            self._call,
+            self.client,
+            name,
+            pool_type=self.pool_type,
+            concurrency=self.pool_concurrency,
         )
-
-        async def create() -> PoolInfo | None:
-            try:
-                await self.client.create_work_pool(pool)
-                log.info(
-                    "created %s work pool %s (limit %s)", pool.type, name, pool.concurrency_limit
-                )
-            except ObjectAlreadyExists:
-                return None  # created meanwhile by someone else (a worker): read it
-            return PoolInfo.of(pool.type, template)
-
-        created = await self._call("create_work_pool", f"create work pool '{name}'", create)
-        if created is not None:
-            return created
-        found = await self._call("read_work_pool", f"read work pool '{name}'", read)
-        if found is None:
-            raise ExternalError(f"work pool '{name}' vanished while it was created", transient=True)
-        return found
 
     async def _flow(self) -> str:
         if self._flow_id is None:
@@ -563,80 +496,3 @@ class PrefectGateway:
             return True
 
         return await self._call("delete_flow_run", f"delete flow run {flow_run_id}", call)
-
-
-def create_flow_run(
-    api_url: str,
-    deployment_id: str,
-    *,
-    tags: list[str],
-    scheduled_at: datetime | None = None,
-    idempotency_key: str | None = None,
-) -> str:
-    """Create a flow run of a deployment, now or Scheduled at ``scheduled_at`` (synchronous:
-    web requests and the flow call it); its id.
-
-    The idempotency key makes the client's retry of a request the server did carry out
-    return the same flow run instead of starting a second one; a caller that may ask twice
-    on purpose (a retry's attempt: the flow and the watchdog's backstop) passes its own.
-    """
-    from uuid import UUID, uuid4
-
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-    from prefect.states import Scheduled
-
-    state: Any = Scheduled(scheduled_time=scheduled_at) if scheduled_at is not None else None
-
-    from conveyor.sync.run_tags import drop_inherited_schedule_tag
-
-    with (
-        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
-        prefect_errors(f"start a run of deployment {deployment_id}"),
-        SyncPrefectClient(
-            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
-        ) as client,
-    ):
-        run = client.create_flow_run_from_deployment(
-            UUID(deployment_id),
-            tags=tags,
-            state=state,
-            idempotency_key=idempotency_key or uuid4().hex,
-        )
-        drop_inherited_schedule_tag(client, run, tags)  # not a scheduled run (run_tags.py)
-    return str(run.id)
-
-
-def cancel_flow_run(api_url: str, flow_run_id: str, *, message: str) -> str:
-    """Cancel a flow run (synchronous: web requests call it); the state type it is left in.
-
-    One that has not started (Scheduled, Late, AwaitingRetry, Paused) goes to CANCELLED at
-    once; one that has (Pending, Running) goes to CANCELLING, and its worker kills the flow
-    process, runs the flow's on_cancellation hook and marks it CANCELLED. A final one is left
-    as it is; "GONE" if Prefect no longer has it.
-    """
-    from uuid import UUID
-
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.objects import State
-    from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-    from prefect.states import Cancelled, Cancelling
-
-    with (
-        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
-        prefect_errors(f"cancel flow run {flow_run_id}"),
-        SyncPrefectClient(
-            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
-        ) as client,
-    ):
-        try:
-            state = client.read_flow_run(UUID(flow_run_id)).state
-        except ObjectNotFound:
-            return "GONE"
-        if state is None or state.is_final():
-            return state.type.value if state is not None else "GONE"
-        started = not (state.is_scheduled() or state.is_paused())
-        new: State[Any] = Cancelling(message=message) if started else Cancelled(message=message)
-        result = client.set_flow_run_state(UUID(flow_run_id), new, force=not started)
-    return result.state.type.value if result.state is not None else new.type.value

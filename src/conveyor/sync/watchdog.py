@@ -20,7 +20,8 @@ from conveyor.errors import ExternalError
 from conveyor.services import retries, runs
 from conveyor.services.cancel import close_cancelled
 from conveyor.settings import Settings
-from conveyor.sync.gateway import Gateway, create_flow_run
+from conveyor.sync.flow_runs import create_flow_run
+from conveyor.sync.gateway import Gateway
 from conveyor.sync.payloads import FlowRunState
 
 log = logging.getLogger("conveyor.sync.watchdog")

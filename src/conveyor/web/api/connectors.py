@@ -195,7 +195,7 @@ def delete_connector(connector_id: Id, settings: SettingsDep, actor: CurrentActo
 )
 def run_connector(connector_id: Id, settings: SettingsDep, actor: CurrentActor) -> RunOut:
     # No request transaction: the run record commits before Prefect is called.
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     run = runs_svc.trigger(connector_id, settings=settings, actor=actor, start=create_flow_run)
     return runs_svc.to_out(run)

@@ -30,7 +30,7 @@ def read_run(run_id: Id, settings: SettingsDep, actor: CurrentActor) -> RunOut:
 def retry_run(run_id: Id, settings: SettingsDep, actor: CurrentActor) -> RunOut:
     # No request transaction: the new record commits before Prefect is called.
     from conveyor.services.retries import retry_now
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     run = retry_now(run_id, settings=settings, actor=actor, start=create_flow_run)
     return svc.to_out(run)
@@ -46,7 +46,7 @@ def retry_run(run_id: Id, settings: SettingsDep, actor: CurrentActor) -> RunOut:
 def cancel_run(run_id: Id, settings: SettingsDep, actor: CurrentActor) -> RunOut:
     # No request transaction: the service commits before and after calling Prefect.
     from conveyor.services.cancel import cancel
-    from conveyor.sync.gateway import cancel_flow_run
+    from conveyor.sync.flow_runs import cancel_flow_run
 
     run = cancel(run_id, settings=settings, actor=actor, cancel_flow_run=cancel_flow_run)
     return svc.to_out(run)

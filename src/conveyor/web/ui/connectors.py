@@ -238,7 +238,7 @@ def toggle(request: Request, connector_id: Id, actor: UIActor) -> Response:
 @router.post("/connectors/{connector_id:int}/run", include_in_schema=False)
 def run_now(request: Request, connector_id: Id, actor: UIActor) -> Response:
     settings = get_settings(request)
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     try:
         run_id = runs_svc.trigger(

@@ -113,7 +113,7 @@ def run_log(request: Request, run_id: Id, actor: UIActor) -> Response:
 def retry(request: Request, run_id: Id, actor: UIActor) -> Response:
     """Retry now: a new run record (trigger "retry") started through Prefect."""
     from conveyor.services.retries import retry_now
-    from conveyor.sync.gateway import create_flow_run
+    from conveyor.sync.flow_runs import create_flow_run
 
     settings = get_settings(request)
     try:
@@ -131,7 +131,7 @@ def retry(request: Request, run_id: Id, actor: UIActor) -> Response:
 def cancel(request: Request, run_id: Id, actor: UIActor) -> Response:
     """Cancel an open run: its Prefect flow run is cancelled and the record closed."""
     from conveyor.services.cancel import cancel as cancel_run
-    from conveyor.sync.gateway import cancel_flow_run
+    from conveyor.sync.flow_runs import cancel_flow_run
 
     settings = get_settings(request)
     try:
