@@ -370,17 +370,28 @@ def _pg_incremental(
             # Rows carrying the last value are read again: those already loaded as they
             # are now are dropped (append: not added twice; merge: not counted as loaded).
             at = sql.SQL(pg_literal(last, cursor.pg_type))
+            # With a key, the key's index finds each of these few rows: a nested loop, which
+            # the planner, misjudging the semi-join, would otherwise not always take (seen:
+            # 12 s through the whole table instead of 0.1 s).
+            inner = (
+                sql.SQL("")
+                if table.key
+                else sql.SQL("t.{} = {} AND ").format(sql.Identifier(cursor.dest), at)
+            )
+            if table.key:
+                _ensure_key_index(dst, dataset, table)
+                dst.execute("SET LOCAL enable_hashjoin = off")
+                dst.execute("SET LOCAL enable_mergejoin = off")
             dst.execute(
                 sql.SQL(
                     "DELETE FROM {} AS s WHERE s.{} = {} AND EXISTS (SELECT 1 FROM {} AS t"
-                    " WHERE t.{} = {} AND {})"
+                    " WHERE {}{})"
                 ).format(
                     staged,
                     sql.Identifier(cursor.dest),
                     at,
                     target,
-                    sql.Identifier(cursor.dest),
-                    at,
+                    inner,
                     # The key's equality first: the destination's key index finds the row.
                     sql.SQL(" AND ").join(
                         [sql.SQL("t.{0} = s.{0}").format(sql.Identifier(k.dest)) for k in table.key]
@@ -393,6 +404,9 @@ def _pg_incremental(
                     ),
                 )
             )
+            if table.key:
+                dst.execute("SET LOCAL enable_hashjoin = on")
+                dst.execute("SET LOCAL enable_mergejoin = on")
         if table.disposition == "merge":
             _ensure_key_index(dst, dataset, table)
             dst.execute(
