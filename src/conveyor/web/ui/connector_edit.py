@@ -28,6 +28,7 @@ from conveyor.services.authz import Actor, require_owner_or_admin, require_role
 from conveyor.web.deps import unit_of_work
 from conveyor.web.ui import checks, schema_form, table_picks
 from conveyor.web.ui import connector_form as cf
+from conveyor.web.ui import job_variables_form as jvf
 from conveyor.web.ui.base import UIActor, UIRoute, flash, get_settings, redirect, render
 
 router = APIRouter(route_class=UIRoute)
@@ -133,11 +134,11 @@ def _advanced(settings: Any, connector: Any, values: Mapping[str, Any]) -> dict[
     info = job_pool.pool_info(settings, pool)
     accepted = ALL_VARIABLES & info.variables
     return {
-        "jv_text": cf.JV_TEXT,
+        "jv_text": jvf.JV_TEXT,
         "jv_pool": pool,
         "jv_pool_type": info.type,
         "jv_accepted": sorted(accepted),
-        "jv_off": cf.advanced_inputs(frozenset(accepted), values),
+        "jv_off": jvf.advanced_inputs(frozenset(accepted), values),
     }
 
 
@@ -265,7 +266,7 @@ def _save(
         "catch_up": values["catch_up"] or "latest",
         "schema_changes": values.get("schema_changes") or "propagate",
         **cf.alert_fields(values, problems),  # auto-pause, freshness SLA
-        "job_variables": cf.job_variables_from(values, problems),  # the Advanced section
+        "job_variables": jvf.job_variables_from(values, problems),  # the Advanced section
     }
     try:
         if connector_id is None:
