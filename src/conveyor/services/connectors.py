@@ -22,9 +22,9 @@ from conveyor.domain import vocabulary
 from conveyor.domain.connector_fields import FIELDS, NAMES, stored_values
 from conveyor.domain.models import ConnectorCreate, ConnectorOut, ConnectorPatch, Page, RunSummary
 from conveyor.errors import Conflict, NotFound, ValidationFailed
-from conveyor.pipelines.registry import Kind, get_type, validate_config
-from conveyor.secrets import SecretBox, keep_unchanged_secrets, mask_config
-from conveyor.services import audit, catalog, job_pool, versions
+from conveyor.pipelines.registry import Kind, get_type
+from conveyor.secrets import SecretBox, mask_config
+from conveyor.services import audit, catalog, job_pool, overrides, versions
 from conveyor.services.authz import SYSTEM, Actor, require_owner_or_admin, require_role
 from conveyor.settings import Settings
 
@@ -224,60 +224,6 @@ def snapshot(c: Connector) -> dict[str, Any]:
     }
 
 
-def _validate_override(
-    kind: Kind, endpoint: catalog.Endpoint, override: dict[str, Any], loc: str
-) -> None:
-    """The connector's view of the endpoint — base config plus override — must be valid,
-    and the override may change what is copied but never where the endpoint connects."""
-    if not isinstance(override, dict):
-        raise ValidationFailed.field(loc, "must be an object")
-    check_override_fields(kind, endpoint.type, override, loc)
-    merged = vocabulary.merged_config(endpoint.config, override)
-    validate_config(kind, endpoint.type, merged, loc=loc)
-
-
-def check_placement(
-    settings: Settings | None, c: Connector, box: SecretBox, *, loc: str = "destination_id"
-) -> None:
-    """A destination bound to one machine (a DuckDB file) is refused when the connector's
-    work pool does not run local processes (``services/placement.py``)."""
-    from conveyor.services import placement
-    from conveyor.settings import get_settings
-
-    dst = c.destination
-    secrets = get_type("destination", dst.type).secret_fields
-    merged = vocabulary.merged_config(dst.config or {}, c.destination_config_override or {})
-    placement.check(
-        settings or get_settings(),
-        dst.type,
-        box.decrypt_config(merged, secrets),
-        c.work_pool_name,
-        loc=loc,
-        destination_name=dst.name,
-    )
-
-
-def check_override_fields(kind: Kind, type_name: str, override: dict[str, Any], loc: str) -> None:
-    """Refuse an override that sets where the endpoint connects: the endpoint's stored
-    secrets are only ever sent to the target they were stored with."""
-    problems = get_type(kind, type_name).fixed_in(override, loc)
-    if problems:
-        raise ValidationFailed(problems)
-
-
-def _encrypt_override(
-    kind: Kind,
-    endpoint: catalog.Endpoint,
-    override: dict[str, Any],
-    box: SecretBox,
-    old: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    secrets = get_type(kind, endpoint.type).secret_fields
-    if old is not None:
-        override = keep_unchanged_secrets(override, old, secrets)
-    return box.encrypt_config({k: v for k, v in override.items() if v is not None}, secrets)
-
-
 PENDING: dict[str, Any] = {"sync_status": "pending", "sync_attempts": 0, "sync_next_retry_at": None}
 
 
@@ -311,18 +257,18 @@ def create(
     require_role(actor, "editor", "create connectors")
     source = _endpoint("source", data.source_id, "source_id", session)
     destination = _endpoint("destination", data.destination_id, "destination_id", session)
-    _validate_override("source", source, data.source_config_override, "source_config_override")
-    _validate_override(
+    overrides.validate("source", source, data.source_config_override, "source_config_override")
+    overrides.validate(
         "destination", destination, data.destination_config_override, "destination_config_override"
     )
     c = Connector(
         name=data.name,
         source=source,
         destination=destination,
-        source_config_override=_encrypt_override(
+        source_config_override=overrides.encrypt(
             "source", source, data.source_config_override, box
         ),
-        destination_config_override=_encrypt_override(
+        destination_config_override=overrides.encrypt(
             "destination", destination, data.destination_config_override, box
         ),
         **{name: getattr(data, name) for name in NAMES},
@@ -335,7 +281,7 @@ def create(
     )
     if settings is not None:
         job_pool.check(settings, c.job_variables, c.work_pool_name)
-    check_placement(settings, c, box)
+    overrides.check_placement(settings, c, box)
     if connector_id is not None:
         c.id = connector_id
     session.add(c)
@@ -390,18 +336,7 @@ def update(
             Destination,
             _endpoint("destination", fields["destination_id"], "destination_id", session),
         )
-    for kind, key in (
-        ("source", "source_config_override"),
-        ("destination", "destination_config_override"),
-    ):
-        endpoint = c.source if kind == "source" else c.destination
-        current = getattr(c, key) or {}
-        new = fields.get(key, current) if fields.get(key) is not None else current
-        if key in fields or f"{kind}_id" in fields:
-            secrets = get_type(kind, endpoint.type).secret_fields  # type: ignore[arg-type]
-            merged = keep_unchanged_secrets(new, current, secrets)
-            _validate_override(kind, endpoint, merged, key)  # type: ignore[arg-type]
-            setattr(c, key, _encrypt_override(kind, endpoint, merged, box))  # type: ignore[arg-type]
+    overrides.apply_changed(c, fields, box)
     for key in ("name", *NAMES):
         if key in fields:
             setattr(c, key, fields[key])
@@ -409,7 +344,7 @@ def update(
         job_pool.check(settings, c.job_variables, c.work_pool_name)
     if {"destination_id", "destination_config_override", "work_pool_name"} & set(fields):
         loc = "work_pool_name" if "destination_id" not in fields else "destination_id"
-        check_placement(settings, c, box, loc=loc)
+        overrides.check_placement(settings, c, box, loc=loc)
     if c.is_active:
         c.paused_reason = None  # resumed: the system's reason for the pause no longer holds
         if not was_active and c.consecutive_failures:
