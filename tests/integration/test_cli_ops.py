@@ -32,7 +32,9 @@ def test_doctor_says_what_is_wrong_and_how_to_fix_it(tmp_path: Path) -> None:
         "work pool",
         "worker",
         "reconciler",
+        "destinations",  # none here bound to one machine on a pool that is not local
     }
+    assert status["destinations"] == "ok"
 
 
 def test_doctor_checks_what_a_running_up_runs_and_names_its_ports(tmp_path: Path) -> None:

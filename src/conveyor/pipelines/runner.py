@@ -295,7 +295,7 @@ def summary(stats: RunStats, seconds: float) -> str:
     """One line for the run history: rows per table, size and duration."""
     if stats.files is not None:
         text = f"Transferred {stats.files:,} file(s), {_size(stats.bytes)}, in {seconds:.1f} s."
-    elif not stats.rows:
+    elif not stats.total_rows:  # none, or tables that got 0 rows (a fast-path delta)
         text = f"No new rows (in {seconds:.1f} s)."
     else:
         tables = ", ".join(f"{t}: {n:,}" for t, n in sorted(stats.rows.items()))

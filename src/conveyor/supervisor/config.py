@@ -114,6 +114,9 @@ class Plan:
         # A worker polls every 10 s by default; 1 s (as `conveyor worker`) makes "Run now"
         # start at once and is still light for the embedded server.
         env.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
+        # The work pool's limit is configured, never invented (issue 20): `up` sizes it to
+        # the machine, for whichever of the worker and the reconciler creates the pool.
+        env.setdefault("CONVEYOR_WORK_POOL_CONCURRENCY", str(self.worker_limit))
         return env
 
 
