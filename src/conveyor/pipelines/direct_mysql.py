@@ -78,7 +78,7 @@ _SETTINGS = (
 
 
 # Cursor columns the fast path takes, as the PostgreSQL type names the shared cursor code
-# (direct.typed_initial_value, cursor_python, the DuckDB writer's _duck_type) compares alike in
+# (direct.typed_initial_value, cursor_python, duck_sql.duck_type) compares alike in
 # MySQL, DuckDB and Python: integers (not BIGINT UNSIGNED), DECIMAL(p,s), DATE, DATETIME and
 # TIMESTAMP (both read as the session's wall-clock time, as PyMySQL reads them).
 _CURSOR_TYPES = (

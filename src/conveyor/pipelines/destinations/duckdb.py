@@ -9,6 +9,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from conveyor.pipelines.config import TypeConfig
 from conveyor.pipelines.contract import Capabilities, DestinationType, Landing, TypeContext
+from conveyor.pipelines.destinations.duck_incremental import (
+    duck_incremental as _duck_incremental,
+)
+from conveyor.pipelines.destinations.duck_sql import ALIAS as _ALIAS
+from conveyor.pipelines.destinations.duck_sql import ident as _ident
+from conveyor.pipelines.destinations.duck_sql import literal as _literal
 from conveyor.pipelines.direct import DirectTable, check_required, conninfo, postgres_extension
 from conveyor.pipelines.failures import TransientFailure, TypeFailure
 from conveyor.pipelines.netguard import pin_conninfo
@@ -119,8 +125,8 @@ def owned_tables(present: list[str], tables: list[str]) -> list[str]:
 
 
 # --- the direct copy (database to database, see ``conveyor.pipelines.direct``) -----
-
-_ALIAS = "conveyor_source"
+# Whole tables here; cursor reads and merges in ``duck_incremental``, the SQL text both
+# write in ``duck_sql``.
 
 
 class DuckdbWriter:
@@ -209,14 +215,6 @@ def scanner_connection(path: str, source_url: str) -> Iterator[Any]:
         con.close()
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ident(*parts: str) -> str:
-    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
-
-
 def _pg_size(con: Any, table: DirectTable) -> int:
     """The PostgreSQL source table's size (DuckDB does not say how many bytes it read)."""
     size_query = f"SELECT pg_relation_size({_literal(_ident(table.schema, table.name))}::regclass)"
@@ -273,155 +271,6 @@ def _duck_table(
     con.execute("COMMIT")
     stats.rows[table.dest] = stats.rows.get(table.dest, 0) + int(rows)
     stats.bytes += source_bytes
-
-
-# DuckDB's names for the cursor types the fast path takes (``direct._CURSOR_TYPES``).
-def _duck_type(pg_type: str) -> str:
-    if pg_type.startswith("timestamp"):
-        return "TIMESTAMP" if "without" in pg_type else "TIMESTAMPTZ"
-    if pg_type.startswith("numeric"):
-        return "DECIMAL" + pg_type[len("numeric") :]
-    return {"smallint": "SMALLINT", "integer": "INTEGER", "bigint": "BIGINT"}.get(pg_type, "DATE")
-
-
-def _duck_incremental(
-    con: Any, dataset: str, table: DirectTable, stats: RunStats, pipeline: str
-) -> None:
-    """A cursor read or a merge (the fast path, ``conveyor.pipelines.direct``): the rows
-    past the cursor, read by PostgreSQL itself (``postgres_query``: the cursor's index is
-    used), land in a temporary table; one delete-insert by key (or ``INSERT``) writes them, and the
-    new cursor is written to dlt's state in the same transaction."""
-    from conveyor.pipelines import cursor_state
-    from conveyor.pipelines.direct import cursor_python, typed_initial_value
-
-    target = _ident(dataset, table.dest)
-
-    def execute(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        return con.execute(sql, params).fetchall()  # type: ignore[no-any-return]
-
-    def qualify(name: str) -> str:
-        return _ident(dataset, name)
-
-    con.execute("BEGIN")
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(dataset)}")
-    present = {
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM duckdb_tables()"
-            " WHERE database_name = current_database() AND schema_name = ?",
-            [dataset],
-        ).fetchall()
-    }
-    has_state = {cursor_state.STATE_TABLE, cursor_state.LOADS_TABLE} <= present
-    state = cursor_state.read(execute, qualify, pipeline, "?") if has_state else None
-    cursor = table.cursor
-    last = None
-    if cursor is not None:
-        last = cursor_state.last_value(state, pipeline, table.resource, cursor.name)
-        if last is None:
-            last = typed_initial_value(table)
-    select = ", ".join(f"{_ident(c.name)} AS {_ident(c.dest)}" for c in table.columns)
-    if last is None:
-        # Everything: the scanner's parallel binary COPY by ctid ranges.
-        source = f"(SELECT {select} FROM {_ident(_ALIAS, table.schema, table.name)})"
-    else:
-        # Past the cursor: one query the source plans itself, so its index serves it
-        # (postgres_query; mysql_query for a MySQL table, direct_mysql.MysqlTable).
-        query = table.select_sql(last)
-        reader = getattr(table, "query_function", "postgres_query")
-        source = (
-            f"(SELECT {', '.join(_ident(c.name) + ' AS ' + _ident(c.dest) for c in table.columns)}"
-            f" FROM {reader}({_literal(_ALIAS)}, {_literal(query)}))"
-        )
-    dedup = ""
-    if table.key and not table.key_unique:
-        # A key the source does not hold unique: one row per key, the latest cursor wins.
-        order = f" ORDER BY {_ident(cursor.dest)} DESC NULLS LAST" if cursor else ""
-        keys = ", ".join(_ident(k.dest) for k in table.key)
-        dedup = f" QUALIFY row_number() OVER (PARTITION BY {keys}{order}) = 1"
-    columns = ", ".join(_ident(c.dest) for c in table.columns)
-    if table.dest not in present:
-        con.execute(f"CREATE TABLE {target} AS SELECT * FROM {source} AS s{dedup}")
-        stats.schema_changes.append(
-            {"table": table.dest, "columns": [c.dest for c in table.columns]}
-        )
-        staged = target
-    else:
-        existing = {
-            r[0]: (r[1], not r[2])
-            for r in con.execute(
-                "SELECT column_name, data_type, is_nullable FROM duckdb_columns()"
-                " WHERE database_name = current_database() AND schema_name = ?"
-                " AND table_name = ?",
-                [dataset, table.dest],
-            ).fetchall()
-        }
-        check_required(existing, table)
-        staged = "conveyor_stage"
-        con.execute(f"DROP TABLE IF EXISTS temp.{staged}")
-        con.execute(f"CREATE TEMP TABLE {staged} AS SELECT * FROM {source} AS s{dedup}")
-        added = [c for c in table.columns if c.dest not in existing]
-        if added:
-            types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {staged}").fetchall()}
-            for c in added:
-                con.execute(f"ALTER TABLE {target} ADD COLUMN {_ident(c.dest)} {types[c.dest]}")
-            stats.schema_changes.append({"table": table.dest, "columns": [c.dest for c in added]})
-        if cursor is not None and last is not None and table.disposition != "replace":
-            # Rows carrying the last value are read again: those already loaded as they
-            # are now are dropped (append: not added twice; merge: not counted as loaded).
-            at = f"CAST({_literal(_text(last))} AS {_duck_type(cursor.pg_type)})"
-            same = " AND ".join(
-                [f"t.{_ident(k.dest)} = s.{_ident(k.dest)}" for k in table.key]
-                + [
-                    f"t.{_ident(c.dest)} IS NOT DISTINCT FROM s.{_ident(c.dest)}"
-                    for c in table.columns
-                ]
-            )
-            con.execute(
-                f"DELETE FROM {staged} AS s WHERE s.{_ident(cursor.dest)} = {at}"
-                f" AND EXISTS (SELECT 1 FROM {target} AS t"
-                f" WHERE t.{_ident(cursor.dest)} = {at} AND {same})"
-            )
-        if table.disposition == "merge":
-            # dlt's delete-insert: DuckDB checkpoints deleted rows and appended ones cheaply,
-            # where MERGE's in-place updates rewrite every row group they touch (measured on
-            # 6M rows: 2.5 s against 66 s at commit for a 120k-row delta).
-            on = " AND ".join(f"t.{_ident(k.dest)} = s.{_ident(k.dest)}" for k in table.key)
-            con.execute(f"DELETE FROM {target} AS t USING {staged} AS s WHERE {on}")
-            con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged}")
-        else:
-            if table.disposition == "replace":
-                con.execute(f"DELETE FROM {target}")
-            con.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged}")
-    rows, newest = con.execute(
-        f"SELECT count(*), {('max(' + _ident(cursor.dest) + ')') if cursor else 'NULL'}"
-        f" FROM {staged}"
-    ).fetchone()
-    if staged != target:
-        con.execute(f"DROP TABLE temp.{staged}")
-    if cursor is not None and newest is not None:
-        value = cursor_python(newest, cursor.pg_type)
-        if last is None or value > last:
-            cursor_state.create_tables(execute, qualify, "VARCHAR", "TIMESTAMP WITH TIME ZONE")
-            new_state = cursor_state.advanced(
-                state,
-                pipeline=pipeline,
-                dataset=dataset,
-                destination="duckdb",
-                resource=table.resource,
-                cursor=cursor.name,
-                value=value,
-                initial_value=typed_initial_value(table),
-            )
-            cursor_state.write(execute, qualify, new_state, "?")
-    con.execute("COMMIT")
-    stats.rows[table.dest] = stats.rows.get(table.dest, 0) + int(rows)
-
-
-def _text(value: Any) -> str:
-    import datetime as dt
-
-    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else str(value)
 
 
 # --- the type ---------------------------------------------------------------------

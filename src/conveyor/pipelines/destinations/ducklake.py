@@ -229,7 +229,7 @@ def _attach_source(con: Any, source_url: str) -> None:
     secret: DuckDB's errors repeat the ATTACH string)."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from conveyor.pipelines.destinations.duckdb import _ALIAS
+    from conveyor.pipelines.destinations.duck_sql import ALIAS as _ALIAS
     from conveyor.pipelines.direct import conninfo
     from conveyor.pipelines.netguard import pin_conninfo
 
