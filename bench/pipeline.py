@@ -84,7 +84,14 @@ def ensure_lineitem(scale: float) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             tpchgen = Path(sys.executable).parent / "tpchgen-cli"
             subprocess.run(
-                [str(tpchgen), "csv", "-s", f"{scale:g}", "--tables=lineitem", f"--output-dir={tmp}"],
+                [
+                    str(tpchgen),
+                    "csv",
+                    "-s",
+                    f"{scale:g}",
+                    "--tables=lineitem",
+                    f"--output-dir={tmp}",
+                ],
                 check=True,
             )
             conn.execute(LINEITEM_DDL)
