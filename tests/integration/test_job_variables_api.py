@@ -174,3 +174,40 @@ def test_deployments_validate_checks_job_variables_against_the_pool(
                 assert problem["loc"].startswith("orders.yaml:5:")
                 assert "job_variables.cpu_request" in problem["reason"], problem
                 assert "process work pool 'default'" in problem["reason"], problem
+
+
+def test_an_editor_cannot_choose_the_image_nor_variables_that_steer_the_run(
+    settings: Settings,
+) -> None:
+    """Attacks by an editor on the run that holds the secrets: a flow image of their own
+    (any code, with the platform's key in its environment), or variables that change how
+    the run works — code from a file (PYTHONPATH, LD_PRELOAD), a proxy or CA that sees
+    the stored passwords, dlt configuration that redirects credentials. Each is refused on
+    its field and changes nothing; an admin's image stays through an editor's edit."""
+    k8s = settings.model_copy(update={"work_pool_type": "kubernetes"})
+    with TestClient(create_app(k8s)) as client:
+        kate = _make_user(k8s, client, "kate", "admin")
+        eddie = _make_user(k8s, client, "eddie", "editor")
+        dst = _postgres_destination(kate)
+        mine = eddie.make_connector(destination_id=dst["id"], job_variables={"cpu_request": "1"})
+        url = f"/api/v1/connectors/{mine['id']}"
+        evil = eddie.patch(url, json={"job_variables": {"image": "attacker.example/steal:1"}})
+        assert evil.status_code == 403, evil.text
+        for name in (
+            "PYTHONPATH",
+            "LD_PRELOAD",
+            "HTTPS_PROXY",
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "AWS_ENDPOINT_URL",
+            "SOURCES__SQL_DATABASE__CREDENTIALS",
+        ):
+            refused = eddie.patch(url, json={"job_variables": {"env": {name: "x"}}})
+            assert refused.status_code == 422, (name, refused.text)
+            assert "job_variables.env" in refused.text and name in refused.text
+        assert eddie.get(url).json()["job_variables"] == {"cpu_request": "1"}  # unchanged
+        image = {"cpu_request": "1", "image": "registry.example/conveyor:1.2.3"}
+        assert kate.patch(url, json={"job_variables": image}).status_code == 200
+        kept = eddie.patch(url, json={"schedule": "0 4 * * *"})
+        assert kept.status_code == 200, kept.text
+        assert kept.json()["job_variables"] == image

@@ -38,6 +38,29 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Conveyor's and Prefect's own settings (database URL, secret key, API URL and key...) come
 # from the platform, never from a connector.
 RESERVED_ENV_PREFIXES = ("CONVEYOR_", "PREFECT_")
+# Variables that change how the flow process itself runs or where it connects: the
+# interpreter and loader (code from any file), TLS trust and proxies (what a stored secret
+# is sent through), the cloud SDKs' credential chains. A run holds every secret of its
+# endpoints: none of these may come from a connector.
+CONTROLLING_ENV_PREFIXES = ("PYTHON", "LD_", "DYLD_", "SSL_", "AWS_", "GOOGLE_", "AZURE_")
+CONTROLLING_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "PGSERVICEFILE",
+        "PGPASSFILE",
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGSSLROOTCERT",
+    }
+)
 IMAGE = r"^[a-z0-9]([-a-z0-9._/:]*[a-z0-9])?(:[\w][\w.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
 MAX_ENTRIES = 50
 
@@ -113,6 +136,16 @@ class JobVariables(BaseModel):
                 raise ValueError(
                     f"{key!r}: CONVEYOR_* and PREFECT_* variables come from the platform "
                     "(its database, key and API), never from a connector"
+                )
+            upper = key.upper()
+            if (
+                upper.startswith(CONTROLLING_ENV_PREFIXES)
+                or upper in CONTROLLING_ENV_NAMES
+                or "__" in key  # dlt's configuration (SECTION__KEY): credentials, destinations
+            ):
+                raise ValueError(
+                    f"{key!r} would change how the run itself works (its interpreter, TLS, "
+                    "proxies, credentials or dlt's configuration), not pass it a value"
                 )
         return value
 

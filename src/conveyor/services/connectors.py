@@ -279,6 +279,7 @@ def create(
         created_by=actor.username,
         updated_by=actor.username,
     )
+    job_pool.check_image(actor, None, c.job_variables)
     if settings is not None:
         job_pool.check(settings, c.job_variables, c.work_pool_name)
     overrides.check_placement(settings, c, box)
@@ -340,6 +341,7 @@ def update(
     for key in ("name", *NAMES):
         if key in fields:
             setattr(c, key, fields[key])
+    job_pool.check_image(actor, before.get("job_variables"), c.job_variables)
     if settings is not None and {"job_variables", "work_pool_name"} & set(fields):
         job_pool.check(settings, c.job_variables, c.work_pool_name)
     if {"destination_id", "destination_config_override", "work_pool_name"} & set(fields):

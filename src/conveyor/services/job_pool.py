@@ -17,6 +17,7 @@ from typing import Any
 
 from conveyor.domain.job_variables import ALL_VARIABLES, PROCESS_VARIABLES, accepted_problems
 from conveyor.errors import ValidationFailed
+from conveyor.services.authz import Actor, require_role
 from conveyor.settings import Settings
 from conveyor.sync.pools import PoolInfo
 
@@ -38,6 +39,13 @@ def check(settings: Settings, variables: dict[str, Any] | None, work_pool_name: 
         raise ValidationFailed(
             problems, hint="set only what the pool's base job template has a variable for"
         )
+
+
+def check_image(actor: Actor, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    """Only an admin chooses the image a connector's flow runs in: the run holds the
+    platform's key and its endpoints' secrets, and an image is any code at all."""
+    if (after or {}).get("image") != (before or {}).get("image") and (after or {}).get("image"):
+        require_role(actor, "admin", "choose the image a connector runs in")
 
 
 def forget() -> None:
