@@ -7,16 +7,15 @@ is checked per type by ``services/channel_config.py`` (its secrets are write-onl
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-import annotated_types
 from pydantic import BaseModel, Field, field_validator
 
-from conveyor.domain.models import NAME_PATTERN, InputModel, Name, _check_tags
+from conveyor.domain.models import NAME_PATTERN, Id, InputModel, Name, _check_tags
 from conveyor.domain.vocabulary import ChannelType, NotificationEvent
 
 # A database id (BIGINT): anything larger is refused as bad input, never sent to the database.
-ChannelId = Annotated[int, annotated_types.Ge(1), annotated_types.Le(2**63 - 1)]
+ChannelId = Id
 
 
 class _ChannelChecks(InputModel):

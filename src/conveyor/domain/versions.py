@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import annotated_types
 from pydantic import BaseModel, Field
 
-from conveyor.domain.models import InputModel
+from conveyor.domain.models import DB_INT_MAX, Id, InputModel
 
 # A version number in a path: an INTEGER column (bounded like every id, invariant 5).
-VersionNumber = Annotated[int, annotated_types.Ge(1), annotated_types.Le(2**31 - 1)]
+VersionNumber = Annotated[int, annotated_types.Ge(1), annotated_types.Le(DB_INT_MAX)]
 
 
 class VersionField(BaseModel):
@@ -53,4 +53,4 @@ class EndpointRestore(InputModel):
 
 
 # An entity's id in a path: a BIGINT column.
-EntityId = Annotated[int, annotated_types.Ge(1), annotated_types.Le(2**63 - 1)]
+EntityId = Id  # a connector's, source's or destination's id

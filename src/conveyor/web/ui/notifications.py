@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from conveyor.db.models import Connector
+from conveyor.domain.models import Id
 from conveyor.domain.notifications import ChannelCreate, ChannelPatch
 from conveyor.domain.vocabulary import CHANNEL_TYPES, NOTIFICATION_EVENTS
 from conveyor.errors import Conflict, ValidationFailed
@@ -224,7 +225,7 @@ def create(
 
 
 @router.get(BASE + "/{channel_id:int}", include_in_schema=False)
-def edit_page(request: Request, channel_id: int, actor: UIActor) -> Response:
+def edit_page(request: Request, channel_id: Id, actor: UIActor) -> Response:
     _admin(actor)
     with unit_of_work(get_settings(request)) as session:
         out = channels.read(channel_id, session=session, actor=actor)
@@ -255,7 +256,7 @@ def edit_page(request: Request, channel_id: int, actor: UIActor) -> Response:
 @router.post(BASE + "/{channel_id:int}", include_in_schema=False)
 def save(
     request: Request,
-    channel_id: int,
+    channel_id: Id,
     actor: UIActor,
     name: Text = "",
     url: Text = "",
@@ -315,7 +316,7 @@ def save(
 
 
 @router.post(BASE + "/{channel_id:int}/delete", include_in_schema=False)
-def delete(request: Request, channel_id: int, actor: UIActor) -> Response:
+def delete(request: Request, channel_id: Id, actor: UIActor) -> Response:
     _admin(actor)
     with unit_of_work(get_settings(request)) as session:
         name = channels.get(channel_id, session=session).name
@@ -326,7 +327,7 @@ def delete(request: Request, channel_id: int, actor: UIActor) -> Response:
 
 
 @router.post(BASE + "/{channel_id:int}/test", include_in_schema=False)
-def send_test(request: Request, channel_id: int, actor: UIActor) -> Response:
+def send_test(request: Request, channel_id: Id, actor: UIActor) -> Response:
     _admin(actor)
     settings = get_settings(request)
     with unit_of_work(settings) as session:
