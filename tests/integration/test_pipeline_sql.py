@@ -186,6 +186,9 @@ def test_per_table_columns_and_write_modes(factory: Any, tmp_path: Path) -> None
     assert sorted(c[0] for c in cols if not c[0].startswith("_dlt")) == ["id", "name"]
     assert duckdb_rows(factory.settings, f"SELECT count(*) FROM {ds}.items") == [(10,)]
     assert duckdb_rows(factory.settings, f"SELECT count(*) FROM {ds}.prices") == [(3,)]
+    # dlt staged the merge in connector_<id>_staging; the page says it holds nothing between
+    # runs, so it must be empty now (dlt keeps the last load's rows there by default).
+    assert duckdb_rows(factory.settings, f"SELECT count(*) FROM {ds}_staging.prices") == [(0,)]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])

@@ -202,7 +202,7 @@ def run_dlt(connector: ResolvedConnector, settings: Settings) -> RunStats:
         )
         started = time.monotonic()
         contract = SCHEMA_CONTRACTS.get(connector.schema_changes)
-        with _environment(target.dlt_env):
+        with _environment({**RUN_ENV, **target.dlt_env}):
             try:
                 _run_pipeline(pipeline, source, target, stats, contract)
             except Exception as exc:
@@ -215,6 +215,13 @@ def run_dlt(connector: ResolvedConnector, settings: Settings) -> RunStats:
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
+
+
+# dlt stages merge loads in a schema `<dataset>_staging` and by default keeps the last
+# load's rows there after the merge: a copy of data nobody asked for, which the connector
+# page explains as empty. Emptied after each load instead (the schema itself stays: the next
+# merge needs it).
+RUN_ENV = {"LOAD__TRUNCATE_STAGING_DATASET": "true"}
 
 
 @contextlib.contextmanager

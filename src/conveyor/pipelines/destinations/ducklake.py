@@ -346,5 +346,6 @@ def query_for(cfg: DucklakeConfig, settings: Settings, table: str) -> str:
 _NOTE = (
     "Read it with DuckDB: INSTALL ducklake, then ATTACH the catalog as shown (PostgreSQL "
     "asks for the password; an S3 data path needs a CREATE SECRET (TYPE S3, ...) first). "
-    "A schema {0}_staging may sit beside {0}: dlt stages rows there before merging them."
+    "A schema {0}_staging may sit beside {0}: dlt stages rows there before merging them; "
+    "it is emptied after each load."
 )

@@ -269,5 +269,5 @@ class PostgresDestination(DestinationType):
 
 _STAGING = (
     "A schema {0}_staging may sit beside it: dlt stages rows there before merging them "
-    "into {0}. It holds no data of its own and is emptied by each merge."
+    "into {0}. It is emptied after each load, so it holds no data between runs."
 )
