@@ -179,3 +179,53 @@ def test_merge_on_a_key_the_source_does_not_hold_unique(factory: Any, pg_databas
     )
     pipeline = load_connector(cid, settings=factory.settings).pipeline_name
     assert cursor_state.last_value(cursor_state.decompress(state[0][0]), pipeline, "ev", "at") == 4
+
+
+def test_postgres_merge_upserts_on_a_unique_key_and_copes_with_repeated_keys(
+    factory: Any, pg_database: Any
+) -> None:
+    """Into PostgreSQL the merge is an upsert on a unique index on the key; a table an
+    append left with repeated keys cannot take one, and the merge still replaces every row
+    of a key it brings."""
+    source, target = pg_database(), pg_database()
+    pg_exec(
+        source,
+        "CREATE TABLE ev (k integer NOT NULL, v text, at integer NOT NULL)",
+        "INSERT INTO ev VALUES (1, 'a', 1), (1, 'b', 2), (2, 'c', 1), (3, 'd', 1)",
+    )
+    src = {"connection_string": source, "tables": ["ev"], "cursor_column": "at"}
+    cid = factory(("sql_database", src), ("postgres", {"connection_string": target}))
+    assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 4
+    factory.update_source(cid, {**src, "primary_key": "k", "write_disposition": "merge"})
+    pg_exec(source, "INSERT INTO ev VALUES (1, 'z', 3), (4, 'e', 3)")
+    assert run_connector(cid, settings=factory.settings)["rows_loaded"] == 2
+    assert fast(last_run(factory.settings, cid).log_summary)
+    table = f"connector_{cid}.ev"
+    assert pg_rows(target, f"SELECT k, v, at FROM {table} ORDER BY k, at") == [
+        (1, "z", 3),
+        (2, "c", 1),
+        (3, "d", 1),
+        (4, "e", 3),
+    ]
+
+    # a merge connector's own table: a unique key index, rows upserted in place
+    other = factory(
+        ("sql_database", {**src, "primary_key": "k", "write_disposition": "merge"}),
+        ("postgres", {"connection_string": target}),
+    )
+    run_connector(other, settings=factory.settings)
+    unique = pg_rows(
+        target,
+        "SELECT count(*) FROM pg_index WHERE indisunique"
+        f" AND indrelid = 'connector_{other}.ev'::regclass",
+    )
+    assert unique == [(1,)]
+    pg_exec(source, "UPDATE ev SET v = 'y', at = 4 WHERE k = 2")
+    # the row read again at the boundary (at = 3, unchanged) is not counted
+    assert run_connector(other, settings=factory.settings)["rows_loaded"] == 1
+    assert pg_rows(target, f"SELECT k, v FROM connector_{other}.ev ORDER BY k") == [
+        (1, "z"),
+        (2, "y"),
+        (3, "d"),
+        (4, "e"),
+    ]

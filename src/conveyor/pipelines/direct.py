@@ -21,12 +21,14 @@ too (``DirectTable.incremental``): the cursor predicate ``cursor >= last value``
 into the source's own query (``DirectTable.select_sql``, so its index on the cursor serves
 it), the rows land in a temporary table without becoming Python objects (DuckDB:
 ``postgres_query`` through the scanner; PostgreSQL: ``COPY`` piped into a ``TEMP`` table),
-and one set-based write follows in the destination's transaction (merge: ``DELETE ... USING``
-the staged keys + ``INSERT``, dlt's delete-insert; append: an ``INSERT``). The new cursor is
-written to dlt's own pipeline state in that same transaction (``cursor_state``), so the
-cursor moves exactly when the rows commit, and dlt's path continues from it (and the fast
-path from dlt's). Rows carrying the last value are read again; those already at the
-destination as they are now are dropped (neither lost nor doubled). A key the source does
+and one set-based write follows in the destination's transaction (merge into DuckDB:
+``DELETE ... USING`` the staged keys + ``INSERT``, dlt's delete-insert; into PostgreSQL:
+``INSERT ... ON CONFLICT DO UPDATE`` on the key's unique index; append: an ``INSERT``).
+The new cursor is written to dlt's own pipeline state in that same transaction
+(``cursor_state``), so the cursor moves exactly when the rows commit, and dlt's path
+continues from it (and the fast path from dlt's). Rows carrying the last value are read
+again; those already at the destination as they are now are neither written again nor
+counted (neither lost nor doubled). A key the source does
 not hold unique is deduplicated: one row per key, the latest cursor wins. Cursor types: integers,
 ``numeric(p,s)``, ``date``, ``timestamp[tz]``; others stay with dlt.
 

@@ -1,8 +1,9 @@
 """The fast path into PostgreSQL (``conveyor.pipelines.direct``): a cursor read or a merge
 of one table, in one destination transaction. Its steps: the destination table made or
-widened, the source's rows piped into a staging table, the staged rows deduplicated by key
-and the boundary rows already loaded dropped, the delete-insert merge (or the append), and
-the new cursor written into dlt's state (``incremental_write``). ``postgres._pg_incremental``
+widened, the source's rows piped into a staging table, the staged rows deduplicated by key,
+one ``INSERT ... ON CONFLICT`` merge on the key's unique index (or, append, the boundary rows
+already loaded dropped and an ``INSERT``), and the new cursor written into dlt's state
+(``incremental_write``). ``postgres._pg_incremental``
 is ``pg_incremental`` here."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def pg_incremental(
 ) -> None:
     """A cursor read or a merge (the fast path, ``conveyor.pipelines.direct``): the source's
     ``COPY (SELECT ... WHERE cursor >= last) TO STDOUT`` (its index serves the predicate) is
-    piped into a temporary table, then one ``DELETE ... USING`` + ``INSERT`` (merge) or
+    piped into a temporary table, then one ``INSERT ... ON CONFLICT DO UPDATE`` (merge) or
     ``INSERT`` (append) writes it, and the new cursor goes into dlt's state in the same
     transaction. A new table is written straight, without the temporary one."""
     from psycopg import sql
@@ -61,6 +62,8 @@ def pg_incremental(
         rows = _write_staged(dst, dataset, table, last)
     elif table.disposition == "merge":
         _ensure_key_index(dst, dataset, table)
+    elif cursor is not None:
+        _ensure_cursor_index(dst, dataset, table)
     newest = None
     if cursor is not None and rows:
         found = dst.execute(
@@ -163,9 +166,12 @@ def _copy_in(
 
 
 def _write_staged(dst: Any, dataset: str, table: DirectTable, last: Any) -> int:
-    """The staged rows written into the destination table (deduplicated by key, boundary
-    rows already loaded dropped; merge: the destination's rows with those keys replaced);
-    the rows inserted."""
+    """The staged rows written into the destination table (deduplicated by key); the rows
+    written. Merge: one ``INSERT ... ON CONFLICT (key) DO UPDATE`` on the key's unique index
+    that skips rows the destination already holds as they are (the boundary rows read again,
+    so neither doubled nor counted), or, without a unique index (a table holding duplicate
+    keys), a ``DELETE ... USING`` + ``INSERT``. Append: the boundary rows already loaded
+    dropped, then an ``INSERT``."""
     from psycopg import sql
 
     staged = sql.Identifier(_STAGE)
@@ -184,10 +190,15 @@ def _write_staged(dst: Any, dataset: str, table: DirectTable, last: Any) -> int:
         source = sql.SQL("(SELECT DISTINCT ON ({}) * FROM {} ORDER BY {}{})").format(
             keys, staged, keys, order
         )
-    if cursor is not None and last is not None:
-        _drop_boundary_rows(dst, dataset, table, last)
+    cols = sql.SQL(", ").join(sql.Identifier(c.dest) for c in table.columns)
+    insert = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} AS s").format(
+        target, cols, cols, source
+    )
     if table.disposition == "merge":
-        _ensure_key_index(dst, dataset, table)
+        if _ensure_key_index(dst, dataset, table):
+            return int(dst.execute(insert + _on_conflict(table)).rowcount)
+        if cursor is not None and last is not None:
+            _drop_boundary_rows(dst, dataset, table, last)
         dst.execute(
             sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
                 target,
@@ -197,11 +208,31 @@ def _write_staged(dst: Any, dataset: str, table: DirectTable, last: Any) -> int:
                 ),
             )
         )
-    cols = sql.SQL(", ").join(sql.Identifier(c.dest) for c in table.columns)
-    return int(
-        dst.execute(
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} AS s").format(target, cols, cols, source)
-        ).rowcount
+    elif cursor is not None and last is not None:
+        _ensure_cursor_index(dst, dataset, table)
+        _drop_boundary_rows(dst, dataset, table, last)
+    return int(dst.execute(insert).rowcount)
+
+
+def _on_conflict(table: DirectTable) -> Any:
+    """``ON CONFLICT (key) DO UPDATE`` of the other columns, only where a value differs: a row
+    the destination holds as it is (a boundary row read again) is neither written nor
+    counted."""
+    from psycopg import sql
+
+    keys = {k.dest for k in table.key}
+    rest = [sql.Identifier(c.dest) for c in table.columns if c.dest not in keys]
+    target = sql.SQL(", ").join(sql.Identifier(k.dest) for k in table.key)
+    if not rest:
+        return sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(target)
+    return sql.SQL(
+        " ON CONFLICT ({}) DO UPDATE SET ({}) = ROW({}) WHERE ({}) IS DISTINCT FROM ({})"
+    ).format(
+        target,
+        sql.SQL(", ").join(rest),
+        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(c) for c in rest),
+        sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in rest),
+        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(c) for c in rest),
     )
 
 
@@ -225,7 +256,6 @@ def _drop_boundary_rows(dst: Any, dataset: str, table: DirectTable, last: Any) -
         else sql.SQL("t.{} = {} AND ").format(sql.Identifier(cursor.dest), at)
     )
     if table.key:
-        _ensure_key_index(dst, dataset, table)
         dst.execute("SET LOCAL enable_hashjoin = off")
         dst.execute("SET LOCAL enable_mergejoin = off")
     dst.execute(
@@ -252,24 +282,56 @@ def _drop_boundary_rows(dst: Any, dataset: str, table: DirectTable, last: Any) -
         dst.execute("SET LOCAL enable_mergejoin = on")
 
 
-def _ensure_key_index(dst: Any, dataset: str, table: DirectTable) -> None:
-    """An index on the merge key at the destination (made once, kept): each merge then finds
-    the rows it replaces without reading the whole table."""
-    from psycopg import sql
+def _ensure_key_index(dst: Any, dataset: str, table: DirectTable) -> bool:
+    """An index on the merge key at the destination (made once, kept), so each merge finds
+    the rows it replaces without reading the whole table; True when it is unique (what
+    ``ON CONFLICT`` needs). A table whose rows already repeat a key (written by an append
+    before) keeps a plain index and the delete-insert."""
+    from psycopg import errors, sql
 
     keys = [k.dest for k in table.key]
-    qualified = sql.Identifier(dataset, table.dest).as_string(dst)
-    found = dst.execute(
-        "SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND"
-        " (SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(i.indkey::int2[])"
-        " WITH ORDINALITY AS k(attnum, n) JOIN pg_attribute a ON a.attrelid = i.indrelid"
-        " AND a.attnum = k.attnum WHERE k.n <= %s) = %s::text[]",
-        (qualified, len(keys), keys),
-    ).fetchone()
-    if not found:
+    indexes = _indexes(dst, dataset, table.dest)
+    if any(unique and set(cols) == set(keys) for cols, unique in indexes):
+        return True
+    if any(cols[: len(keys)] == keys for cols, _ in indexes):
+        return False  # a plain key index: the table held duplicates when it was made
+    columns = sql.SQL(", ").join(sql.Identifier(k) for k in keys)
+    target = sql.Identifier(dataset, table.dest)
+    try:
+        with dst.transaction():  # a savepoint: a failed build leaves the load going
+            dst.execute(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(target, columns))
+        return True
+    except errors.UniqueViolation:
+        dst.execute(sql.SQL("CREATE INDEX ON {} ({})").format(target, columns))
+        return False
+
+
+def _ensure_cursor_index(dst: Any, dataset: str, table: DirectTable) -> None:
+    """An index on the cursor at the destination (append): the boundary rows already loaded
+    are found without reading the whole table."""
+    from psycopg import sql
+
+    assert table.cursor is not None
+    name = table.cursor.dest
+    if not any(cols[:1] == [name] for cols, _ in _indexes(dst, dataset, table.dest)):
         dst.execute(
             sql.SQL("CREATE INDEX ON {} ({})").format(
-                sql.Identifier(dataset, table.dest),
-                sql.SQL(", ").join(sql.Identifier(k) for k in keys),
+                sql.Identifier(dataset, table.dest), sql.Identifier(name)
             )
         )
+
+
+def _indexes(dst: Any, dataset: str, name: str) -> list[tuple[list[str], bool]]:
+    """The table's plain-column, non-partial indexes: (columns in order, unique)."""
+    from psycopg import sql
+
+    qualified = sql.Identifier(dataset, name).as_string(dst)
+    found = dst.execute(
+        "SELECT i.indisunique, (SELECT array_agg(a.attname::text ORDER BY k.n)"
+        " FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)"
+        " FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indpred IS NULL"
+        " AND i.indexprs IS NULL",
+        (qualified,),
+    ).fetchall()
+    return [(list(cols or []), bool(unique)) for unique, cols in found]
