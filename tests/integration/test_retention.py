@@ -198,3 +198,32 @@ def test_reconcile_once_deletes_one_batch(s: Settings, tmp_path: Path) -> None:
     report = asyncio.run(run_once(s))  # what `conveyor reconcile --once` does
     assert report.error is None and report.old_runs_deleted == 2  # one batch
     assert kept(s, cid) == {old[2]}
+
+
+def test_old_notification_events_go_once_nothing_is_pending(s: Settings) -> None:
+    from conveyor.db.models import NotificationChannel, NotificationDelivery, NotificationEvent
+
+    def event(key: str, at: datetime, status: str) -> None:
+        with session_scope(s.effective_database_url) as session:
+            row = NotificationEvent(key=key, event="run.failed", occurred_at=at, payload={})
+            session.add(row)
+            session.flush()
+            session.add(NotificationDelivery(event_id=row.id, channel_id=channel, status=status))
+
+    with session_scope(s.effective_database_url) as session:
+        hook = NotificationChannel(name="hook", type="webhook", config={}, events=["run.failed"])
+        session.add(hook)
+        session.flush()
+        channel = int(hook.id)
+    event("old-delivered", OLD_A, "delivered")
+    event("old-expired", OLD_A, "expired")
+    event("old-pending", OLD_A, "pending")  # still being sent: kept
+    event("recent", NOW - timedelta(days=1), "delivered")
+
+    assert one_pass(s).events_deleted == 2
+    assert one_pass(s).events_deleted == 0
+    with session_scope(s.effective_database_url) as session:
+        left = set(session.scalars(select(NotificationEvent.key)))
+        deliveries = session.scalar(select(func.count()).select_from(NotificationDelivery))
+    assert left == {"old-pending", "recent"}
+    assert deliveries == 2

@@ -1,6 +1,7 @@
 """Retention: run records (and their logs) finished more than ``CONVEYOR_RUN_RETENTION_DAYS``
 ago are deleted from Conveyor, and their flow runs from Prefect, a batch at a time; each
-day's summary (``services/daily_stats.py``) is stored first and kept.
+day's summary (``services/daily_stats.py``) is stored first and kept. Notification events
+that old go too once none of their deliveries is still pending (with their delivery rows).
 
 ``one_pass`` deletes at most one batch (``CONVEYOR_RUN_RETENTION_BATCH``), oldest first,
 and can be called once in a test; ``run_forever`` repeats it, at once while whole batches
@@ -21,7 +22,12 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import delete, select
 
 from conveyor.db.base import utcnow
-from conveyor.db.models import ConnectorRun, RunLogChunk
+from conveyor.db.models import (
+    ConnectorRun,
+    NotificationDelivery,
+    NotificationEvent,
+    RunLogChunk,
+)
 from conveyor.db.session import session_scope
 from conveyor.domain.vocabulary import OPEN_RUN_STATUSES
 from conveyor.errors import ExternalError
@@ -39,6 +45,7 @@ class PassResult:
     deleted: int = 0  # run records deleted
     flow_runs_deleted: int = 0  # flow runs deleted in Prefect (gone already: not counted)
     days_summarised: int = 0
+    events_deleted: int = 0  # notification events (and their deliveries) deleted
     kept: list[int] = field(default_factory=list)  # due, kept: Prefect refused their flow run
 
 
@@ -51,7 +58,9 @@ async def one_pass(
 ) -> PassResult:
     """Delete one batch of runs finished before the retention cutoff (oldest first)."""
     result = PassResult()
-    due = await asyncio.to_thread(_summarise_batch, settings, cutoff(settings, now), result)
+    before = cutoff(settings, now)
+    result.events_deleted = await asyncio.to_thread(_delete_old_events, settings, before)
+    due = await asyncio.to_thread(_summarise_batch, settings, before, result)
     if not due:
         return result
     removable: list[int] = []
@@ -108,6 +117,29 @@ def _delete_records(settings: Settings, run_ids: list[int]) -> int:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
+def _delete_old_events(settings: Settings, before: datetime) -> int:
+    """One batch of notification events older than the cutoff with no delivery still
+    pending, deleted with their deliveries; how many."""
+    pending = select(NotificationDelivery.id).where(
+        NotificationDelivery.event_id == NotificationEvent.id,
+        NotificationDelivery.status == "pending",
+    )
+    with session_scope(settings.effective_database_url) as session:
+        ids = list(
+            session.scalars(
+                select(NotificationEvent.id)
+                .where(NotificationEvent.occurred_at < before, ~pending.exists())
+                .order_by(NotificationEvent.id)
+                .limit(settings.run_retention_batch)
+            )
+        )
+        if not ids:
+            return 0
+        session.execute(delete(NotificationDelivery).where(NotificationDelivery.event_id.in_(ids)))
+        session.execute(delete(NotificationEvent).where(NotificationEvent.id.in_(ids)))
+        return len(ids)
+
+
 async def run_forever(
     settings: Settings, *, stop: asyncio.Event, delete_flow_run: DeleteFlowRun
 ) -> None:
@@ -124,7 +156,10 @@ async def run_forever(
                     settings.run_retention_days,
                     result.flow_runs_deleted,
                 )
-            if result.deleted >= settings.run_retention_batch and not result.kept:
+            if result.events_deleted:
+                log.info("retention deleted %d notification event(s)", result.events_deleted)
+            busy = max(result.deleted, result.events_deleted) >= settings.run_retention_batch
+            if busy and not result.kept:
                 wait = 1.0  # more are due: the next batch soon, without hogging the database
         except Exception:  # the database is unreachable, or a bug: try again later
             log.exception("retention pass failed")
