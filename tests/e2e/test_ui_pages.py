@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from conveyor.db.models import Connector
 from conveyor.db.session import session_scope
 from tests.e2e.conftest import PHONE, Platform, login, screenshot
+from tests.e2e.test_ui_a11y import add_axe, axe_violations
 from tests.fixtures.ui import Seed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -110,7 +111,14 @@ def test_invalid_cron_is_explained_inline_and_nothing_saved(
     login(page, web_only.base_url, "alice")
     page.goto(web_only.base_url + "/connectors/new")
     # A new connector starts in the browser's time zone (static/timezone.js).
-    expect(page.get_by_label("Time zone")).to_have_value("Asia/Tokyo")
+    zone = page.get_by_label("Time zone")
+    expect(zone).to_have_value("Asia/Tokyo")
+    expect(page.locator("#schedule-preview")).to_contain_text("Next 5 runs in Asia/Tokyo")
+    # A city typed alone is not an IANA name: the preview names the zone meant.
+    zone.fill("Paris")
+    expect(page.locator("#schedule-preview #err-timezone")).to_contain_text("'Europe/Paris'")
+    zone.fill("Asia/Tokyo")
+    expect(page.locator("#schedule-preview")).to_contain_text("Next 5 runs in Asia/Tokyo")
     page.get_by_label("Connector name").fill("orders-custom")
     page.get_by_label("Tables", exact=True).fill("orders")
     page.get_by_label("Custom cron expression").check()
@@ -297,6 +305,7 @@ def test_per_table_choices(web_only: Platform, new_page: Any) -> None:
     seed.endpoint("source", name="Shop", config={"connection_string": f"sqlite:///{path}"})
     seed.endpoint("destination", name="Warehouse")
     page = new_page()
+    add_axe(page)
     login(page, web_only.base_url, "alice")
     page.goto(web_only.base_url + "/connectors/new")
     page.get_by_label("Connector name").fill("picked-tables")
@@ -310,9 +319,11 @@ def test_per_table_choices(web_only: Platform, new_page: Any) -> None:
     expect(settings.get_by_label("Primary key")).to_have_value("id")
     settings.get_by_role("checkbox", name="note").uncheck()
     settings.get_by_label("Write mode").select_option("append")
+    assert axe_violations(page) == []  # the discovered tables and one table's settings open
     page.get_by_role("button", name="Create connector").click()
     page.wait_for_url(re.compile(r"/connectors/\d+$"))
-    assert _connectors(web_only)[-1].source_config_override["tables"] == [
+    made = _connectors(web_only)[-1]
+    assert made.source_config_override["tables"] == [
         {
             "name": "orders",
             "columns": ["id", "total"],
@@ -320,3 +331,11 @@ def test_per_table_choices(web_only: Platform, new_page: Any) -> None:
             "write_disposition": "append",
         }
     ]
+    # Edited again, the chosen table is shown as chosen, with its own settings.
+    page.goto(f"{web_only.base_url}/connectors/{made.id}/edit")
+    orders = page.locator("tbody.table-pick", has=page.get_by_role("rowheader", name="orders"))
+    expect(orders.get_by_role("checkbox", name="orders")).to_be_checked()
+    settings = orders.locator("tr.table-settings")
+    expect(settings).to_be_visible()
+    expect(settings.get_by_label("Columns to copy")).to_have_value("id, total")
+    expect(settings.get_by_label("Write mode")).to_have_value("append")

@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 from conveyor.db.models import Source
 from conveyor.db.session import session_scope
 from tests.e2e.conftest import Platform, login
+from tests.e2e.test_ui_a11y import add_axe, axe_violations
 from tests.fixtures.scratch_pg import PASSWORD, ScratchPostgres, scratch_pg  # noqa: F401
 from tests.fixtures.ui import Seed
 
@@ -40,6 +41,7 @@ def test_a_wrong_password_on_a_used_source_asks_before_saving(
             return str(seed.box.decrypt(session.get(Source, src).config["password"]))
 
     page = new_page()
+    add_axe(page)
     login(page, web_only.base_url, "alice")
     page.goto(f"{web_only.base_url}/sources/{src}")
     page.get_by_label("Password").fill("wrong-pw-271")
@@ -50,6 +52,7 @@ def test_a_wrong_password_on_a_used_source_asks_before_saving(
     expect(warning.get_by_role("link", name="orders-sync")).to_be_visible()
     assert "wrong-pw-271" not in page.content()  # the typed secret is never echoed
     assert stored() == PASSWORD
+    assert axe_violations(page) == []  # the warning with its Save anyway
     warning.get_by_role("button", name="Save anyway").click()
     expect(page.locator(".flash")).not_to_contain_text("nothing was saved")
     assert stored() == "wrong-pw-271"

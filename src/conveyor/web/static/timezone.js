@@ -28,9 +28,14 @@
     input.dispatchEvent(new Event("change", { bubbles: true }));
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", apply);
-  } else {
+  // The change event must reach htmx's listener on the schedule fieldset, which htmx adds
+  // when it processes the page at DOMContentLoaded. A deferred script runs before that
+  // (readyState "interactive"), so wait for it; the timeout lets htmx's own handler go first.
+  if (document.readyState === "complete") {
     apply();
+  } else {
+    document.addEventListener("DOMContentLoaded", function () {
+      setTimeout(apply, 0);
+    });
   }
 })();
