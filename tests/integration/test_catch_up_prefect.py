@@ -6,7 +6,9 @@ schedules those three times of each deployment (its own scheduling, in the backf
 its API documents: the flow runs are auto-scheduled runs, as its scheduler service makes
 them) while no worker runs; then a process worker starts and finds every one Late, as
 after an outage. No test waits for the clock: the expectations follow from the flow runs
-Prefect created, and the cron's next time is an hour away, so no other run comes due.
+Prefect created, and the cron's next time is an hour away, so no other run comes due. A
+fourth connector (``latest``) has only the oldest missed time made, as after an outage of the
+whole platform longer than Prefect's scheduling horizon: that one flow run runs.
 """
 
 from __future__ import annotations
@@ -98,14 +100,16 @@ def test_missed_times_follow_each_policy(s: Settings, process_worker: Any, tmp_p
     cron = ",".join(str(t.minute) for t in times) + " * * * *"
     factory = ConnectorFactory(s)
     policy_of: dict[int, str] = {}
-    for policy in ("skip", "latest", "all"):
+    # "long": latest after the whole platform was down past Prefect's scheduling horizon,
+    # so Prefect made only the oldest missed time's flow run (it never schedules the past).
+    for policy in ("skip", "latest", "all", "long"):
         cid = factory(
             ("filesystem", {"path": str(src), "file_pattern": "*.csv", "table_name": "t"}),
             ("duckdb", {"path": str(tmp_path / f"{policy}.duckdb"), "dataset_name": "out"}),
             schedule=cron,
         )
         with session_scope(s.effective_database_url) as session:
-            session.get(Connector, cid).catch_up = policy  # type: ignore[union-attr]
+            session.get(Connector, cid).catch_up = "latest" if policy == "long" else policy  # type: ignore[union-attr]
         policy_of[cid] = policy
     reconcile(s)
 
@@ -115,12 +119,13 @@ def test_missed_times_follow_each_policy(s: Settings, process_worker: Any, tmp_p
             s,
             deployment_id(s, cid),
             times[0] - timedelta(seconds=1),
-            times[-1] + timedelta(seconds=1),
+            (times[0] if policy == "long" else times[-1]) + timedelta(seconds=1),
         )
-        for cid in policy_of
+        for cid, policy in policy_of.items()
     }
     for cid, flow_runs in made.items():
-        assert [r.expected_start_time for r in flow_runs] == times, policy_of[cid]
+        wanted = times[:1] if policy_of[cid] == "long" else times
+        assert [r.expected_start_time for r in flow_runs] == wanted, policy_of[cid]
 
     worker = process_worker(s.default_work_pool, worker_env(s), limit=4)
     all_ids = [str(r.id) for runs in made.values() for r in runs]
@@ -148,6 +153,7 @@ def test_missed_times_follow_each_policy(s: Settings, process_worker: Any, tmp_p
             "skip": ["skipped", "skipped", "skipped"],
             "latest": ["skipped", "skipped", "succeeded"],
             "all": ["succeeded", "succeeded", "succeeded"],
+            "long": ["succeeded"],  # the newest flow run there is, though later times passed
         }[policy]
         assert status == expected, (policy, [by_flow_run[str(f.id)].error for f in flow_runs])
         for fr in flow_runs:

@@ -27,7 +27,7 @@ from conveyor.services import catchup, connectors, retries, run_commit, runs
 from conveyor.services.cancel import close_cancelled
 from conveyor.services.run_logs import LogCapture, flush_current
 from conveyor.settings import Settings
-from conveyor.sync.flow_runs import create_flow_run
+from conveyor.sync.flow_runs import create_flow_run, newer_scheduled_runs
 
 log = logging.getLogger("conveyor.pipelines.flow")
 T = TypeVar("T")
@@ -281,6 +281,16 @@ def _on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
         log.warning("could not close run of flow run %s: %s", flow_run.id, exc)
 
 
+def _newer_runs(flow_run: Any, settings: Settings) -> catchup.NewerRuns | None:
+    """Catch-up's question to Prefect: its newer due flow runs of this deployment."""
+    api_url, deployment = settings.prefect_api_url, flow_run.deployment_id
+    if not api_url or deployment is None:
+        return None
+    return lambda after, until: newer_scheduled_runs(
+        api_url, str(deployment), str(flow_run.id), after, until
+    )
+
+
 @flow(
     name=FLOW_NAME,
     on_crashed=[_on_crashed],
@@ -296,7 +306,9 @@ def run_connector_pipeline(connector_id: int) -> dict[str, Any]:
     flow_run = ctx.flow_run
     lost_worker.survive()  # a dead worker's closed pipe must not abort the load
     settings = Settings()
-    skipped = catchup.gate(connector_id, flow_run, settings=settings)  # missed times
+    skipped = catchup.gate(  # missed times
+        connector_id, flow_run, settings=settings, newer_runs=_newer_runs(flow_run, settings)
+    )
     if skipped is not None:
         return skipped
     run_id = open_run_task(connector_id, str(flow_run.id), list(flow_run.tags or []))

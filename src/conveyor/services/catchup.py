@@ -4,9 +4,9 @@ Prefect's scheduler creates a deployment's flow runs ahead of time; when the wor
 whole platform) was down across some of them, the worker starts every Late one as soon as
 it is back. The connector's ``catch_up`` policy decides here, in the flow, before anything
 moves: ``skip`` runs none of the missed times, ``latest`` (the default) runs only the
-newest, ``all`` runs each in order, at most ``CATCH_UP_MAX``. A flow run that does not run
-leaves a ``skipped`` record saying why and ends Completed in Prefect (it did what the
-policy asked).
+newest Prefect has, ``all`` runs each in order, at most ``CATCH_UP_MAX``. A flow run that
+does not run leaves a ``skipped`` record saying why and ends Completed in Prefect (it did
+what the policy asked).
 
 Only first attempts of auto-scheduled flow runs are judged: "Run now", "Retry now" and a
 flow-run retry of an attempt (whose expected start time stays the original) always run.
@@ -15,6 +15,7 @@ flow-run retry of an attempt (whose expected start time stays the original) alwa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,6 +94,17 @@ def later_due(expr: str | None, timezone: str, scheduled_for: datetime, now: dat
     return sum(1 for t in later if t <= now)
 
 
+def _newer_in_prefect(
+    newer_runs: NewerRuns, scheduled_for: datetime, now: datetime, *, fallback: int
+) -> int:
+    """The newer due flow runs Prefect has; the cron's count when Prefect cannot say."""
+    try:
+        return newer_runs(scheduled_for, now)
+    except Exception as exc:
+        log.warning("catch-up: could not read the newer flow runs from Prefect: %s", exc)
+        return fallback
+
+
 def is_judged(flow_run: Any) -> bool:
     """Whether a flow run is an auto-scheduled first attempt (the only kind catch-up judges)."""
     tags = list(getattr(flow_run, "tags", None) or [])
@@ -105,10 +117,26 @@ def is_judged(flow_run: Any) -> bool:
     return getattr(flow_run, "expected_start_time", None) is not None
 
 
-def gate(connector_id: int, flow_run: Any, *, settings: Settings) -> dict[str, Any] | None:
+# How many newer auto-scheduled flow runs of the same deployment Prefect has that were due
+# in (after, until] (``sync.flow_runs.newer_scheduled_runs`` with the flow run bound).
+NewerRuns = Callable[[datetime, datetime], int]
+
+
+def gate(
+    connector_id: int,
+    flow_run: Any,
+    *,
+    settings: Settings,
+    newer_runs: NewerRuns | None = None,
+) -> dict[str, Any] | None:
     """Called by the flow first. For an auto-scheduled flow run: record it with its scheduled
     time (``open_run`` then finds that record); if the policy skips it, close the record as
-    ``skipped`` and return the flow's result. None: go ahead."""
+    ``skipped`` and return the flow's result. None: go ahead.
+
+    ``latest`` skips a missed time only when Prefect holds a newer due flow run to stand for
+    it (``newer_runs``): after an outage of the whole platform longer than Prefect's
+    scheduling horizon, the later cron times have no flow run, and the newest one Prefect
+    made before the outage is the one that runs."""
     if not is_judged(flow_run):
         return None
     flow_run_id = str(flow_run.id)
@@ -122,11 +150,15 @@ def gate(connector_id: int, flow_run: Any, *, settings: Settings) -> dict[str, A
         if connector is None:
             return None  # open_run reports it
         scheduled_for = flow_run.expected_start_time
+        policy = connector.catch_up or "latest"
+        later = later_due(connector.schedule, connector.timezone, scheduled_for, now)
+        if policy == "latest" and later and newer_runs is not None:
+            later = _newer_in_prefect(newer_runs, scheduled_for, now, fallback=later)
         verdict = decide(
-            policy=connector.catch_up or "latest",
+            policy=policy,
             scheduled_for=scheduled_for,
             started=now,
-            later_due=later_due(connector.schedule, connector.timezone, scheduled_for, now),
+            later_due=later,
             grace=settings.catch_up_grace,
             timezone=connector.timezone,
         )

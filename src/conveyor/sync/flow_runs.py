@@ -97,3 +97,50 @@ def cancel_flow_run(api_url: str, flow_run_id: str, *, message: str) -> str:
         new: State[Any] = Cancelling(message=message) if started else Cancelled(message=message)
         result = client.set_flow_run_state(UUID(flow_run_id), new, force=not started)
     return result.state.type.value if result.state is not None else new.type.value
+
+
+def newer_scheduled_runs(
+    api_url: str, deployment_id: str, flow_run_id: str, after: datetime, until: datetime
+) -> int:
+    """How many auto-scheduled flow runs of the deployment, other than ``flow_run_id``, were
+    due after ``after`` and by ``until`` and not cancelled (catch-up's ``latest``: a newer one
+    stands for an older one only when Prefect has it; after an outage longer than Prefect's
+    scheduling horizon the missed times past it have no flow run)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
+        prefect_errors(f"read the flow runs of deployment {deployment_id}"),
+        SyncPrefectClient(
+            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
+        ) as client,
+    ):
+        found = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)])),
+            flow_run_filter=FlowRunFilter(
+                # Prefect's DateTime is a datetime subclass; pydantic takes a plain one.
+                expected_start_time=FlowRunFilterExpectedStartTime(
+                    after_=after,  # type: ignore[arg-type]
+                    before_=until,  # type: ignore[arg-type]
+                )
+            ),
+        )
+    gone = ("CANCELLED", "CANCELLING")
+    return sum(
+        1
+        for r in found
+        if r.auto_scheduled
+        and str(r.id) != flow_run_id
+        and r.expected_start_time is not None
+        and r.expected_start_time > after
+        and not (r.state is not None and r.state.type.value in gone)
+    )
