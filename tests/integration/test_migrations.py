@@ -53,3 +53,33 @@ def test_cli_db_upgrade(empty_database_url: str, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert "is at revision" in result.stdout
     assert current_revision(empty_database_url) is not None
+
+
+def test_every_id_table_never_reuses_an_id(empty_database_url: str) -> None:
+    """Invariant 8: an id that keys external state is never given again. SQLite reuses the id
+    of a deleted newest row unless the table is AUTOINCREMENT (a batch rebuild in a later
+    migration drops it silently); PostgreSQL's sequences and identities never go back."""
+    from sqlalchemy import text
+
+    upgrade(empty_database_url)
+    engine = get_engine(empty_database_url)
+    insp = inspect(engine)
+    with_id = [
+        t
+        for t in insp.get_table_names()
+        if insp.get_pk_constraint(t)["constrained_columns"] == ["id"]
+    ]
+    assert set(with_id) >= {"connectors", "connector_runs", "sources", "destinations", "audit_log"}
+    with engine.connect() as conn:
+        for table in with_id:
+            if engine.dialect.name == "sqlite":
+                sql = conn.execute(
+                    text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"),
+                    {"t": table},
+                ).scalar_one()
+                assert "AUTOINCREMENT" in sql.upper(), f"{table} may reuse a deleted row's id"
+            else:
+                seq = conn.execute(
+                    text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
+                ).scalar_one()
+                assert seq is not None, f"{table}.id draws from no sequence"
