@@ -89,12 +89,35 @@ def test_audit_log_with_filters(seed: Seed, ui: UIClient) -> None:
     actions = [c.text for c in doc.find_all("code")]
     assert actions[:2] == ["token.create", "connector.pause"]
     doc = ui.page("/admin/audit?entity_type=connector&action=connector.pause")
-    rows = (
-        doc.find("tbody").find_all("tr", recursive=False)
-        if False
-        else doc.find("table").find("tbody").find_all("tr")
-    )
-    first = rows[0]
+    first = doc.find("table").find("tbody").find_all("tr")[0]
     assert "connector.pause" in first.text and "is_active" in first.text
     assert "s3cret-pw" not in ui.get("/admin/audit").text  # masked everywhere
     assert ui.page("/admin/audit?user=nobody").find("table") is None
+
+
+def test_audit_filter_offers_notification_channels_and_runs(
+    seed: Seed, ui: UIClient, settings: Settings
+) -> None:
+    from conveyor.domain.notifications import ChannelCreate
+    from conveyor.secrets import SecretBox
+    from conveyor.services import channels
+    from conveyor.services.authz import SYSTEM
+
+    with session_scope(settings.effective_database_url) as s:
+        channels.create(
+            ChannelCreate(
+                name="ops-hook",
+                type="webhook",
+                config={"url": "http://127.0.0.1:9/h", "secret": "s" * 24},
+            ),
+            session=s,
+            actor=SYSTEM,
+            box=SecretBox(settings.secret_keys()),
+            settings=settings,
+        )
+    doc = ui.page("/admin/audit")
+    offered = [o.attrs.get("value") for o in doc.find("select", id="a-type").find_all("option")]
+    assert {"notification_channel", "run"} <= set(offered)
+    doc = ui.page("/admin/audit?entity_type=notification_channel")
+    on = [td.text for td in doc.find_all("td", data_label="On")]
+    assert len(on) == 1 and "ops-hook" in on[0] and "notification channel" in on[0]

@@ -19,7 +19,15 @@ from conveyor.web.ui.base import UIActor, UIRoute, flash, get_settings, redirect
 
 router = APIRouter(route_class=UIRoute)
 AUDIT_PAGE = 50
-ENTITY_TYPES = ("connector", "source", "destination", "user", "api_token")
+ENTITY_TYPES = (
+    "connector",
+    "source",
+    "destination",
+    "run",
+    "notification_channel",
+    "user",
+    "api_token",
+)
 
 
 def _users_page(
