@@ -179,6 +179,10 @@ def _lifecycle(
     expect(page.locator("#run-tables td.num")).to_have_text("3")
     # The first load created the table: its columns, as a table people can read.
     expect(page.locator("#run-schema-changes")).to_contain_text("orders")
+    # The run's page says where its rows landed too, with the same query to copy.
+    expect(page.locator("#landing-query")).to_have_value(
+        re.compile(rf"SELECT \* FROM connector_{c.id}\.orders")
+    )
     # Its full log is Conveyor's own (test_ui_runs photographs a failed run's page).
     expect(page.locator("#run-log")).to_contain_text("Loaded 3 rows into 1 table(s)")
     expect(page.get_by_role("link", name="Download full log")).to_be_visible()
