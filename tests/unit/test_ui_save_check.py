@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.db.models import Source
+from conveyor.db.models import Destination, Source
 from conveyor.db.session import session_scope
 from conveyor.settings import Settings
 from tests.fixtures.scratch_pg import PASSWORD, ScratchPostgres, scratch_pg  # noqa: F401
@@ -119,3 +119,19 @@ def test_api_patch_with_check_refuses_a_failing_config(
     )
     assert admin.patch(url, json=wrong).status_code == 200  # without ?check: saved as before
     assert admin.post(f"{url}/check").json()["ok"] is False
+
+
+def test_a_destination_that_fails_its_check_asks_too(seed: Seed, settings: Settings) -> None:
+    """The same for a destination: a DuckDB path that cannot be opened (a folder)."""
+    good = str(settings.data_dir / "warehouse.duckdb")
+    dst = seed.endpoint("destination", name="Warehouse", config={"path": good})
+    seed.connector(name="orders-sync", destination_id=dst)
+    folder = settings.data_dir / "not-a-file.duckdb"
+    folder.mkdir(parents=True)
+    ui = UIClient(settings).login("alice")
+    resp = ui.post(f"/destinations/{dst}", {"name": "Warehouse", "cfg.path": str(folder)})
+    assert resp.status_code == 409, resp.text
+    box = parse_html(resp.text).find("section", class_="flash error save-check")
+    assert box is not None and "nothing was saved" in box.text
+    with session_scope(settings.effective_database_url) as session:
+        assert session.get(Destination, dst).config["path"] == good
