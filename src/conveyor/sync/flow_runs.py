@@ -5,10 +5,15 @@ auth string the gateway uses too. Every Prefect failure leaves as an ``ExternalE
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.sync.prefect_errors import prefect_errors
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 
 def api_auth_string() -> str | None:
@@ -20,6 +25,23 @@ def api_auth_string() -> str | None:
     if value is None:
         return None
     return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+
+
+@contextmanager
+def _client(api_url: str, doing: str) -> Iterator[SyncPrefectClient]:
+    """A short-lived client (two retries, 15 s timeout); its failures as ``ExternalError``
+    saying what was being done."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
+        prefect_errors(doing),
+        SyncPrefectClient(
+            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
+        ) as client,
+    ):
+        yield client
 
 
 def create_flow_run(
@@ -39,21 +61,13 @@ def create_flow_run(
     """
     from uuid import UUID, uuid4
 
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
     from prefect.states import Scheduled
 
     state: Any = Scheduled(scheduled_time=scheduled_at) if scheduled_at is not None else None
 
     from conveyor.sync.run_tags import drop_inherited_schedule_tag
 
-    with (
-        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
-        prefect_errors(f"start a run of deployment {deployment_id}"),
-        SyncPrefectClient(
-            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
-        ) as client,
-    ):
+    with _client(api_url, f"start a run of deployment {deployment_id}") as client:
         run = client.create_flow_run_from_deployment(
             UUID(deployment_id),
             tags=tags,
@@ -74,19 +88,11 @@ def cancel_flow_run(api_url: str, flow_run_id: str, *, message: str) -> str:
     """
     from uuid import UUID
 
-    from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.objects import State
     from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
     from prefect.states import Cancelled, Cancelling
 
-    with (
-        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
-        prefect_errors(f"cancel flow run {flow_run_id}"),
-        SyncPrefectClient(
-            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
-        ) as client,
-    ):
+    with _client(api_url, f"cancel flow run {flow_run_id}") as client:
         try:
             state = client.read_flow_run(UUID(flow_run_id)).state
         except ObjectNotFound:
@@ -108,22 +114,14 @@ def newer_scheduled_runs(
     scheduling horizon the missed times past it have no flow run)."""
     from uuid import UUID
 
-    from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,
         FlowRunFilter,
         FlowRunFilterExpectedStartTime,
     )
-    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-    with (
-        temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2}),
-        prefect_errors(f"read the flow runs of deployment {deployment_id}"),
-        SyncPrefectClient(
-            api=api_url, auth_string=api_auth_string(), httpx_settings={"timeout": 15.0}
-        ) as client,
-    ):
+    with _client(api_url, f"read the flow runs of deployment {deployment_id}") as client:
         found = client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)])),
             flow_run_filter=FlowRunFilter(
