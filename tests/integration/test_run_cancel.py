@@ -91,6 +91,12 @@ def test_cancel_a_long_run_ends_it_everywhere(
     wait_for(lambda: record(s, run_id).status == "running", 120, "the run to start")
     flow_run_id = record(s, run_id).prefect_flow_run_id
     assert flow_run_id and flow_run_processes(flow_run_id), worker.tail()
+    # `conveyor worker` starts the engine itself. Prefect's own default first runs a
+    # workspace supervisor (a Python process importing Prefect, preparing a workspace, then
+    # exec'ing the engine: a second of CPU and of Run now per run), which marks the engine's
+    # environment; cli/worker.py skips it.
+    engine_env = [p.environ() for p in flow_run_processes(flow_run_id)]
+    assert all("PREFECT__FLOW_ENTRYPOINT" not in e for e in engine_env), engine_env
     name = db.rsplit("/", 1)[1]
     reading = (
         "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "

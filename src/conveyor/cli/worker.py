@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from typing import Any
 
 import psutil
 import typer
@@ -50,6 +51,28 @@ async def _ensure_pool(api_url: str, pool: str, concurrency: int | None) -> None
         api_url, pool_type="process", pool_concurrency=concurrency, owned_pool=pool
     ) as gateway:
         await gateway.ensure_work_pool(pool)
+
+
+def _engine_command_by_default() -> None:
+    """Flow runs start as ``<this interpreter> -m prefect.engine`` unless their job sets a
+    command. Prefect's process worker, given no command, starts a workspace supervisor
+    process (a second Python importing Prefect) that prepares a workspace Conveyor's
+    deployments do not use (no pull steps, no dependency installs) and then starts the same
+    engine command: about a second of CPU and of Run now's latency per run
+    (bench/run_latency.py). With the command set, the worker starts the engine itself and
+    runs crash and cancellation hooks by loading the flow, as Prefect's workers always did."""
+    from prefect.utilities.processutils import command_to_string
+    from prefect.workers.process import ProcessJobConfiguration
+
+    engine = command_to_string([sys.executable, "-m", "prefect.engine"])
+    prepare = ProcessJobConfiguration.prepare_for_flow_run
+
+    def prepare_with_engine(self: ProcessJobConfiguration, *args: Any, **kwargs: Any) -> None:
+        if self.command is None:
+            self.command = engine
+        prepare(self, *args, **kwargs)
+
+    ProcessJobConfiguration.prepare_for_flow_run = prepare_with_engine  # type: ignore[method-assign]
 
 
 def worker(
@@ -108,5 +131,6 @@ def worker(
         argv += ["--name", name]
     from prefect.cli import app as prefect_cli
 
+    _engine_command_by_default()
     sys.argv = argv
     prefect_cli()
