@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -23,16 +24,19 @@ from conveyor.pipelines import cursor_state
 def test_dlt_reads_the_cursor_the_fast_path_wrote(value: object) -> None:
     from dlt.common.versioned_state import compress_state, decompress_state
 
-    written = cursor_state.advanced(
-        None,
-        pipeline="p",
-        dataset="d",
-        destination="duckdb",
-        resource="t",
-        cursor="c",
-        value=value,
-        initial_value=None,
-    )
+    def advance(state: Any) -> Any:
+        return cursor_state.advanced(
+            state,
+            pipeline="p",
+            dataset="d",
+            destination="duckdb",
+            resource="t",
+            cursor="c",
+            value=value,
+            initial_value=None,
+        )
+
+    written = advance(None)
     state = decompress_state(cursor_state.compress(written))  # dlt's reader
     entry = state["sources"]["p"]["resources"]["t"]["incremental"]["c"]
     assert entry["last_value"] == value and type(entry["last_value"]) is type(value)
@@ -41,16 +45,7 @@ def test_dlt_reads_the_cursor_the_fast_path_wrote(value: object) -> None:
     state["sources"]["p"]["resources"]["other"] = {"x": Decimal("1.5")}
     back = cursor_state.decompress(compress_state(state))
     assert cursor_state.last_value(back, "p", "t", "c") == value
-    again = cursor_state.advanced(
-        back,
-        pipeline="p",
-        dataset="d",
-        destination="duckdb",
-        resource="t",
-        cursor="c",
-        value=value,
-        initial_value=None,
-    )
+    again = advance(back)
     assert again["_state_version"] == written["_state_version"] + 1
     assert decompress_state(cursor_state.compress(again))["sources"]["p"]["resources"]["other"] == {
         "x": Decimal("1.5")

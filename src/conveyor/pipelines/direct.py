@@ -350,17 +350,10 @@ def _describe_incremental(
 
 def _unique(conn: Any, schema: str, table: str, columns: list[str]) -> bool:
     """True when a unique index (or primary key) of the source covers exactly ``columns``."""
-    from psycopg import sql
+    from conveyor.pipelines.destinations.pg_copy import pg_indexes
 
-    qualified = sql.Identifier(schema, table).as_string(conn)
-    rows = conn.execute(
-        "SELECT array_agg(a.attname::text) FROM pg_index i"
-        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-        " WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL"
-        " AND i.indexprs IS NULL GROUP BY i.indexrelid",
-        (qualified,),
-    ).fetchall()
-    return any(sorted(r[0]) == sorted(columns) for r in rows)
+    indexes = pg_indexes(conn, schema, table)
+    return any(unique and sorted(cols) == sorted(columns) for cols, unique in indexes)
 
 
 def typed_initial_value(table: DirectTable) -> Any:

@@ -31,12 +31,15 @@ def duck_incremental(
 
     target = ident(dataset, table.dest)
 
-    def execute(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        return con.execute(sql, params).fetchall()  # type: ignore[no-any-return]
-
-    def qualify(name: str) -> str:
-        return ident(dataset, name)
-
+    store = incremental_write.StateStore(
+        execute=lambda sql, params: con.execute(sql, params).fetchall(),
+        qualify=lambda name: ident(dataset, name),
+        pipeline=pipeline,
+        dataset=dataset,
+        destination="duckdb",
+        types=("VARCHAR", "TIMESTAMP WITH TIME ZONE"),
+        placeholder="?",
+    )
     con.execute("BEGIN")
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(dataset)}")
     present = {
@@ -48,9 +51,7 @@ def duck_incremental(
         ).fetchall()
     }
     has_state = {cursor_state.STATE_TABLE, cursor_state.LOADS_TABLE} <= present
-    state, last = incremental_write.start(
-        execute, qualify, has_state=has_state, pipeline=pipeline, table=table, placeholder="?"
-    )
+    state, last = incremental_write.start(store, table, has_state=has_state)
     cursor = table.cursor
     source = _source(table, last)
     if table.dest not in present:
@@ -71,19 +72,7 @@ def duck_incremental(
     ).fetchone()
     if staged != target:
         con.execute(f"DROP TABLE temp.{staged}")
-    incremental_write.advance(
-        execute,
-        qualify,
-        state,
-        table=table,
-        last=last,
-        newest=newest,
-        pipeline=pipeline,
-        dataset=dataset,
-        destination="duckdb",
-        types=("VARCHAR", "TIMESTAMP WITH TIME ZONE"),
-        placeholder="?",
-    )
+    incremental_write.advance(store, state, table=table, last=last, newest=newest)
     con.execute("COMMIT")
     stats.rows[table.dest] = stats.rows.get(table.dest, 0) + int(rows)
 

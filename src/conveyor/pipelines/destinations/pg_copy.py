@@ -1,6 +1,6 @@
 """PostgreSQL-to-PostgreSQL copy primitives for the direct copy (``postgres`` whole tables,
 ``pg_incremental`` cursor reads and merges): ``COPY ... TO STDOUT`` read straight off
-libpq and handed on in large blocks, and a destination table's columns."""
+libpq and handed on in large blocks, and a table's columns and indexes."""
 
 from __future__ import annotations
 
@@ -72,3 +72,19 @@ def pg_columns(conn: Any, schema: str, table: str) -> dict[str, tuple[str, bool]
         (qualified,),
     ).fetchall()
     return {r[0]: (r[1], bool(r[2])) for r in rows} if rows else None
+
+
+def pg_indexes(conn: Any, schema: str, table: str) -> list[tuple[list[str], bool]]:
+    """A table's indexes on plain columns, not partial: (columns in order, unique)."""
+    from psycopg import sql
+
+    qualified = sql.Identifier(schema, table).as_string(conn)
+    found = conn.execute(
+        "SELECT i.indisunique, (SELECT array_agg(a.attname::text ORDER BY k.n)"
+        " FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)"
+        " FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indpred IS NULL"
+        " AND i.indexprs IS NULL",
+        (qualified,),
+    ).fetchall()
+    return [(list(cols or []), bool(unique)) for unique, cols in found]

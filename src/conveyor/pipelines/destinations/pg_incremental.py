@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from conveyor.pipelines.destinations import incremental_write
-from conveyor.pipelines.destinations.pg_copy import pg_columns, pipe
+from conveyor.pipelines.destinations.pg_copy import pg_columns, pg_indexes, pipe
 from conveyor.pipelines.direct import DirectTable, check_required
 
 if TYPE_CHECKING:
@@ -36,21 +36,25 @@ def pg_incremental(
         cur = dst.execute(query, params)
         return cur.fetchall() if cur.description else []
 
-    def qualify(name: str) -> str:
-        return sql.Identifier(dataset, name).as_string(dst)
-
+    store = incremental_write.StateStore(
+        execute=execute,
+        qualify=lambda name: sql.Identifier(dataset, name).as_string(dst),
+        pipeline=pipeline,
+        dataset=dataset,
+        destination="postgres",
+        types=("varchar", "timestamp with time zone"),
+        placeholder="%s",
+    )
     dst.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(dataset)))
     has_state = all(
         pg_columns(dst, dataset, t) is not None
         for t in (cursor_state.STATE_TABLE, cursor_state.LOADS_TABLE)
     )
-    state, last = incremental_write.start(
-        execute, qualify, has_state=has_state, pipeline=pipeline, table=table, placeholder="%s"
-    )
+    state, last = incremental_write.start(store, table, has_state=has_state)
     cursor = table.cursor
     existing = pg_columns(dst, dataset, table.dest)
     staging = not (existing is None and (table.key_unique or table.disposition != "merge"))
-    existing = _prepare_target(dst, dataset, table, existing, stats)
+    existing = prepare_target(dst, dataset, table, existing, stats)
     into = sql.Identifier(_STAGE) if staging else sql.Identifier(dataset, table.dest)
     if staging:
         _create_stage(dst, table)
@@ -70,25 +74,13 @@ def pg_incremental(
             sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(cursor.dest), into)
         ).fetchone()
         newest = found[0] if found else None
-    incremental_write.advance(
-        execute,
-        qualify,
-        state,
-        table=table,
-        last=last,
-        newest=newest,
-        pipeline=pipeline,
-        dataset=dataset,
-        destination="postgres",
-        types=("varchar", "timestamp with time zone"),
-        placeholder="%s",
-    )
+    incremental_write.advance(store, state, table=table, last=last, newest=newest)
     dst.commit()
     stats.rows[table.dest] = stats.rows.get(table.dest, 0) + max(rows, 0)
     stats.bytes += size
 
 
-def _prepare_target(
+def prepare_target(
     dst: Any,
     dataset: str,
     table: DirectTable,
@@ -290,7 +282,7 @@ def _ensure_key_index(dst: Any, dataset: str, table: DirectTable) -> bool:
     from psycopg import errors, sql
 
     keys = [k.dest for k in table.key]
-    indexes = _indexes(dst, dataset, table.dest)
+    indexes = pg_indexes(dst, dataset, table.dest)
     if any(unique and set(cols) == set(keys) for cols, unique in indexes):
         return True
     if any(cols[: len(keys)] == keys for cols, _ in indexes):
@@ -313,25 +305,9 @@ def _ensure_cursor_index(dst: Any, dataset: str, table: DirectTable) -> None:
 
     assert table.cursor is not None
     name = table.cursor.dest
-    if not any(cols[:1] == [name] for cols, _ in _indexes(dst, dataset, table.dest)):
+    if not any(cols[:1] == [name] for cols, _ in pg_indexes(dst, dataset, table.dest)):
         dst.execute(
             sql.SQL("CREATE INDEX ON {} ({})").format(
                 sql.Identifier(dataset, table.dest), sql.Identifier(name)
             )
         )
-
-
-def _indexes(dst: Any, dataset: str, name: str) -> list[tuple[list[str], bool]]:
-    """The table's plain-column, non-partial indexes: (columns in order, unique)."""
-    from psycopg import sql
-
-    qualified = sql.Identifier(dataset, name).as_string(dst)
-    found = dst.execute(
-        "SELECT i.indisunique, (SELECT array_agg(a.attname::text ORDER BY k.n)"
-        " FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)"
-        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)"
-        " FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indpred IS NULL"
-        " AND i.indexprs IS NULL",
-        (qualified,),
-    ).fetchall()
-    return [(list(cols or []), bool(unique)) for unique, cols in found]

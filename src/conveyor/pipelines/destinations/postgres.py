@@ -11,7 +11,8 @@ from conveyor.pipelines.config import DatabaseConnection, TypeConfig
 from conveyor.pipelines.contract import Capabilities, DestinationType, Landing, TypeContext
 from conveyor.pipelines.destinations.pg_copy import pg_columns, pipe
 from conveyor.pipelines.destinations.pg_incremental import pg_incremental as _pg_incremental
-from conveyor.pipelines.direct import DirectTable, check_required, conninfo
+from conveyor.pipelines.destinations.pg_incremental import prepare_target
+from conveyor.pipelines.direct import DirectTable, conninfo
 from conveyor.pipelines.netguard import pin_conninfo
 from conveyor.pipelines.target import DltTarget, default_dataset
 from conveyor.settings import Settings
@@ -177,38 +178,10 @@ def _pg_table(src: Any, dst: Any, dataset: str, table: DirectTable, stats: RunSt
     target = sql.Identifier(dataset, table.dest)
     dst.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(dataset)))
     existing = pg_columns(dst, dataset, table.dest)
-    if existing is None:
-        dst.execute(
-            sql.SQL("CREATE TABLE {} ({})").format(
-                target,
-                sql.SQL(", ").join(
-                    sql.SQL("{} {}{}").format(
-                        sql.Identifier(c.dest),
-                        sql.SQL(c.pg_type),
-                        sql.SQL(" NOT NULL" if c.not_null else ""),
-                    )
-                    for c in table.columns
-                ),
-            )
-        )
-        stats.schema_changes.append(
-            {"table": table.dest, "columns": [c.dest for c in table.columns]}
-        )
-        binary = True
-    else:
-        check_required(existing, table)
-        added = [c for c in table.columns if c.dest not in existing]
-        for c in added:
-            dst.execute(
-                sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                    target, sql.Identifier(c.dest), sql.SQL(c.pg_type)
-                )
-            )
-        if added:
-            stats.schema_changes.append({"table": table.dest, "columns": [c.dest for c in added]})
-        binary = all(existing.get(c.dest, (c.pg_type,))[0] == c.pg_type for c in table.columns)
-        if table.disposition == "replace":
-            dst.execute(sql.SQL("TRUNCATE {}").format(target))
+    columns = prepare_target(dst, dataset, table, existing, stats)
+    binary = all(columns.get(c.dest, (c.pg_type,))[0] == c.pg_type for c in table.columns)
+    if existing is not None and table.disposition == "replace":
+        dst.execute(sql.SQL("TRUNCATE {}").format(target))
     fmt = sql.SQL("binary" if binary else "text")
     select = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT {})").format(
         sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
